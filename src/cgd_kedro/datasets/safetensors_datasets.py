@@ -1,0 +1,110 @@
+"""Versioned local-file datasets over safetensors.
+
+safetensors stores raw tensors plus a string-to-string header, so loading can never execute
+code from the file (unlike pickle-based ``torch.save``). A file that is not what the dataset
+expects (corrupt, truncated, or another project's) raises ``DatasetError`` naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import torch
+from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+CHECKPOINT_FORMAT = "cgd_kedro.classifier/1"
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses shared or non-contiguous storage; a contiguous CPU copy is always valid.
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise DatasetError(f"{path}: not a readable safetensors file ({error})") from error
+
+
+class _SafetensorsFileDataset(AbstractVersionedDataset[Any, Any]):
+    def __init__(self, *, filepath: str, version: Version | None = None, metadata: dict | None = None):
+        """
+        Args:
+            filepath: local path of the ``.safetensors`` file.
+            version: Kedro versioning (``versioned: true`` in the catalog).
+            metadata: free-form information shown by kedro-viz; not stored.
+        """
+        super().__init__(filepath=PurePosixPath(filepath), version=version)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath, "version": self._version}
+
+    def _exists(self) -> bool:
+        try:
+            return Path(self._get_load_path()).exists()
+        except DatasetError:
+            return False
+
+
+class TensorDictDataset(_SafetensorsFileDataset):
+    """A ``dict[str, Tensor]`` (an image set, logits, indices) as one safetensors file.
+
+    Example catalog entry::
+
+        "{attack}.poisoned_train":
+          type: cgd_kedro.datasets.TensorDictDataset
+          filepath: data/03_primary/${globals:dataset}/{attack}/poisoned_train.safetensors
+          versioned: true
+    """
+
+    def load(self) -> dict[str, torch.Tensor]:
+        tensors, _ = _read(Path(self._get_load_path()))
+        return tensors
+
+    def save(self, data: dict[str, torch.Tensor]) -> None:
+        if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+            raise DatasetError(f"{self._filepath}: TensorDictDataset saves a dict of tensors, got {type(data).__name__}")
+        _write(Path(self._get_save_path()), data, {"format": "cgd_kedro.tensors/1"})
+
+
+class ClassifierCheckpointDataset(_SafetensorsFileDataset):
+    """A classifier checkpoint (see ``cgd_kedro.models.classifier``) as one safetensors file.
+
+    The state_dict is stored as tensors; architecture, ``num_classes`` and input normalisation go
+    into the header, tagged with a format marker so a foreign file is rejected on load.
+    """
+
+    def load(self) -> dict:
+        path = Path(self._get_load_path())
+        state_dict, header = _read(path)
+        if header.get("format") != CHECKPOINT_FORMAT:
+            raise DatasetError(
+                f"{path}: not a cgd_kedro classifier checkpoint (header format {header.get('format')!r}, "
+                f"expected {CHECKPOINT_FORMAT!r})"
+            )
+        return {
+            "architecture": header["architecture"],
+            "num_classes": int(header["num_classes"]),
+            "mean": json.loads(header["mean"]),
+            "std": json.loads(header["std"]),
+            "state_dict": state_dict,
+        }
+
+    def save(self, data: dict) -> None:
+        header = {
+            "format": CHECKPOINT_FORMAT,
+            "architecture": str(data["architecture"]),
+            "num_classes": str(int(data["num_classes"])),
+            "mean": json.dumps([float(v) for v in data["mean"]]),
+            "std": json.dumps([float(v) for v in data["std"]]),
+        }
+        _write(Path(self._get_save_path()), data["state_dict"], header)

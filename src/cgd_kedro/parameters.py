@@ -1,0 +1,73 @@
+"""Parameter sections shared by several pipelines, and the fail-fast check of a whole run.
+
+Every section is parsed into a frozen dataclass whose constructor rejects unknown keys and
+out-of-range values with a message naming the parameter, so a typo in YAML or ``--params``
+stops the run before any data is generated or any model trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from cgd_kedro.attacks.poisoning import AttackConfig
+from cgd_kedro.data.sources import DatasetConfig
+from cgd_kedro.models.registry import check_architecture
+from cgd_kedro.runtime import resolve_device
+from cgd_kedro.training.classifier import TrainingConfig
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """The ``runtime`` parameters: ``device`` (``auto`` | ``cpu`` | ``cuda``) and the run's ``seed``."""
+
+    device: str = "auto"
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict) -> RuntimeConfig:
+        unknown = set(params) - {"device", "seed"}
+        if unknown:
+            raise ValueError(f"runtime: unknown parameter(s) {sorted(unknown)}; expected 'device' and 'seed'")
+        config = cls(**params)
+        resolve_device(config.device)
+        if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
+            raise ValueError(f"runtime.seed: expected a non-negative integer, got {config.seed!r}")
+        return config
+
+    @property
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+
+@dataclass(frozen=True)
+class VictimConfig:
+    """The ``victim`` parameters: the classifier ``architecture`` and its ``training`` recipe."""
+
+    architecture: str = "compact_cnn"
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    @classmethod
+    def from_params(cls, params: dict) -> VictimConfig:
+        unknown = set(params) - {"architecture", "training"}
+        if unknown:
+            raise ValueError(f"victim: unknown parameter(s) {sorted(unknown)}; expected 'architecture' and 'training'")
+        architecture = params.get("architecture", cls.architecture)
+        check_architecture(architecture)
+        return cls(architecture, TrainingConfig.from_params(dict(params.get("training") or {}), "victim.training"))
+
+
+def check_run_parameters(params: dict, namespaces: set[str]) -> None:
+    """Validate every section the run will use; raises ``ValueError``/``FileNotFoundError`` naming it."""
+    dataset = DatasetConfig.from_params(params.get("dataset", {}))
+    RuntimeConfig.from_params(params.get("runtime", {}))
+    if "victim" in params:
+        VictimConfig.from_params(params["victim"])
+    for namespace in sorted(namespaces):
+        section = params.get(namespace, {})
+        if "attack" in section:
+            try:
+                AttackConfig.from_params(section["attack"], dataset.num_classes)
+            except ValueError as error:
+                raise ValueError(f"{namespace}.{error}") from error

@@ -1,0 +1,1 @@
+"""Batched augmentation and the classifier training loop."""

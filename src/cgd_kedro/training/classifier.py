@@ -1,0 +1,135 @@
+"""Supervised training of a classifier on an image set, with the BackdoorBench recipe as defaults."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from cgd_kedro.training.augment import crop_and_flip
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of ``train_classifier``; defaults are BackdoorBench's CIFAR-10 recipe.
+
+    Attributes:
+        epochs: passes over the training set (BackdoorBench: 100; the embedded default uses fewer).
+        batch_size: images per SGD step.
+        lr: initial learning rate of SGD, decayed to 0 by a per-step cosine schedule.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty.
+        augment: random crop (``crop_padding``) and horizontal flip, applied on the device.
+        crop_padding: zero padding of the random crop in pixels.
+    """
+
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+    crop_padding: int = 4
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
+            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "crop_padding": isinstance(self.crop_padding, int) and self.crop_padding >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"training.{name}: invalid value {getattr(self, name)!r}")
+
+    @classmethod
+    def from_params(cls, params: dict, section: str = "training") -> TrainingConfig:
+        """Build from a parameters dict, rejecting unknown keys by name (catches typos in YAML)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"{section}: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**params)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def to_unit_float(images: Tensor) -> Tensor:
+    """uint8 images in [0, 255] to float32 in [0, 1] (the input convention of every model here)."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def train_classifier(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    config: TrainingConfig,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
+    description: str = "train",
+) -> list[dict]:
+    """Train ``model`` in place with SGD + cosine schedule and cross-entropy.
+
+    Args:
+        model: a classifier taking [0, 1] float images.
+        images: uint8 ``N x C x H x W``; moved to ``device`` once, batches are sliced there.
+        labels: int64 ``N`` (the given labels: for a victim, the poisoned ones).
+        config: hyper-parameters.
+        device: where to train.
+        generator: CPU generator for shuffling and augmentation (makes the run reproducible).
+        description: label of the progress bar.
+
+    Returns:
+        One dict per epoch with ``epoch``, ``loss`` and ``train_acc`` (on the augmented batches).
+    """
+    if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
+        raise ValueError(f"{description}: need as many labels as images and at least one image")
+    model.to(device).train()
+    images, labels = images.to(device), labels.to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(images.shape[0] / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    )
+    history = []
+    progress = tqdm(total=total_steps, desc=description, unit="batch", disable=None, leave=False)
+    for epoch in range(config.epochs):
+        order = torch.randperm(images.shape[0], generator=generator).to(device)
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+        for batch in order.split(config.batch_size):
+            x = to_unit_float(images[batch])
+            if config.augment:
+                x = crop_and_flip(x, generator, config.crop_padding)
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(logits, labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.detach() * batch.numel()
+            correct += (logits.argmax(1) == labels[batch]).sum()
+            progress.update()
+        record = {
+            "epoch": epoch + 1,
+            "loss": float(loss_sum) / images.shape[0],
+            "train_acc": float(correct) / images.shape[0],
+        }
+        history.append(record)
+        log.info("%s epoch %d/%d: loss %.4f, train acc %.4f", description, epoch + 1, config.epochs, record["loss"], record["train_acc"])
+    progress.close()
+    model.eval()
+    return history
