@@ -1,0 +1,41 @@
+"""Shared fixtures: small parameter sets and a throw-away copy of the Kedro project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Tests must never try to send telemetry.
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_parameters() -> dict:
+    """Parameters small enough for a CPU test run in seconds (real values are in conf/base)."""
+    return {
+        "dataset": {
+            "name": "embedded",
+            "world": {"seed": 0, "n_train": 300, "n_test": 120, "n_captions": 1, "difficulty": 0.5},
+        },
+        "runtime": {"device": "cpu", "seed": 0},
+        "victim": {"architecture": "compact_cnn", "training": {"epochs": 1, "batch_size": 64, "lr": 0.05}},
+        "badnets": {"attack": {"name": "badnets", "target": 0, "ratio": 0.1, "mode": "all_to_one"}},
+    }
+
+
+@pytest.fixture
+def tmp_project(tmp_path, monkeypatch) -> Path:
+    """A copy of the project's configuration in ``tmp_path``, made the working directory, so
+    session runs write their data/ there and never touch the repository's own outputs."""
+    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (tmp_path / "conf" / "local").mkdir()
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    (tmp_path / ".telemetry").write_text("consent: false\n")
+    (tmp_path / "src").mkdir()  # bootstrap_project checks it exists; the package is installed
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
