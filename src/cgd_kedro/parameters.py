@@ -7,6 +7,8 @@ stops the run before any data is generated or any model trained.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -55,19 +57,36 @@ class VictimConfig:
             raise ValueError(f"victim: unknown parameter(s) {sorted(unknown)}; expected 'architecture' and 'training'")
         architecture = params.get("architecture", cls.architecture)
         check_architecture(architecture)
-        return cls(architecture, TrainingConfig.from_params(dict(params.get("training") or {}), "victim.training"))
+        return cls(architecture, TrainingConfig.from_params(dict(params.get("training") or {})))
 
 
 def check_run_parameters(params: dict, namespaces: set[str]) -> None:
-    """Validate every section the run will use; raises ``ValueError``/``FileNotFoundError`` naming it."""
-    dataset = DatasetConfig.from_params(params.get("dataset", {}))
-    RuntimeConfig.from_params(params.get("runtime", {}))
+    """Validate every section the run will use.
+
+    Raises ``ValueError`` (or ``FileNotFoundError`` for a missing dataset directory) whose message
+    starts with the parameter's full path, e.g. ``badnets.attack.ratio: ...``.
+    """
+    with _named("dataset"):
+        dataset = DatasetConfig.from_params(params.get("dataset", {}))
+    with _named("runtime"):
+        RuntimeConfig.from_params(params.get("runtime", {}))
     if "victim" in params:
-        VictimConfig.from_params(params["victim"])
+        with _named("victim"):
+            VictimConfig.from_params(params["victim"])
     for namespace in sorted(namespaces):
         section = params.get(namespace, {})
         if "attack" in section:
-            try:
-                AttackConfig.from_params(section["attack"], dataset.num_classes)
-            except ValueError as error:
-                raise ValueError(f"{namespace}.{error}") from error
+            with _named(namespace):
+                AttackConfig.from_params(section["attack"], dataset.num_classes, dataset.expected_image_size)
+
+
+@contextmanager
+def _named(section: str) -> Iterator[None]:
+    """Prefix an error message with ``section.`` unless it already names the section."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        message = str(error)
+        if message.startswith(f"{section}.") or message.startswith(f"{section}:"):
+            raise
+        raise type(error)(f"{section}.{message}") from error

@@ -12,10 +12,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from cgd_kedro.attacks.registry import get_trigger
+from cgd_kedro.attacks.registry import get_trigger, list_attacks
 from cgd_kedro.data.imageset import ImageSet
 
 LABEL_MODES = ("all_to_one", "all_to_all")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -37,20 +45,32 @@ class AttackConfig:
     trigger: dict = field(default_factory=dict)
 
     @classmethod
-    def from_params(cls, params: dict, num_classes: int) -> AttackConfig:
+    def from_params(cls, params: dict, num_classes: int, image_size: int = 32) -> AttackConfig:
         known = {"name", "target", "ratio", "mode", "trigger"}
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"attack: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        if "name" not in params:
+            raise ValueError(f"attack.name: missing; available attacks: {list_attacks()}")
         config = cls(**{**params, "trigger": dict(params.get("trigger") or {})})
         get_trigger(config.name)  # unknown names fail here, before any work
-        if not isinstance(config.ratio, (int, float)) or not 0 < config.ratio <= 1:
+        if not _is_number(config.ratio) or not 0 < config.ratio <= 1:
             raise ValueError(f"attack.ratio: expected a poisoning ratio in (0, 1], got {config.ratio!r}")
-        if not isinstance(config.target, int) or not 0 <= config.target < num_classes:
+        if not _is_int(config.target) or not 0 <= config.target < num_classes:
             raise ValueError(f"attack.target: expected a class index in [0, {num_classes - 1}], got {config.target!r}")
         if config.mode not in LABEL_MODES:
             raise ValueError(f"attack.mode: expected one of {LABEL_MODES}, got {config.mode!r}")
+        config.check_trigger(image_size)
         return config
+
+    def check_trigger(self, image_size: int) -> None:
+        """Dry-run the trigger on one blank image so bad trigger arguments fail before any work."""
+        blank = torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8)
+        try:
+            self.apply_trigger(blank)
+        except (TypeError, ValueError) as error:
+            message = str(error)
+            raise ValueError(message if message.startswith("attack.trigger") else f"attack.trigger: {message}") from error
 
     def apply_trigger(self, images: Tensor) -> Tensor:
         return get_trigger(self.name)(images, **self.trigger)

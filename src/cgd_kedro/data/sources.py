@@ -16,6 +16,7 @@ from cgd_kedro.data.real import REAL_DATASETS, load_real_dataset
 # Class counts are known up front so that parameters (e.g. an attack's target) can be checked
 # before any data is read.
 NUM_CLASSES = {"embedded": len(world.CLASS_NAMES), "cifar10": 10, "cifar100": 100, "gtsrb": 43, "tinyimagenet": 200}
+NATIVE_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "gtsrb": 32, "tinyimagenet": 64}
 DATASET_NAMES = tuple(NUM_CLASSES)
 
 
@@ -97,6 +98,13 @@ class DatasetConfig:
     @property
     def num_classes(self) -> int:
         return NUM_CLASSES[self.name]
+
+    @property
+    def expected_image_size(self) -> int:
+        """Side of the images this configuration yields, known before reading any data."""
+        if self.name == "embedded":
+            return self.world.image_size
+        return self.image_size or NATIVE_IMAGE_SIZE[self.name]
 
 
 def load_classification_data(config: DatasetConfig) -> tuple[ImageSet, ImageSet, list[str]]:

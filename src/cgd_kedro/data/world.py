@@ -221,9 +221,10 @@ def _render(attrs: dict[str, Tensor], g: torch.Generator, image_size: int, diffi
     return (canvas * gain + offset + noise).clamp(0, 255).round().to(torch.uint8)
 
 
-def generate_images(
-    n: int, *, seed: int, image_size: int = 32, difficulty: float = 0.5, chunk_size: int = 4096
-) -> ImageSet:
+_CHUNK_SIZE = 4096  # images rendered per batch; each chunk draws from its own seed stream
+
+
+def generate_images(n: int, *, seed: int, image_size: int = 32, difficulty: float = 0.5) -> ImageSet:
     """Render ``n`` labelled images of the embedded world.
 
     Args:
@@ -231,7 +232,6 @@ def generate_images(
         seed: the world's seed; the same seed always gives the same images.
         image_size: side of the square RGB images in pixels.
         difficulty: in [0, 1]; scales clutter, noise, colour jitter, pattern contrast and placement.
-        chunk_size: images rendered per batch (bounds memory, not the result).
 
     Returns:
         An image set with ``images`` (uint8 ``n x 3 x S x S``), ``labels`` and the nameable
@@ -239,12 +239,13 @@ def generate_images(
         ``COLOUR_NAMES``, ``SIZES`` and ``BACKGROUNDS``).
     """
     _check_world_args(n, image_size, difficulty)
-    g = torch.Generator().manual_seed(seed)
-    attrs = sample_attributes(n, g)
+    attrs = sample_attributes(n, torch.Generator().manual_seed(seed))
     images = torch.empty(n, 3, image_size, image_size, dtype=torch.uint8)
-    for start in range(0, n, chunk_size):
-        rows = slice(start, start + chunk_size)
-        images[rows] = _render({k: v[rows] for k, v in attrs.items()}, g, image_size, float(difficulty))
+    # One generator per chunk, so the result depends on (seed, n) only, never on batching.
+    for start in range(0, n, _CHUNK_SIZE):
+        rows = slice(start, start + _CHUNK_SIZE)
+        chunk_generator = torch.Generator().manual_seed(derive_seed(seed, f"render/{start}"))
+        images[rows] = _render({k: v[rows] for k, v in attrs.items()}, chunk_generator, image_size, float(difficulty))
     return make_image_set(images, attrs.pop("labels"), **attrs)
 
 

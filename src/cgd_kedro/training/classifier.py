@@ -39,9 +39,12 @@ class TrainingConfig:
     crop_padding: int = 4
 
     def __post_init__(self) -> None:
+        def positive_int(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
         checks = {
-            "epochs": isinstance(self.epochs, int) and self.epochs >= 1,
-            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
+            "epochs": positive_int(self.epochs),
+            "batch_size": positive_int(self.batch_size),
             "lr": self.lr > 0,
             "momentum": 0 <= self.momentum < 1,
             "weight_decay": self.weight_decay >= 0,

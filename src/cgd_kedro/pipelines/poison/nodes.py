@@ -41,14 +41,14 @@ def load_dataset(dataset: dict) -> tuple[ImageSet, ImageSet, dict]:
 
 def poison_train_set(train_set: ImageSet, dataset_info: dict, attack: dict, runtime: dict) -> ImageSet:
     """Poison ``attack.ratio`` of the training set; ground-truth flags are kept for evaluation."""
-    config = AttackConfig.from_params(attack, dataset_info["num_classes"])
+    config = AttackConfig.from_params(attack, dataset_info["num_classes"], dataset_info["image_size"])
     generator = seed_everything(derive_seed(RuntimeConfig.from_params(runtime).seed, f"poison/{config.name}"))
     return poison_training_set(train_set, config, dataset_info["num_classes"], generator)
 
 
 def build_backdoor_test_set(test_set: ImageSet, dataset_info: dict, attack: dict) -> ImageSet:
     """Every non-target test image with the trigger, labelled with the attacker's label."""
-    config = AttackConfig.from_params(attack, dataset_info["num_classes"])
+    config = AttackConfig.from_params(attack, dataset_info["num_classes"], dataset_info["image_size"])
     return make_backdoor_test_set(test_set, config, dataset_info["num_classes"])
 
 
