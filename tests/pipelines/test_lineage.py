@@ -1,0 +1,29 @@
+"""kedro-viz builds the lineage offline, with each attack as a namespace and every dataset in a layer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
+
+
+@pytest.mark.slow
+def test_kedro_viz_build_shows_namespaces_and_layers(tmp_project):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "viz", "build"], cwd=tmp_project, env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lineage = json.loads((tmp_project / "build" / "api" / "main").read_text())
+
+    assert set(ATTACK_NAMESPACES) <= set(lineage["modular_pipelines"])
+    assert {"intermediate", "primary", "models", "reporting"} <= set(lineage["layers"])
+    datasets = {n["name"]: n for n in lineage["nodes"] if n["type"] == "data"}
+    assert "badnets.attack_metrics" in datasets
+    assert all(node.get("layer") for node in datasets.values()), [k for k, v in datasets.items() if not v.get("layer")]
