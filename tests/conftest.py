@@ -17,7 +17,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def tiny_parameters() -> dict:
     """Parameters small enough for a CPU test run in seconds (real values are in conf/base)."""
-    return {
+    from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
+
+    attacks = {name: {"attack": {"name": name, "target": 0, "ratio": 0.1}} for name in ATTACK_NAMESPACES}
+    return attacks | {
         "dataset": {
             "name": "embedded",
             "world": {"seed": 0, "n_train": 300, "n_test": 120, "n_captions": 1, "difficulty": 0.5},

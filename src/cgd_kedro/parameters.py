@@ -77,7 +77,7 @@ def check_run_parameters(params: dict, namespaces: set[str]) -> None:
         section = params.get(namespace, {})
         if "attack" in section:
             with _named(namespace):
-                AttackConfig.from_params(section["attack"], dataset.num_classes, dataset.expected_image_size)
+                AttackConfig.from_params(section["attack"], dataset.num_classes)
 
 
 @contextmanager

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cgd_kedro.attacks import get_trigger, list_attacks
-from cgd_kedro.attacks.badnets import badnets
+from cgd_kedro.attacks import build_attack, list_attacks
+from cgd_kedro.attacks.badnets import stamp_patch as badnets
 
 
 def _random_uint8(n=4, c=3, h=32, w=32, seed=0):
@@ -66,18 +66,20 @@ def test_non_square_images_use_the_smaller_side_as_limit():
     images = torch.zeros(1, 3, 6, 10, dtype=torch.uint8)
     out = badnets(images, patch_size=6)
     assert bool((out[..., :, 4:] == 255).all()) and not bool((out[..., :, :4] == 255).any())
-    with pytest.raises(ValueError, match=r"attack\.trigger\.patch_size: expected 1\.\.6, got 7"):
+    with pytest.raises(ValueError, match=r"attack\.trigger\.patch_size: expected an integer in \[1, 6\], got 7"):
         badnets(images, patch_size=7)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 33, 2.5, "3"])
 def test_bad_patch_size_errors(bad):
-    with pytest.raises(ValueError, match=r"attack\.trigger\.patch_size: expected 1\.\.32"):
+    with pytest.raises(ValueError, match=r"attack\.trigger\.patch_size: expected an integer in \[1, 32\]"):
         badnets(_random_uint8(n=1), patch_size=bad)
 
 
 def test_registry():
     assert "badnets" in list_attacks()
-    assert get_trigger("badnets") is badnets
+    attack = build_attack("badnets", patch_size=2)
+    images = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    assert torch.equal(attack.apply(images, {}, torch.Generator()), badnets(images, patch_size=2))
     with pytest.raises(ValueError, match=r"attack\.name: unknown attack 'blend'"):
-        get_trigger("blend")
+        build_attack("blend")

@@ -27,7 +27,7 @@ def test_all_to_one_poisoning(ratio):
     train = _train_set()
     before = {k: v.clone() for k, v in train.items()}
     config = AttackConfig.from_params({"name": "badnets", "target": 3, "ratio": ratio}, K)
-    poisoned = poison_training_set(train, config, K, torch.Generator().manual_seed(0))
+    poisoned = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(0))
     n = 200
     flags = poisoned["poison"]
     assert flags.dtype == torch.bool and poisoned["cover"].dtype == torch.bool
@@ -54,13 +54,13 @@ def test_poisoning_with_ratio_one_is_refused_when_target_images_cannot_be_relabe
     train = _train_set()
     config = AttackConfig.from_params({"name": "badnets", "target": 0, "ratio": 1.0}, K)
     with pytest.raises(ValueError, match=r"attack\.ratio: 1\.0 asks for 200 poisoned images but only 180"):
-        poison_training_set(train, config, K, torch.Generator().manual_seed(0))
+        poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(0))
 
 
 def test_all_to_all_labels_are_next_class():
     train = _train_set()
     config = AttackConfig.from_params({"name": "badnets", "ratio": 0.5, "mode": "all_to_all"}, K)
-    poisoned = poison_training_set(train, config, K, torch.Generator().manual_seed(1))
+    poisoned = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(1))
     flags = poisoned["poison"]
     assert int(flags.sum()) == 100
     assert torch.equal(poisoned["labels"][flags], (train["labels"][flags] + 1) % K)
@@ -74,7 +74,7 @@ def test_all_to_all_labels_are_next_class():
 def test_all_to_all_ratio_one_poisons_everything():
     train = _train_set(n=30)
     config = AttackConfig.from_params({"name": "badnets", "ratio": 1, "mode": "all_to_all"}, K)
-    poisoned = poison_training_set(train, config, K, torch.Generator().manual_seed(1))
+    poisoned = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(1))
     assert bool(poisoned["poison"].all())
     assert torch.equal(poisoned["labels"], (train["labels"] + 1) % K)
 
@@ -82,9 +82,9 @@ def test_all_to_all_ratio_one_poisons_everything():
 def test_same_generator_seed_gives_same_indices_and_different_seed_differs():
     train = _train_set()
     config = AttackConfig.from_params({"name": "badnets", "target": 1, "ratio": 0.1}, K)
-    a = poison_training_set(train, config, K, torch.Generator().manual_seed(42))
-    b = poison_training_set(train, config, K, torch.Generator().manual_seed(42))
-    c = poison_training_set(train, config, K, torch.Generator().manual_seed(43))
+    a = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(42))
+    b = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(42))
+    c = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(43))
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert not torch.equal(a["poison"], c["poison"])
@@ -93,7 +93,7 @@ def test_same_generator_seed_gives_same_indices_and_different_seed_differs():
 def test_trigger_parameters_are_used():
     train = _train_set(n=50, size=16)
     config = AttackConfig.from_params({"name": "badnets", "ratio": 0.2, "trigger": {"patch_size": 5}}, K)
-    poisoned = poison_training_set(train, config, K, torch.Generator().manual_seed(0))
+    poisoned = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(0))
     flags = poisoned["poison"]
     assert bool((poisoned["images"][flags][..., -5:, -5:] == 255).all())
     changed = (poisoned["images"] != train["images"]).flatten(1).sum(1)
@@ -105,7 +105,7 @@ def test_trigger_parameters_are_used():
 def test_make_backdoor_test_set_all_to_one():
     test = _train_set(n=60, seed=5)
     config = AttackConfig.from_params({"name": "badnets", "target": 4, "ratio": 0.1}, K)
-    backdoor = make_backdoor_test_set(test, config, K)
+    backdoor = make_backdoor_test_set(test, config.build(), {}, config, K, torch.Generator())
     keep = test["labels"] != 4
     assert set(backdoor) == {"images", "labels", "original_labels"}
     assert backdoor["images"].shape[0] == int(keep.sum()) == 54
@@ -119,7 +119,7 @@ def test_make_backdoor_test_set_all_to_one():
 def test_make_backdoor_test_set_all_to_all_keeps_everything():
     test = _train_set(n=40, seed=6)
     config = AttackConfig.from_params({"name": "badnets", "mode": "all_to_all"}, K)
-    backdoor = make_backdoor_test_set(test, config, K)
+    backdoor = make_backdoor_test_set(test, config.build(), {}, config, K, torch.Generator())
     assert torch.equal(backdoor["original_labels"], test["labels"])
     assert torch.equal(backdoor["labels"], (test["labels"] + 1) % K)
 
@@ -142,7 +142,7 @@ def test_from_params_defaults_and_values():
         ({"name": "badnets", "target": -1}, r"attack\.target"),
         ({"name": "badnets", "target": 1.0}, r"attack\.target"),
         ({"name": "badnets", "mode": "one_to_one"}, r"attack\.mode:.*'one_to_one'"),
-        ({"name": "blended"}, r"attack\.name: unknown attack 'blended'"),
+        ({"name": "blendd"}, r"attack\.name: unknown attack 'blendd'"),
         ({"name": "badnets", "ratoi": 0.1}, r"attack: unknown parameter\(s\) \['ratoi'\]"),
     ],
 )

@@ -34,8 +34,11 @@ def _in_memory_catalog(params: dict) -> DataCatalog:
 
 def test_pipeline_has_one_namespace_per_attack_and_shared_data_node():
     pipeline = create_pipeline()
-    assert {n.namespace for n in pipeline.nodes} == {None, *ATTACK_NAMESPACES}
-    assert "badnets.train_victim" in {n.name for n in pipeline.nodes}
+    assert {n.namespace for n in pipeline.nodes} == {"dataset", *ATTACK_NAMESPACES}
+    names = {n.name for n in pipeline.nodes}
+    assert {"dataset.load_dataset", "dataset.train_clean_model", "badnets.train_victim"} <= names
+    # Shared nodes are grouped under `dataset` without renaming their datasets.
+    assert {"train_set", "clean_model"} <= pipeline.all_outputs()
     assert {"params:dataset", "params:victim", "params:runtime", "params:badnets.attack"} <= pipeline.inputs()
     assert "badnets.attack_metrics" in pipeline.outputs()
 
@@ -54,7 +57,8 @@ def test_in_memory_run_poisons_trains_and_reports():
     assert backdoor["labels"].shape[0] == int((test_set["labels"] != 0).sum())
 
     metrics = catalog.load("badnets.attack_metrics")
-    assert metrics["poison_count"] == 30 and metrics["n_train"] == 300
+    assert metrics["poison_count"] == 30 and metrics["n_train"] == 300 and metrics["poison_ratio"] == 0.1
+    assert metrics["clean_model_acc"] == catalog.load("clean_metrics")["clean_acc"]
     for key in ("clean_acc", "asr", "ra"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["asr"] + metrics["ra"] <= 1.0 + 1e-9

@@ -1,19 +1,31 @@
-"""Turning a clean training/test set into a poisoned one with any trigger function.
+"""Turning a clean training/test set into a poisoned one with any registered attack.
 
-Conventions (BackdoorBench's): ``all_to_one`` relabels poisoned images to ``target``;
-``all_to_all`` relabels class ``y`` to ``(y + 1) mod K``. The poison count is
-``round(ratio * N)``, drawn from the images whose label changes under the attack.
+Label conventions (BackdoorBench's): ``all_to_one`` relabels poisoned images to ``target``;
+``all_to_all`` relabels class ``y`` to ``(y + 1) mod K``.
+
+Poisoning ratio: the poison count is ``round(ratio * N)`` of the whole training set.
+- Dirty-label attacks draw it from the images whose label the attack changes.
+- Clean-label attacks (SIG, LC) draw it from target-class images only and keep every label;
+  when the target class holds fewer images than asked for, all of them are poisoned and the
+  shortfall is logged (the achieved ratio is reported in the attack metrics).
+- Attacks with cover samples (WaNet noise mode, Adap-Blend, BPP, InputAware cross samples) also
+  modify ``cover_ratio x count`` other images that keep their true labels; they are flagged
+  ``cover``, not ``poison``.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from cgd_kedro.attacks.registry import get_trigger, list_attacks
+from cgd_kedro.attacks.base import Attack, State
+from cgd_kedro.attacks.registry import build_attack, list_attacks
 from cgd_kedro.data.imageset import ImageSet
+
+log = logging.getLogger(__name__)
 
 LABEL_MODES = ("all_to_one", "all_to_all")
 
@@ -35,7 +47,7 @@ class AttackConfig:
         target: target class for ``all_to_one``.
         ratio: poisoning ratio in (0, 1], as a share of the whole training set.
         mode: ``all_to_one`` or ``all_to_all``.
-        trigger: keyword arguments of the trigger function.
+        trigger: keyword arguments of the attack (its trigger parameters).
     """
 
     name: str
@@ -45,7 +57,7 @@ class AttackConfig:
     trigger: dict = field(default_factory=dict)
 
     @classmethod
-    def from_params(cls, params: dict, num_classes: int, image_size: int = 32) -> AttackConfig:
+    def from_params(cls, params: dict, num_classes: int) -> AttackConfig:
         known = {"name", "target", "ratio", "mode", "trigger"}
         unknown = set(params) - known
         if unknown:
@@ -53,27 +65,19 @@ class AttackConfig:
         if "name" not in params:
             raise ValueError(f"attack.name: missing; available attacks: {list_attacks()}")
         config = cls(**{**params, "trigger": dict(params.get("trigger") or {})})
-        get_trigger(config.name)  # unknown names fail here, before any work
+        attack = config.build()  # unknown names and bad trigger arguments fail here, before any work
         if not _is_number(config.ratio) or not 0 < config.ratio <= 1:
             raise ValueError(f"attack.ratio: expected a poisoning ratio in (0, 1], got {config.ratio!r}")
         if not _is_int(config.target) or not 0 <= config.target < num_classes:
             raise ValueError(f"attack.target: expected a class index in [0, {num_classes - 1}], got {config.target!r}")
         if config.mode not in LABEL_MODES:
             raise ValueError(f"attack.mode: expected one of {LABEL_MODES}, got {config.mode!r}")
-        config.check_trigger(image_size)
+        if config.mode == "all_to_all" and (attack.clean_label or not attack.supports_all_to_all):
+            raise ValueError(f"attack.mode: {config.name!r} supports all_to_one only")
         return config
 
-    def check_trigger(self, image_size: int) -> None:
-        """Dry-run the trigger on one blank image so bad trigger arguments fail before any work."""
-        blank = torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8)
-        try:
-            self.apply_trigger(blank)
-        except (TypeError, ValueError) as error:
-            message = str(error)
-            raise ValueError(message if message.startswith("attack.trigger") else f"attack.trigger: {message}") from error
-
-    def apply_trigger(self, images: Tensor) -> Tensor:
-        return get_trigger(self.name)(images, **self.trigger)
+    def build(self) -> Attack:
+        return build_attack(self.name, **self.trigger)
 
 
 def backdoor_labels(labels: Tensor, config: AttackConfig, num_classes: int) -> Tensor:
@@ -83,32 +87,58 @@ def backdoor_labels(labels: Tensor, config: AttackConfig, num_classes: int) -> T
     return (labels + 1) % num_classes
 
 
-def select_poison_indices(labels: Tensor, config: AttackConfig, num_classes: int, generator: torch.Generator) -> Tensor:
-    """``round(ratio * N)`` indices, drawn without replacement among images whose label the attack changes."""
-    candidates = torch.nonzero(backdoor_labels(labels, config, num_classes) != labels).flatten()
+def select_poison_indices(
+    image_set: ImageSet, attack: Attack, config: AttackConfig, num_classes: int, generator: torch.Generator
+) -> Tensor:
+    """Sorted indices of the images to poison (see the module docstring for the ratio semantics)."""
+    labels = image_set["labels"]
+    if attack.clean_label:
+        eligible = labels == config.target
+    else:
+        eligible = backdoor_labels(labels, config, num_classes) != labels
+    candidates = torch.nonzero(eligible & attack.candidates(image_set)).flatten()
     count = round(config.ratio * labels.shape[0])
     if count > candidates.numel():
-        raise ValueError(
-            f"attack.ratio: {config.ratio} asks for {count} poisoned images but only "
-            f"{candidates.numel()} images can be relabelled"
-        )
+        if not (attack.clean_label or config.name == "cleanimage"):
+            raise ValueError(
+                f"attack.ratio: {config.ratio} asks for {count} poisoned images but only "
+                f"{candidates.numel()} images can be relabelled"
+            )
+        log.warning(
+            "%s: ratio %.3f asks for %d poisoned images but only %d are eligible; poisoning all of them (ratio %.4f)",
+            config.name, config.ratio, count, candidates.numel(), candidates.numel() / labels.shape[0],
+        )  # fmt: skip
+        count = candidates.numel()
     return candidates[torch.randperm(candidates.numel(), generator=generator)[:count]].sort().values
 
 
-def poison_training_set(train_set: ImageSet, config: AttackConfig, num_classes: int, generator: torch.Generator) -> ImageSet:
-    """Apply the trigger and relabel a random ``ratio`` of ``train_set``.
+def poison_training_set(
+    train_set: ImageSet, attack: Attack, state: State, config: AttackConfig, num_classes: int, generator: torch.Generator
+) -> ImageSet:
+    """Apply the attack to a share ``ratio`` of ``train_set`` (plus its cover samples).
 
     Returns a new image set with ``labels`` (given, poisoned), ``original_labels``, and the
-    ground-truth flags ``poison`` and ``cover`` (no cover samples for BadNets-style attacks).
+    ground-truth flags ``poison`` and ``cover``. Other columns are carried over unchanged.
     """
     labels = train_set["labels"]
-    index = select_poison_indices(labels, config, num_classes, generator)
+    index = select_poison_indices(train_set, attack, config, num_classes, generator)
     images = train_set["images"].clone()
-    images[index] = config.apply_trigger(images[index])
+    if index.numel():
+        images[index] = attack.apply(images[index], state, generator, "train")
     poisoned_labels = labels.clone()
-    poisoned_labels[index] = backdoor_labels(labels[index], config, num_classes)
+    if not attack.clean_label:
+        poisoned_labels[index] = backdoor_labels(labels[index], config, num_classes)
     poison = torch.zeros_like(labels, dtype=torch.bool)
     poison[index] = True
+
+    cover = torch.zeros_like(poison)
+    n_cover = round(attack.cover_ratio * index.numel())
+    if n_cover:
+        free = torch.nonzero(~poison).flatten()
+        cover_index = free[torch.randperm(free.numel(), generator=generator)[:n_cover]].sort().values
+        images[cover_index] = attack.cover(images[cover_index], state, generator)
+        cover[cover_index] = True
+
     extra = {k: v for k, v in train_set.items() if k not in ("images", "labels")}
     return {
         **extra,
@@ -116,17 +146,20 @@ def poison_training_set(train_set: ImageSet, config: AttackConfig, num_classes: 
         "labels": poisoned_labels,
         "original_labels": labels.clone(),
         "poison": poison,
-        "cover": torch.zeros_like(poison),
+        "cover": cover,
     }
 
 
-def make_backdoor_test_set(test_set: ImageSet, config: AttackConfig, num_classes: int) -> ImageSet:
-    """Every test image whose label the attack changes, with the trigger; ``labels`` = attacker's label."""
+def make_backdoor_test_set(
+    test_set: ImageSet, attack: Attack, state: State, config: AttackConfig, num_classes: int, generator: torch.Generator
+) -> ImageSet:
+    """Every test image whose label the attack changes (and that the attack can use), triggered
+    with the test-phase trigger; ``labels`` = the attacker's label, ``original_labels`` = the truth."""
     labels = test_set["labels"]
     target = backdoor_labels(labels, config, num_classes)
-    keep = target != labels
+    keep = (target != labels) & attack.candidates(test_set)
     return {
-        "images": config.apply_trigger(test_set["images"][keep]),
+        "images": attack.apply(test_set["images"][keep], state, generator, "test"),
         "labels": target[keep],
         "original_labels": labels[keep],
     }

@@ -1,26 +1,36 @@
-"""Named attacks. Each entry maps the attack name used in parameters and namespaces to its
-trigger function ``trigger(images, **trigger_params) -> images`` (batched, any device)."""
+"""The attack library by name: ``build_attack(name, **trigger)`` and ``list_attacks()``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
-from torch import Tensor
+from cgd_kedro.attacks.base import ATTACK_REGISTRY, Attack
 
-from cgd_kedro.attacks.badnets import badnets
+# One module per attack; importing it registers the attack.
+_ATTACK_MODULES = ("badnets", "blended")
 
-Trigger = Callable[..., Tensor]
 
-ATTACKS: dict[str, Trigger] = {
-    "badnets": badnets,
-}
+def _import_attacks() -> None:
+    for module in _ATTACK_MODULES:
+        importlib.import_module(f"cgd_kedro.attacks.{module}")
 
 
 def list_attacks() -> list[str]:
-    return sorted(ATTACKS)
+    _import_attacks()
+    return sorted(ATTACK_REGISTRY)
 
 
-def get_trigger(name: str) -> Trigger:
-    if name not in ATTACKS:
-        raise ValueError(f"attack.name: unknown attack {name!r}; available: {list_attacks()}")
-    return ATTACKS[name]
+def attack_class(name: str) -> type[Attack]:
+    _import_attacks()
+    if name not in ATTACK_REGISTRY:
+        raise ValueError(f"attack.name: unknown attack {name!r}; available: {sorted(ATTACK_REGISTRY)}")
+    return ATTACK_REGISTRY[name]
+
+
+def build_attack(name: str, **trigger) -> Attack:
+    """Instantiate attack ``name`` with its trigger parameters (errors name ``attack.trigger.<param>``)."""
+    cls = attack_class(name)
+    try:
+        return cls(**trigger)
+    except TypeError as error:
+        raise ValueError(f"attack.trigger: invalid arguments for {name!r}: {error}") from error

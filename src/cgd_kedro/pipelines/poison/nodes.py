@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
+
+from cgd_kedro.attacks.base import AttackContext, State
 from cgd_kedro.attacks.poisoning import AttackConfig, make_backdoor_test_set, poison_training_set
 from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.data.sources import DatasetConfig, load_classification_data
-from cgd_kedro.metrics import evaluate_backdoor
+from cgd_kedro.metrics import evaluate_backdoor, predict_logits, accuracy
 from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
 from cgd_kedro.parameters import RuntimeConfig, VictimConfig
 from cgd_kedro.runtime import derive_seed, seed_everything
@@ -39,46 +42,87 @@ def load_dataset(dataset: dict) -> tuple[ImageSet, ImageSet, dict]:
     return train_set, test_set, info
 
 
-def poison_train_set(train_set: ImageSet, dataset_info: dict, attack: dict, runtime: dict) -> ImageSet:
-    """Poison ``attack.ratio`` of the training set; ground-truth flags are kept for evaluation."""
-    config = AttackConfig.from_params(attack, dataset_info["num_classes"], dataset_info["image_size"])
-    generator = seed_everything(derive_seed(RuntimeConfig.from_params(runtime).seed, f"poison/{config.name}"))
-    return poison_training_set(train_set, config, dataset_info["num_classes"], generator)
-
-
-def build_backdoor_test_set(test_set: ImageSet, dataset_info: dict, attack: dict) -> ImageSet:
-    """Every non-target test image with the trigger, labelled with the attacker's label."""
-    config = AttackConfig.from_params(attack, dataset_info["num_classes"], dataset_info["image_size"])
-    return make_backdoor_test_set(test_set, config, dataset_info["num_classes"])
-
-
-def train_victim(poisoned_train: ImageSet, dataset_info: dict, victim: dict, runtime: dict) -> tuple[dict, list[dict]]:
-    """Train the victim classifier on the poisoned set; returns its checkpoint and per-epoch history."""
+def _train(images: torch.Tensor, labels: torch.Tensor, dataset_info: dict, victim: dict, runtime: dict, stream: str):
     config = VictimConfig.from_params(victim)
     run = RuntimeConfig.from_params(runtime)
-    generator = seed_everything(derive_seed(run.seed, "victim"))
+    generator = seed_everything(derive_seed(run.seed, stream))
     model = build_classifier(config.architecture, dataset_info["num_classes"], dataset_info["mean"], dataset_info["std"])
     start = time.perf_counter()
     history = train_classifier(
-        model, poisoned_train["images"], poisoned_train["labels"], config.training,
-        device=run.torch_device, generator=generator, description="victim",
-    )  # fmt: skip
+        model, images, labels, config.training, device=run.torch_device, generator=generator, description=stream
+    )
     history[-1]["seconds"] = time.perf_counter() - start
     return to_checkpoint(model, config.architecture, dataset_info["num_classes"]), history
 
 
+def train_clean_model(train_set: ImageSet, test_set: ImageSet, dataset_info: dict, victim: dict, runtime: dict) -> tuple[dict, dict]:
+    """The clean reference: the victim's recipe on the unpoisoned training set.
+
+    It is the yardstick for each victim's clean accuracy and the surrogate that LC, LF and
+    TrojanNN optimise their triggers against. Returns its checkpoint and ``{clean_acc, seconds}``.
+    """
+    checkpoint, history = _train(train_set["images"], train_set["labels"], dataset_info, victim, runtime, "clean_model")
+    run = RuntimeConfig.from_params(runtime)
+    model = from_checkpoint(checkpoint, run.torch_device, source="clean_model")
+    predictions = predict_logits(model, test_set["images"], device=run.torch_device).argmax(1)
+    metrics = {"clean_acc": accuracy(predictions, test_set["labels"]), "seconds": history[-1]["seconds"]}
+    log.info("clean model: clean_acc %.4f", metrics["clean_acc"])
+    return checkpoint, metrics
+
+
+def prepare_attack(train_set: ImageSet, dataset_info: dict, attack: dict, runtime: dict, clean_model: dict | None = None) -> State:
+    """Generate or learn what the trigger needs (pattern, perturbation, network weights) once."""
+    config = AttackConfig.from_params(attack, dataset_info["num_classes"])
+    run = RuntimeConfig.from_params(runtime)
+    context = AttackContext(
+        train_set={"images": train_set["images"], "labels": train_set["labels"]},
+        num_classes=dataset_info["num_classes"],
+        target=config.target,
+        device=run.torch_device,
+        generator=seed_everything(derive_seed(run.seed, f"prepare/{config.name}")),
+        surrogate=from_checkpoint(clean_model, run.torch_device, source="clean_model") if clean_model else None,
+    )
+    return config.build().prepare(context)
+
+
+def poison_train_set(train_set: ImageSet, attack_state: State, dataset_info: dict, attack: dict, runtime: dict) -> ImageSet:
+    """Poison ``attack.ratio`` of the training set; ground-truth flags are kept for evaluation."""
+    config = AttackConfig.from_params(attack, dataset_info["num_classes"])
+    generator = seed_everything(derive_seed(RuntimeConfig.from_params(runtime).seed, f"poison/{config.name}"))
+    return poison_training_set(train_set, config.build(), attack_state, config, dataset_info["num_classes"], generator)
+
+
+def build_backdoor_test_set(test_set: ImageSet, attack_state: State, dataset_info: dict, attack: dict, runtime: dict) -> ImageSet:
+    """Every test image the attack relabels, with the trigger, labelled with the attacker's label."""
+    config = AttackConfig.from_params(attack, dataset_info["num_classes"])
+    generator = seed_everything(derive_seed(RuntimeConfig.from_params(runtime).seed, f"test/{config.name}"))
+    return make_backdoor_test_set(test_set, config.build(), attack_state, config, dataset_info["num_classes"], generator)
+
+
+def train_victim(poisoned_train: ImageSet, dataset_info: dict, victim: dict, runtime: dict) -> tuple[dict, list[dict]]:
+    """Train the victim classifier on the poisoned set; returns its checkpoint and per-epoch history."""
+    return _train(poisoned_train["images"], poisoned_train["labels"], dataset_info, victim, runtime, "victim")
+
+
 def evaluate_victim(
-    victim_model: dict, test_set: ImageSet, backdoor_test: ImageSet, poisoned_train: ImageSet, runtime: dict
-) -> dict:
-    """CA, ASR and RA of the victim (fractions), with the poison count for the record."""
+    victim_model: dict, test_set: ImageSet, backdoor_test: ImageSet, poisoned_train: ImageSet,
+    clean_metrics: dict, runtime: dict,
+) -> dict:  # fmt: skip
+    """CA, ASR and RA of the victim (fractions), next to the clean reference's CA, with poison counts."""
     run = RuntimeConfig.from_params(runtime)
     model = from_checkpoint(victim_model, run.torch_device, source="victim_model")
     metrics = evaluate_backdoor(model, test_set, backdoor_test, device=run.torch_device)
+    n_train = int(poisoned_train["labels"].shape[0])
     metrics.update(
+        clean_model_acc=clean_metrics["clean_acc"],
         poison_count=int(poisoned_train["poison"].sum()),
+        poison_ratio=float(poisoned_train["poison"].sum()) / n_train,
         cover_count=int(poisoned_train["cover"].sum()),
-        n_train=int(poisoned_train["labels"].shape[0]),
+        n_train=n_train,
         n_backdoor_test=int(backdoor_test["labels"].shape[0]),
     )
-    log.info("victim: clean_acc %.4f, asr %.4f, ra %.4f", metrics["clean_acc"], metrics["asr"], metrics["ra"])
+    log.info(
+        "victim: clean_acc %.4f (clean model %.4f), asr %.4f, ra %.4f",
+        metrics["clean_acc"], metrics["clean_model_acc"], metrics["asr"], metrics["ra"],
+    )  # fmt: skip
     return metrics
