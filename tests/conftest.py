@@ -15,11 +15,24 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+# Learnt triggers with a few optimisation steps: the tests check wiring, not trigger quality.
+TINY_TRIGGERS = {
+    "lc": {"steps": 1},
+    "lf": {"steps": 2, "n_images": 64, "batch_size": 32},
+    "ssba": {"train_images": 64, "train_steps": 2, "batch_size": 32},
+    "inputaware": {"train_images": 64, "mask_steps": 2, "train_steps": 2, "batch_size": 32},
+    "trojannn": {"neuron_epoch": 2},
+}
+
+
 def tiny_parameters() -> dict:
     """Parameters small enough for a CPU test run in seconds (real values are in conf/base)."""
     from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 
-    attacks = {name: {"attack": {"name": name, "target": 0, "ratio": 0.1}} for name in ATTACK_NAMESPACES}
+    attacks = {
+        name: {"attack": {"name": name, "target": 0, "ratio": 0.1, "trigger": dict(TINY_TRIGGERS.get(name, {}))}}
+        for name in ATTACK_NAMESPACES
+    }
     return attacks | {
         "dataset": {
             "name": "embedded",

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
+from cgd_kedro.pipelines.poison.pipeline import DEFAULT_ATTACKS
 
 
 @pytest.mark.slow
@@ -22,7 +22,9 @@ def test_kedro_viz_build_shows_namespaces_and_layers(tmp_project):
     assert result.returncode == 0, result.stderr[-2000:]
     lineage = json.loads((tmp_project / "build" / "api" / "main").read_text())
 
-    assert set(ATTACK_NAMESPACES) <= set(lineage["modular_pipelines"])
+    # The landing view is the default run: the shared `dataset` group and one group per default attack.
+    assert {"dataset", *DEFAULT_ATTACKS} <= set(lineage["modular_pipelines"])
+    assert {"__default__", "poison", "full"} <= {p["id"] for p in lineage["pipelines"]}
     assert {"intermediate", "primary", "models", "reporting"} <= set(lineage["layers"])
     datasets = {n["name"]: n for n in lineage["nodes"] if n["type"] == "data"}
     assert "badnets.attack_metrics" in datasets

@@ -74,9 +74,10 @@ def _files(root: Path) -> dict[str, float]:
 
 
 def _run(project: Path, env: str | None = None, **runtime_params) -> None:
+    """``kedro run --pipelines poison --namespaces dataset,badnets`` in ``project``."""
     bootstrap_project(project)
     with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
-        session.run(pipeline_names=["poison"])
+        session.run(pipeline_names=["poison"], namespaces=["dataset", "badnets"])
 
 
 @pytest.mark.slow

@@ -7,7 +7,10 @@ import importlib
 from cgd_kedro.attacks.base import ATTACK_REGISTRY, Attack
 
 # One module per attack; importing it registers the attack.
-_ATTACK_MODULES = ("badnets", "blended")
+_ATTACK_MODULES = (
+    "badnets", "blended", "wanet", "sig", "lc", "lf", "ssba",
+    "inputaware", "bpp", "trojannn", "adapblend", "ftrojan", "cleanimage",
+)  # fmt: skip
 
 
 def _import_attacks() -> None:

@@ -14,9 +14,12 @@ from cgd_kedro.attacks.registry import attack_class
 from cgd_kedro.pipelines.poison import nodes
 
 # Attacks instantiated as namespaces; namespace = attack name, each with `<name>.attack` parameters.
-ATTACK_NAMESPACES: tuple[str, ...] = ("badnets", "blended")
-# The attacks of the default run (`kedro run`); the full grid runs every namespace.
-DEFAULT_ATTACKS: tuple[str, ...] = ("badnets", "blended")
+ATTACK_NAMESPACES: tuple[str, ...] = (
+    "badnets", "blended", "wanet", "sig", "lc", "lf", "ssba",
+    "inputaware", "bpp", "trojannn", "adapblend", "ftrojan", "cleanimage",
+)  # fmt: skip
+# The attacks of the default run (`kedro run`); `--pipelines full` runs every namespace.
+DEFAULT_ATTACKS: tuple[str, ...] = ("badnets", "blended", "wanet", "sig")
 
 SHARED_INPUTS = {"train_set", "test_set", "dataset_info", "clean_model", "clean_metrics"}
 SHARED_PARAMETERS = {"params:victim", "params:runtime"}
