@@ -1,0 +1,62 @@
+"""The ``backdoorbench_import`` pipeline turns a record into the attack-namespace contract."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from cgd_kedro.pipelines.backdoorbench_import.pipeline import create_pipeline
+
+_spec = importlib.util.spec_from_file_location("bb_fixtures", Path(__file__).parents[1] / "data" / "test_backdoorbench.py")
+bb = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bb)
+
+
+class _Kept(MemoryDataset):
+    def _release(self) -> None:
+        pass
+
+
+def _catalog(train, test, record_dir) -> DataCatalog:
+    info = {"num_classes": bb.NUM_CLASSES, "mean": bb.CIFAR10_MEAN, "std": bb.CIFAR10_STD}
+    catalog = DataCatalog(
+        {
+            "train_set": MemoryDataset(train, copy_mode="assign"),
+            "test_set": MemoryDataset(test, copy_mode="assign"),
+            "dataset_info": MemoryDataset(info),
+            "params:backdoorbench.record": MemoryDataset({"record_dir": str(record_dir) if record_dir else None}),
+            "params:runtime": MemoryDataset({"device": "cpu", "seed": 0}),
+        }
+    )
+    for name in create_pipeline().all_outputs():
+        catalog[name] = _Kept(copy_mode="assign")
+    return catalog
+
+
+def test_import_outputs_the_attack_namespace_contract(tmp_path):
+    train, test = bb._clean_set(12, 0), bb._clean_set(6, 1)
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in bb.build_model("compact_cnn", bb.NUM_CLASSES).state_dict().items()}
+    record, *_ = bb.write_record(tmp_path, (train, test), state)
+    catalog = _catalog(train, test, record)
+    SequentialRunner().run(create_pipeline(), catalog)
+
+    poisoned = catalog.load("backdoorbench.poisoned_train")
+    assert poisoned["poison"].nonzero().flatten().tolist() == [1, 4, 7]
+    assert poisoned["cover"].nonzero().flatten().tolist() == [9]
+    assert torch.all(poisoned["labels"][[1, 4, 7]] == bb.TARGET)
+    metrics = catalog.load("backdoorbench.attack_metrics")
+    assert metrics["poison_count"] == 3 and metrics["cover_count"] == 1 and metrics["attack"] == "badnets"
+    assert metrics["n_backdoor_test"] == int((test["labels"] != bb.TARGET).sum())
+    assert catalog.load("backdoorbench.victim_model")["architecture"] == "compact_cnn"
+
+
+def test_missing_record_dir_parameter_is_named(tmp_path):
+    train, test = bb._clean_set(12, 0), bb._clean_set(6, 1)
+    with pytest.raises(Exception, match=r"backdoorbench\.record\.record_dir"):
+        SequentialRunner().run(create_pipeline(), _catalog(train, test, None))
