@@ -1,0 +1,1 @@
+"""CGD: CLIP-guided data separation (scores and split) and CLIP-guided unlearning."""

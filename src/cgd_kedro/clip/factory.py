@@ -1,0 +1,115 @@
+"""open_clip models by name, with weights only ever read from local files.
+
+The project registers its own model configs (``model_configs/*.json``, e.g. the embedded world's
+``cgd-embedded-clip``) next to open_clip's. ``pretrained`` tags are never used: nothing is
+downloaded. A real CLIP (e.g. ``ViT-B-32`` with ``laion2b_s34b_b79k`` weights) is used by saving
+its open_clip state_dict to a file once and pointing ``clip.weights`` at it.
+
+A CLIP checkpoint in the catalog is ``{"model_name": str, "state_dict": {...}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from pathlib import Path
+
+import open_clip
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+EMBEDDED_CLIP = "cgd-embedded-clip"
+
+
+@cache
+def _register_project_configs() -> None:
+    open_clip.add_model_config(CONFIG_DIR)
+
+
+def list_clip_models() -> list[str]:
+    _register_project_configs()
+    return open_clip.list_models()
+
+
+def check_clip_name(model_name: str) -> None:
+    if model_name not in list_clip_models():
+        raise ValueError(
+            f"clip.model_name: unknown open_clip model {model_name!r}; e.g. {EMBEDDED_CLIP!r}, 'ViT-B-32', 'RN50'"
+        )
+
+
+def create_clip(model_name: str) -> nn.Module:
+    """A randomly initialised open_clip model ``model_name`` (never downloads anything)."""
+    check_clip_name(model_name)
+    # open_clip warns that no pretrained weights were loaded; here that is the intent.
+    logging.getLogger("root").disabled, previous = True, logging.getLogger("root").disabled
+    try:
+        return open_clip.create_model(model_name, pretrained=None)
+    finally:
+        logging.getLogger("root").disabled = previous
+
+
+def get_tokenizer(model_name: str):
+    check_clip_name(model_name)
+    return open_clip.get_tokenizer(model_name)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A CLIP state_dict from a local ``.safetensors`` file or a torch checkpoint read with
+    ``weights_only=True`` (open_clip training checkpoints' ``{"state_dict": ...}`` are unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"clip.weights: CLIP weights file {str(path)!r} does not exist; save an open_clip state_dict "
+            "there (nothing is downloaded)"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, OSError, ValueError, EOFError) as error:
+        raise ValueError(f"clip.weights: {str(path)!r} is not a readable CLIP checkpoint ({error})") from error
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"clip.weights: {str(path)!r} does not hold a state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> nn.Module:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{source}: weights do not fit the configured CLIP model: {str(error).splitlines()[0]}") from error
+    return model
+
+
+def load_clip(model_name: str, weights: str | Path) -> nn.Module:
+    """open_clip model ``model_name`` with the state_dict from the local file ``weights``."""
+    return load_state(create_clip(model_name), read_state_dict(weights), f"clip.weights {str(weights)!r}")
+
+
+def to_clip_checkpoint(model: nn.Module, model_name: str) -> dict:
+    return {"model_name": model_name, "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+
+
+def from_clip_checkpoint(checkpoint: dict, source: str = "clip checkpoint") -> nn.Module:
+    return load_state(create_clip(checkpoint["model_name"]), checkpoint["state_dict"], source)
+
+
+def preprocess_config(model: nn.Module) -> dict:
+    """Input size, mean and std the model was trained with (open_clip's per-model preprocess cfg)."""
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", model.visual.image_size)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    return {
+        "size": int(size),
+        "mean": tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        "std": tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+    }
