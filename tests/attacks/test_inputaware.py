@@ -10,7 +10,6 @@ from torch import nn
 from cgd_kedro.attacks.base import ATTACK_REGISTRY, AttackContext
 from cgd_kedro.attacks.inputaware import (
     InputAware,
-    TriggerNet,
     _trigger,
     diversity_loss,
     input_aware_trigger,
@@ -47,7 +46,13 @@ def trained(world):
 
 
 def _context(train, seed=0):
-    return AttackContext(train_set=train, num_classes=10, target=0, device=CPU, generator=torch.Generator().manual_seed(seed))
+    return AttackContext(
+        train_set=train,
+        num_classes=10,
+        target=0,
+        device=CPU,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 class _Constant(nn.Module):
@@ -86,7 +91,9 @@ def test_trigger_formula_with_known_pattern_and_mask():
     assert out_f.dtype == torch.float32
     assert torch.allclose(out_f, out.float() / 255, atol=0.5 / 255 + 1e-6)
     # A half-open mask (raw 0.5 -> m = 0.5) gives the average of image and pattern.
-    half = input_aware_trigger(images.float() / 255, _Constant(pattern), _Constant(torch.full((1, 1, 8, 8), 0.5)))
+    half = input_aware_trigger(
+        images.float() / 255, _Constant(pattern), _Constant(torch.full((1, 1, 8, 8), 0.5))
+    )
     assert torch.allclose(half, (images.float() / 255 + pattern) / 2, atol=1e-6)
 
 
@@ -103,7 +110,10 @@ def test_other_image_index_is_a_derangement():
         assert sorted(partner.tolist()) == list(range(n))
         assert bool((partner != torch.arange(n)).all())
     assert other_image_index(1, torch.Generator()).tolist() == [0]
-    assert torch.equal(other_image_index(9, torch.Generator().manual_seed(3)), other_image_index(9, torch.Generator().manual_seed(3)))
+    assert torch.equal(
+        other_image_index(9, torch.Generator().manual_seed(3)),
+        other_image_index(9, torch.Generator().manual_seed(3)),
+    )
 
 
 def test_diversity_loss_is_image_distance_over_trigger_distance():
@@ -122,7 +132,9 @@ def test_mask_density_close_to_target_after_training(world, trained):
     assert abs(mask.mean().item() - 0.032) <= 0.016  # target 0.032
     assert 0.005 <= (mask > 0.5).float().mean().item() <= 0.064  # a sparse, near-binary mask
     # A larger target density gives a denser mask.
-    denser = train_mask_network(world[0]["images"], mask_density=0.2, width=4, steps=100, batch_size=32, seed=0)
+    denser = train_mask_network(
+        world[0]["images"], mask_density=0.2, width=4, steps=100, batch_size=32, seed=0
+    )
     with torch.no_grad():
         _, dense_mask = _trigger(test["images"].float() / 255, pattern_net, denser)
     assert dense_mask.mean().item() > mask.mean().item() + 0.01
@@ -146,16 +158,23 @@ def test_prepare_apply_cover(world):
     attack = InputAware(train_images=128, mask_steps=20, train_steps=5, **TINY)
     state = attack.prepare(_context(train, seed=7))
     assert all(k.startswith(("generator.", "mask.")) for k in state)
-    assert any(k.startswith("generator.") for k in state) and any(k.startswith("mask.") for k in state)
+    assert any(k.startswith("generator.") for k in state) and any(
+        k.startswith("mask.") for k in state
+    )
     again = attack.prepare(_context(train, seed=7))
     assert state.keys() == again.keys() and all(torch.equal(state[k], again[k]) for k in state)
 
     images = test["images"][:10]
     out = attack.apply(images, state, torch.Generator().manual_seed(0))
     assert out.dtype == torch.uint8 and out.shape == images.shape
-    assert torch.equal(attack.apply(images, state, torch.Generator().manual_seed(5), "test"), out)  # deterministic
+    assert torch.equal(
+        attack.apply(images, state, torch.Generator().manual_seed(5), "test"), out
+    )  # deterministic
     out_f = attack.apply(images.float() / 255, state, torch.Generator())
-    assert out_f.dtype == torch.float32 and (out_f * 255 - out.float()).abs().max().item() <= 0.5 + 1e-3
+    assert (
+        out_f.dtype == torch.float32
+        and (out_f * 255 - out.float()).abs().max().item() <= 0.5 + 1e-3
+    )
 
     # State round trip: rebuilt networks give identical outputs.
     pattern_net, mask_net = nets_from_state({k: v.clone() for k, v in state.items()})
@@ -166,11 +185,16 @@ def test_prepare_apply_cover(world):
     cover = attack.cover(images, state, torch.Generator().manual_seed(1))
     assert torch.equal(cover, attack.cover(images, state, torch.Generator().manual_seed(1)))
     partner = other_image_index(10, torch.Generator().manual_seed(1))
-    assert torch.equal(cover, input_aware_trigger(images, pattern_net, mask_net, source=images[partner]))
+    assert torch.equal(
+        cover, input_aware_trigger(images, pattern_net, mask_net, source=images[partner])
+    )
     assert not torch.equal(cover, out)
     assert all(not torch.equal(cover[i], out[i]) for i in range(10))
     single = attack.cover(images[:1], state, torch.Generator())
-    assert torch.equal(single, input_aware_trigger(images[:1], pattern_net, mask_net, source=images[:1].flip(-2, -1)))
+    assert torch.equal(
+        single,
+        input_aware_trigger(images[:1], pattern_net, mask_net, source=images[:1].flip(-2, -1)),
+    )
     with pytest.raises(ValueError, match="inputaware state"):
         attack.apply(images, {}, torch.Generator())
 

@@ -31,7 +31,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cgd_kedro.attacks.base import Attack, AttackContext, State, check_range, like, register_attack, to_float
+from cgd_kedro.attacks.base import (
+    Attack,
+    AttackContext,
+    State,
+    check_range,
+    like,
+    register_attack,
+    to_float,
+)
 from cgd_kedro.models.classifier import Classifier
 from cgd_kedro.models.compact_cnn import CompactCNN
 
@@ -43,7 +51,10 @@ EPSILON = 1e-7
 
 
 def _conv_block(c_in: int, c_out: int, relu: bool = True) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out, momentum=0.05)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.BatchNorm2d(c_out, momentum=0.05),
+    ]
     return [*layers, nn.ReLU()] if relu else layers
 
 
@@ -77,7 +88,11 @@ def _trigger(x: Tensor, pattern_net: nn.Module, mask_net: nn.Module) -> tuple[Te
     resized to a multiple of 4 for the networks (and back)."""
     size = x.shape[-2:]
     padded = tuple(4 * math.ceil(s / 4) for s in size)
-    z = F.interpolate(x, size=padded, mode="bilinear", align_corners=False) if padded != tuple(size) else x
+    z = (
+        F.interpolate(x, size=padded, mode="bilinear", align_corners=False)
+        if padded != tuple(size)
+        else x
+    )
     pattern, mask = pattern_net(z), threshold(mask_net(z))
     if padded != tuple(size):
         pattern = F.interpolate(pattern, size=size, mode="bilinear", align_corners=False)
@@ -139,17 +154,25 @@ def diversity_loss(inputs1: Tensor, inputs2: Tensor, out1: Tensor, out2: Tensor)
 
 def nets_state(pattern_net: nn.Module, mask_net: nn.Module) -> State:
     """Both networks' weights and BatchNorm statistics as flat prefixed CPU tensors."""
-    state = {PATTERN_PREFIX + k: v.detach().cpu().clone() for k, v in pattern_net.state_dict().items()}
-    return state | {MASK_PREFIX + k: v.detach().cpu().clone() for k, v in mask_net.state_dict().items()}
+    state = {
+        PATTERN_PREFIX + k: v.detach().cpu().clone() for k, v in pattern_net.state_dict().items()
+    }
+    return state | {
+        MASK_PREFIX + k: v.detach().cpu().clone() for k, v in mask_net.state_dict().items()
+    }
 
 
-def nets_from_state(state: State, device: torch.device | str = "cpu") -> tuple[TriggerNet, TriggerNet]:
+def nets_from_state(
+    state: State, device: torch.device | str = "cpu"
+) -> tuple[TriggerNet, TriggerNet]:
     """Rebuild ``(G, M)`` from a state written by ``nets_state`` (width read off the weights)."""
     nets = []
     for prefix, channels in ((PATTERN_PREFIX, 3), (MASK_PREFIX, 1)):
         weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if "body.0.weight" not in weights:
-            raise ValueError(f"inputaware state: missing the '{prefix}*' weights; run prepare() first")
+            raise ValueError(
+                f"inputaware state: missing the '{prefix}*' weights; run prepare() first"
+            )
         net = TriggerNet(channels, width=weights["body.0.weight"].shape[0])
         net.load_state_dict(weights, strict=True)
         nets.append(net.to(device).eval())
@@ -157,7 +180,9 @@ def nets_from_state(state: State, device: torch.device | str = "cpu") -> tuple[T
 
 
 def _cosine(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / max(1, steps))))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
+    )
 
 
 def _sampler(images: Tensor, labels: Tensor, generator: torch.Generator, device: torch.device):
@@ -210,14 +235,21 @@ def train_mask_network(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         mask_net = TriggerNet(1, width).to(device)
-    batch = _sampler(images, torch.zeros(images.shape[0], dtype=torch.long), torch.Generator().manual_seed(seed), device)
+    batch = _sampler(
+        images,
+        torch.zeros(images.shape[0], dtype=torch.long),
+        torch.Generator().manual_seed(seed),
+        device,
+    )
     optimizer = torch.optim.Adam(mask_net.parameters(), lr=lr, betas=(0.5, 0.9))
     scheduler = _cosine(optimizer, steps)
     mask_net.train()
     for _ in tqdm(range(steps), desc="inputaware mask", unit="step", disable=None, leave=False):
         (x1, _), (x2, _) = batch(batch_size), batch(batch_size)
         m1, m2 = threshold(mask_net(x1)), threshold(mask_net(x2))
-        loss = lambda_norm * F.relu(m1 - mask_density).mean() + lambda_div * diversity_loss(x1, x2, m1, m2)
+        loss = lambda_norm * F.relu(m1 - mask_density).mean() + lambda_div * diversity_loss(
+            x1, x2, m1, m2
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -261,18 +293,26 @@ def train_pattern_generator(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         pattern_net = TriggerNet(3, width).to(device)
-        surrogate = Classifier(CompactCNN(num_classes, width=surrogate_width), [0.5] * 3, [0.25] * 3).to(device)
+        surrogate = Classifier(
+            CompactCNN(num_classes, width=surrogate_width), [0.5] * 3, [0.25] * 3
+        ).to(device)
     batch = _sampler(images, labels, torch.Generator().manual_seed(seed), device)
     mask_net = mask_net.to(device).eval()
     optimizer_g = torch.optim.Adam(pattern_net.parameters(), lr=lr_generator, betas=(0.5, 0.9))
-    optimizer_c = torch.optim.SGD(surrogate.parameters(), lr=lr_classifier, momentum=0.9, weight_decay=5e-4)
+    optimizer_c = torch.optim.SGD(
+        surrogate.parameters(), lr=lr_classifier, momentum=0.9, weight_decay=5e-4
+    )
     scheduler_g, scheduler_c = _cosine(optimizer_g, steps), _cosine(optimizer_c, steps)
     num_bd = max(1, round(poison_rate * batch_size))
     if 2 * num_bd > batch_size:
-        raise ValueError(f"attack.trigger.poison_rate: {poison_rate} leaves no room for cross samples")
+        raise ValueError(
+            f"attack.trigger.poison_rate: {poison_rate} leaves no room for cross samples"
+        )
     metrics = {"clean_acc": 0.0, "bd_acc": 0.0, "cross_acc": 0.0, "mask_density": 0.0}
     pattern_net.train(), surrogate.train()
-    for _ in tqdm(range(steps), desc="inputaware generator", unit="step", disable=None, leave=False):
+    for _ in tqdm(
+        range(steps), desc="inputaware generator", unit="step", disable=None, leave=False
+    ):
         (x1, y1), (x2, _) = batch(batch_size), batch(batch_size)
         own, cross, other = x1[:num_bd], x1[num_bd : 2 * num_bd], x2[num_bd : 2 * num_bd]
         with torch.no_grad():
@@ -319,12 +359,19 @@ class InputAware(Attack):
 
     State: ``generator.*`` and ``mask.*`` network weights. ``apply`` is deterministic; ``cover``
     draws the pairing of images from ``generator``.
+
+    Strength: with a frozen generator and a victim trained from scratch on the static poisoned set
+    (10% poison + 10% cross samples), a compact CNN reached ASR 0.74 (10k images, 6 epochs) and
+    0.58 (20k images, 8 epochs; it then also learns to reject cross triggers), well below
+    BackdoorBench's jointly trained 98%; without cross samples ASR was 0.89 (10k, 6 epochs).
     """
 
     clean_label = False
     needs_surrogate = False  # it trains its own surrogate in prepare()
     supports_all_to_all = False  # prepare() trains the generator for all-to-one on context.target
-    cover_ratio = 1.0  # cross-trigger samples per poisoned sample (BackdoorBench: num_cross = num_bd)
+    cover_ratio = (
+        1.0  # cross-trigger samples per poisoned sample (BackdoorBench: num_cross = num_bd)
+    )
 
     def __init__(
         self,
@@ -360,12 +407,18 @@ class InputAware(Attack):
         self.mask_density, self.lambda_div, self.lambda_norm = mask_density, lambda_div, lambda_norm
         self.poison_rate, self.width, self.surrogate_width = poison_rate, width, surrogate_width
         self.train_images, self.mask_steps, self.train_steps = train_images, mask_steps, train_steps
-        self.batch_size, self.lr_generator, self.lr_classifier = batch_size, lr_generator, lr_classifier
+        self.batch_size, self.lr_generator, self.lr_classifier = (
+            batch_size,
+            lr_generator,
+            lr_classifier,
+        )
 
     def prepare(self, context: AttackContext) -> State:
         train = context.train_set
         seed = int(torch.randint(0, 2**62, (1,), generator=context.generator))
-        subset = torch.randperm(train["labels"].shape[0], generator=context.generator)[: self.train_images]
+        subset = torch.randperm(train["labels"].shape[0], generator=context.generator)[
+            : self.train_images
+        ]
         images, labels = train["images"][subset], train["labels"][subset]
         common = {"width": self.width, "batch_size": self.batch_size, "device": context.device}
         mask_net = train_mask_network(
@@ -399,7 +452,9 @@ class InputAware(Attack):
         )  # fmt: skip
         return nets_state(pattern_net, mask_net)
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         pattern_net, mask_net = nets_from_state(state, images.device)
         return input_aware_trigger(images, pattern_net, mask_net)
 
