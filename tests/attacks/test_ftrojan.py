@@ -52,10 +52,10 @@ def test_colour_conversion_matches_opencv_and_inverts():
 
 def test_float_chroma_dct_has_energy_only_at_the_chosen_frequencies():
     images = _mid_float()
-    out = frequency_trigger(images)  # defaults: magnitude 30, (15, 15) and (31, 31), Cr and Cb, window 32
+    out = frequency_trigger(images)  # defaults: magnitude 60, (15, 15) and (31, 31), Cr and Cb, window 32
     assert out.dtype == torch.float32 and out.shape == images.shape
     difference = block_dct(rgb_to_ycrcb(out) - rgb_to_ycrcb(images), 32) * 255
-    spikes = 30 * _spike_map(32, 32, [(15, 15), (31, 31)])
+    spikes = 60 * _spike_map(32, 32, [(15, 15), (31, 31)])
     assert torch.allclose(difference[:, 1], spikes.expand(3, -1, -1), atol=2e-3)
     assert torch.allclose(difference[:, 2], spikes.expand(3, -1, -1), atol=2e-3)
     assert float(difference[:, 0].abs().max()) < 2e-3  # luminance untouched
@@ -93,6 +93,7 @@ def test_uint8_luminance_unchanged_up_to_rounding_and_deterministic():
     assert torch.equal(out, attack.apply(images, {}, torch.Generator()))
     assert torch.equal(images, before)
     assert not FTrojan.clean_label and FTrojan.supports_all_to_all and FTrojan.cover_ratio == 0
+    assert attack.magnitude == 60.0 and attack.positions == ((15, 15), (31, 31)) and attack.channels == (1, 2)
 
 
 @pytest.mark.parametrize(

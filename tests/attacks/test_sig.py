@@ -11,7 +11,7 @@ from cgd_kedro.attacks.poisoning import AttackConfig, make_backdoor_test_set, po
 from cgd_kedro.attacks.sig import SIG, add_sinusoid, sinusoid
 
 
-def _expected(width, delta=40.0, frequency=6.0):  # note: the attack's default delta is 20
+def _expected(width, delta=40.0, frequency=6.0):
     j = torch.arange(width, dtype=torch.float64)
     return delta * torch.sin(2 * math.pi * j * frequency / width)  # 0-255 scale
 
@@ -53,7 +53,7 @@ def test_sinusoid_helper_and_frequency():
 
 
 def test_attack_class_and_clean_label_poisoning():
-    assert SIG().delta == 20.0 and SIG().frequency == 6.0
+    assert SIG().delta == 40.0 and SIG().frequency == 6.0
     assert SIG.clean_label and not SIG.supports_all_to_all and not SIG.needs_surrogate and SIG.cover_ratio == 0
     attack = SIG(delta=20, frequency=6)
     images = torch.randint(0, 256, (20, 3, 8, 8), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)

@@ -6,6 +6,10 @@ hard to classify by an untargeted L_inf PGD perturbation against a clean *surrog
 (away from its true label, the target), so that the victim has to rely on the corner trigger to fit
 it; then the corner patterns are stamped. Test images only get the corner patterns.
 
+PGD: ``eps = 16`` (0-255 scale) as in the reference, no random start, 10 steps of 4/255 (Madry's
+``2.5 * eps / steps`` rule; 10 steps of 2/255 could barely reach the ``eps`` ball). The corner
+trigger is the reference's "all-corners" pattern at full amplitude (``amplitude = 1``).
+
 Design: the PGD perturbation is image-specific, so it is computed inside ``apply(phase="train")``
 on exactly the images it is given. ``prepare`` therefore stores the surrogate in the state (its
 registered architecture name as ASCII bytes, ``num_classes``, normalisation and weights under the

@@ -17,13 +17,13 @@ from torch import Tensor
 from cgd_kedro.attacks.base import Attack, State, check_range, like, register_attack, to_float
 
 
-def sinusoid(width: int, *, delta: float = 20.0, frequency: float = 6.0, device: torch.device | str = "cpu") -> Tensor:
+def sinusoid(width: int, *, delta: float = 40.0, frequency: float = 6.0, device: torch.device | str = "cpu") -> Tensor:
     """The SIG signal of one row on the [0, 1] scale: ``delta / 255 * sin(2 pi j f / W)``, ``j = 0..W-1``."""
     j = torch.arange(width, dtype=torch.float64)
     return (delta / 255 * torch.sin(2 * math.pi * j * frequency / width)).to(device=device, dtype=torch.float32)
 
 
-def add_sinusoid(images: Tensor, *, delta: float = 20.0, frequency: float = 6.0) -> Tensor:
+def add_sinusoid(images: Tensor, *, delta: float = 40.0, frequency: float = 6.0) -> Tensor:
     """``x' = clip(x + delta * sin(2 pi j f / W))`` for every image, row and channel.
 
     Args:
@@ -44,15 +44,16 @@ def add_sinusoid(images: Tensor, *, delta: float = 20.0, frequency: float = 6.0)
 class SIG(Attack):
     """Clean-label sinusoidal-signal attack; ``delta`` (0-255 scale) and ``frequency``.
 
-    Default ``delta = 20`` (the SIG paper's value, REFERENCE.md's alternative) rather than
-    BackdoorBench's CIFAR-10 config value 40: 20 already reaches ASR > 0.9 on the embedded world
-    (10,000 images, 6 epochs) and is the less visible signal.
+    Default ``delta = 40`` (BackdoorBench's CIFAR-10 value) rather than the SIG paper's 20: on the
+    embedded world (20,000 images, 8 epochs, compact CNN) 20 reached ASR 0.72 only, 40 reaches 0.97.
+    At ratio 0.1 the whole target class carries the signal, so clean target-class images (without
+    it) are often misclassified: clean accuracy drops by about 9 points, as in BackdoorBench.
     """
 
     clean_label = True
     supports_all_to_all = False
 
-    def __init__(self, delta: float = 20.0, frequency: float = 6.0):
+    def __init__(self, delta: float = 40.0, frequency: float = 6.0):
         check_range("delta", delta, 0.0, 255.0)
         check_range("frequency", frequency, 0.0, 1024.0)
         self.delta, self.frequency = float(delta), float(frequency)
