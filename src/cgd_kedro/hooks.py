@@ -17,4 +17,5 @@ class ParameterCheckHooks:
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
         namespaces = {node.namespace.split(".")[0] for node in pipeline.nodes if node.namespace}
-        check_run_parameters(catalog.load("parameters"), namespaces)
+        builds_reference_clip = any(node.name == "clip.build_reference_clip" for node in pipeline.nodes)
+        check_run_parameters(catalog.load("parameters"), namespaces, builds_reference_clip)

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 import torch
 
 from cgd_kedro.attacks.poisoning import AttackConfig
+from cgd_kedro.cgd.split import SplitConfig
+from cgd_kedro.cgd.suspicious import SuspiciousConfig
+from cgd_kedro.clip.reference import ClipConfig
 from cgd_kedro.data.sources import DatasetConfig
 from cgd_kedro.models.registry import check_architecture
 from cgd_kedro.runtime import resolve_device
@@ -60,8 +63,11 @@ class VictimConfig:
         return cls(architecture, TrainingConfig.from_params(dict(params.get("training") or {})))
 
 
-def check_run_parameters(params: dict, namespaces: set[str]) -> None:
+def check_run_parameters(params: dict, namespaces: set[str], builds_reference_clip: bool = False) -> None:
     """Validate every section the run will use.
+
+    ``builds_reference_clip``: the run builds the reference CLIP, so its weights file (or the
+    embedded pretraining) must be available.
 
     Raises ``ValueError`` (or ``FileNotFoundError`` for a missing dataset directory) whose message
     starts with the parameter's full path, e.g. ``badnets.attack.ratio: ...``.
@@ -73,6 +79,15 @@ def check_run_parameters(params: dict, namespaces: set[str]) -> None:
     if "victim" in params:
         with _named("victim"):
             VictimConfig.from_params(params["victim"])
+    if "clip" in params:
+        with _named("clip"):
+            clip = ClipConfig.from_params(params["clip"])
+            if builds_reference_clip:
+                clip.check_source(dataset.name)
+    for section, config in (("suspicious", SuspiciousConfig), ("split", SplitConfig)):
+        if section in params:
+            with _named(section):
+                config.from_params(params[section])
     for namespace in sorted(namespaces):
         section = params.get(namespace, {})
         if "attack" in section:

@@ -189,3 +189,15 @@ def test_training_config_errors_name_the_parameter(params, match):
 def test_training_config_section_name_in_unknown_key_error():
     with pytest.raises(ValueError, match=r"^victim\.training: unknown parameter\(s\) \['lr_rate'\]"):
         TrainingConfig.from_params({"lr_rate": 0.1}, "victim.training")
+
+
+def test_adam_with_constant_schedule_is_available_and_checked():
+    config = TrainingConfig(epochs=3, batch_size=32, lr=3e-3, optimizer="adam", schedule="constant", augment=False)
+    images, labels = _half_bright_problem()
+    model = build_classifier("compact_cnn", 2, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    history = train_classifier(model, images, labels, config, device=torch.device("cpu"), generator=seed_everything(0))
+    assert history[-1]["train_acc"] > 0.9
+    with pytest.raises(ValueError, match="training.optimizer"):
+        TrainingConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="training.schedule"):
+        TrainingConfig(schedule="step")

@@ -10,9 +10,30 @@ Ground-truth poison flags never enter the split; ``split_quality`` uses them onl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """The ``split`` parameters: ``sigma1`` (clean-subset quantile, 0.2), ``sigma2`` (triggered-subset
+    quantile, 0.1) and ``balance`` (oversample the clean subset to equal class sizes, True)."""
+
+    sigma1: float = 0.2
+    sigma2: float = 0.1
+    balance: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict) -> SplitConfig:
+        unknown = set(params) - {"sigma1", "sigma2", "balance"}
+        if unknown:
+            raise ValueError(f"split: unknown parameter(s) {sorted(unknown)}; expected sigma1, sigma2, balance")
+        config = cls(**params)
+        split_masks(torch.zeros(1), torch.zeros(1), config.sigma1, config.sigma2)  # range checks
+        return config
 
 
 def given_label_nll(logits: Tensor, labels: Tensor) -> Tensor:
@@ -101,3 +122,25 @@ def split_quality(
         "auroc_sus": auroc(-r_sus, poison),
         "auroc_combined": auroc(r_clip - r_sus, poison),
     }
+
+
+def cgd_split(
+    labels: Tensor, clip_logits: Tensor, suspicious_logits: Tensor, config: SplitConfig, generator: torch.Generator
+) -> dict[str, Tensor]:
+    """Scores and split of one training set from its *given* labels and the two models' logits.
+
+    Returns ``r_clip``, ``r_sus`` (rank scores), boolean masks ``clean`` and ``triggered``, and
+    ``clean_indices`` (the clean subset's indices, class-balanced with repeats when ``config.balance``).
+    """
+    if not clip_logits.shape[0] == suspicious_logits.shape[0] == labels.shape[0]:
+        raise ValueError(
+            f"cgd split: {labels.shape[0]} labels but {clip_logits.shape[0]} CLIP and "
+            f"{suspicious_logits.shape[0]} suspicious logits rows"
+        )
+    r_clip = rank_normalize(given_label_nll(clip_logits, labels))
+    r_sus = rank_normalize(given_label_nll(suspicious_logits, labels))
+    clean, triggered = split_masks(r_clip, r_sus, config.sigma1, config.sigma2)
+    clean_indices = clean.nonzero().squeeze(1)
+    if config.balance:
+        clean_indices = balance_classes(clean_indices, labels, generator)
+    return {"r_clip": r_clip, "r_sus": r_sus, "clean": clean, "triggered": triggered, "clean_indices": clean_indices}

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 EMBEDDED_CLIP = "cgd-embedded-clip"
+# Input normalisation of the project's own CLIPs: the embedded world's pixel statistics
+# (open_clip's defaults, OpenAI's ImageNet-like mean/std, are used for every other model).
+PROJECT_PREPROCESS = {EMBEDDED_CLIP: {"mean": (0.465, 0.465, 0.454), "std": (0.195, 0.182, 0.194)}}
 
 
 @cache
@@ -49,7 +52,7 @@ def create_clip(model_name: str) -> nn.Module:
     # open_clip warns that no pretrained weights were loaded; here that is the intent.
     logging.getLogger("root").disabled, previous = True, logging.getLogger("root").disabled
     try:
-        return open_clip.create_model(model_name, pretrained=None)
+        return open_clip.create_model(model_name, pretrained=None, force_preprocess_cfg=PROJECT_PREPROCESS.get(model_name))
     finally:
         logging.getLogger("root").disabled = previous
 

@@ -116,7 +116,7 @@ def train_contrastive(
             scheduler.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
-            loss_sum += float(loss) * batch.numel()
+            loss_sum += float(loss.detach()) * batch.numel()
             progress.update()
         history.append({"epoch": epoch + 1, "loss": loss_sum / images.shape[0]})
         log.info("%s epoch %d/%d: loss %.4f", description, epoch + 1, config.epochs, history[-1]["loss"])

@@ -270,6 +270,18 @@ def captions_for(image_set: ImageSet, *, seed: int) -> list[str]:
     ]
 
 
+def generate_caption_corpus(
+    *, seed: int, n_captions: int, image_size: int = 32, difficulty: float = 0.5
+) -> tuple[ImageSet, list[str]]:
+    """The world's image-caption corpus (what the embedded CLIP is pretrained on).
+
+    Drawn from its own seed streams of ``seed``, so it shares no image with the classification
+    sets of ``generate_world(seed=seed, ...)`` and is the same whether or not those are generated.
+    """
+    corpus = generate_images(n_captions, seed=derive_seed(seed, "captions"), image_size=image_size, difficulty=difficulty)
+    return corpus, captions_for(corpus, seed=derive_seed(seed, "caption-templates"))
+
+
 def generate_world(
     *, seed: int, n_train: int, n_test: int, n_captions: int, image_size: int = 32, difficulty: float = 0.5
 ) -> tuple[ImageSet, ImageSet, ImageSet, list[str]]:
@@ -280,5 +292,5 @@ def generate_world(
     """
     train = generate_images(n_train, seed=derive_seed(seed, "train"), image_size=image_size, difficulty=difficulty)
     test = generate_images(n_test, seed=derive_seed(seed, "test"), image_size=image_size, difficulty=difficulty)
-    corpus = generate_images(n_captions, seed=derive_seed(seed, "captions"), image_size=image_size, difficulty=difficulty)
-    return train, test, corpus, captions_for(corpus, seed=derive_seed(seed, "caption-templates"))
+    corpus, captions = generate_caption_corpus(seed=seed, n_captions=n_captions, image_size=image_size, difficulty=difficulty)
+    return train, test, corpus, captions

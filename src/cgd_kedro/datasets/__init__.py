@@ -1,5 +1,6 @@
-"""Kedro datasets for tensors and model checkpoints, stored as safetensors (loading runs no code)."""
+"""Kedro datasets for tensors and model checkpoints; loading never runs code from the file."""
 
-from cgd_kedro.datasets.safetensors_datasets import ClassifierCheckpointDataset, TensorDictDataset
+from cgd_kedro.datasets.safetensors_datasets import ClassifierCheckpointDataset, ClipCheckpointDataset, TensorDictDataset
+from cgd_kedro.datasets.torch_file_dataset import TorchTensorDataset
 
-__all__ = ["ClassifierCheckpointDataset", "TensorDictDataset"]
+__all__ = ["ClassifierCheckpointDataset", "ClipCheckpointDataset", "TensorDictDataset", "TorchTensorDataset"]

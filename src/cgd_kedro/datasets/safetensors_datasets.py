@@ -108,3 +108,45 @@ class ClassifierCheckpointDataset(_SafetensorsFileDataset):
             "std": json.dumps([float(v) for v in data["std"]]),
         }
         _write(Path(self._get_save_path()), data["state_dict"], header)
+
+
+CLIP_CHECKPOINT_FORMAT = "cgd_kedro.clip/1"
+
+
+class ClipCheckpointDataset(_SafetensorsFileDataset):
+    """A reference CLIP (``{"model_name", "state_dict"}``, see ``cgd_kedro.clip.factory``).
+
+    The project's own CLIP (the embedded one) is stored whole. A CLIP whose weights are the
+    user's local file (``{"model_name", "weights": path}``) is stored as a link: the header names
+    the file and its size, and loading reads the weights from there, so a 600 MB ViT-B-32 is not
+    copied on every run. A link whose file has gone or changed size raises ``DatasetError``.
+    """
+
+    def load(self) -> dict:
+        path = Path(self._get_load_path())
+        state_dict, header = _read(path)
+        if header.get("format") != CLIP_CHECKPOINT_FORMAT:
+            raise DatasetError(
+                f"{path}: not a cgd_kedro CLIP checkpoint (header format {header.get('format')!r}, "
+                f"expected {CLIP_CHECKPOINT_FORMAT!r})"
+            )
+        checkpoint = {"model_name": header["model_name"], "weights": header.get("weights") or None}
+        if checkpoint["weights"] is None:
+            return checkpoint | {"state_dict": state_dict}
+        weights = Path(checkpoint["weights"])
+        if not weights.is_file() or str(weights.stat().st_size) != header.get("weights_size"):
+            raise DatasetError(
+                f"{path}: links to CLIP weights {str(weights)!r}, which no longer exist or changed size; "
+                "re-run the reference_clip pipeline"
+            )
+        return checkpoint
+
+    def save(self, data: dict) -> None:
+        header = {"format": CLIP_CHECKPOINT_FORMAT, "model_name": str(data["model_name"])}
+        if data.get("weights"):
+            weights = Path(data["weights"]).resolve()
+            header |= {"weights": str(weights), "weights_size": str(weights.stat().st_size)}
+            tensors = {}
+        else:
+            tensors = data["state_dict"]
+        _write(Path(self._get_save_path()), tensors, header)

@@ -28,6 +28,8 @@ class TrainingConfig:
         weight_decay: L2 penalty.
         augment: random crop (``crop_padding``) and horizontal flip, applied on the device.
         crop_padding: zero padding of the random crop in pixels.
+        optimizer: ``sgd`` (with ``momentum``) or ``adam`` (``momentum`` unused; CGD's suspicious model).
+        schedule: ``cosine`` (per step, down to 0) or ``constant``.
     """
 
     epochs: int = 100
@@ -37,6 +39,8 @@ class TrainingConfig:
     weight_decay: float = 5e-4
     augment: bool = True
     crop_padding: int = 4
+    optimizer: str = "sgd"
+    schedule: str = "cosine"
 
     def __post_init__(self) -> None:
         def positive_int(value: object) -> bool:
@@ -49,6 +53,8 @@ class TrainingConfig:
             "momentum": 0 <= self.momentum < 1,
             "weight_decay": self.weight_decay >= 0,
             "crop_padding": isinstance(self.crop_padding, int) and self.crop_padding >= 0,
+            "optimizer": self.optimizer in ("sgd", "adam"),
+            "schedule": self.schedule in ("cosine", "constant"),
         }
         for name, ok in checks.items():
             if not ok:
@@ -82,7 +88,7 @@ def train_classifier(
     generator: torch.Generator,
     description: str = "train",
 ) -> list[dict]:
-    """Train ``model`` in place with SGD + cosine schedule and cross-entropy.
+    """Train ``model`` in place with cross-entropy (SGD + cosine schedule by default).
 
     Args:
         model: a classifier taking [0, 1] float images.
@@ -100,14 +106,20 @@ def train_classifier(
         raise ValueError(f"{description}: need as many labels as images and at least one image")
     model.to(device).train()
     images, labels = images.to(device), labels.to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     steps_per_epoch = math.ceil(images.shape[0] / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))
-    )
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     history = []
     progress = tqdm(total=total_steps, desc=description, unit="batch", disable=None, leave=False)
     for epoch in range(config.epochs):
