@@ -16,8 +16,10 @@ import torch
 from cgd_kedro.attacks.poisoning import AttackConfig
 from cgd_kedro.cgd.split import SplitConfig
 from cgd_kedro.cgd.suspicious import SuspiciousConfig
+from cgd_kedro.cgd.unlearn import UnlearnConfig
 from cgd_kedro.clip.reference import ClipConfig
 from cgd_kedro.data.sources import DatasetConfig
+from cgd_kedro.defenses.fine_pruning import FinePruningConfig
 from cgd_kedro.models.registry import check_architecture
 from cgd_kedro.runtime import resolve_device
 from cgd_kedro.training.classifier import TrainingConfig
@@ -84,7 +86,9 @@ def check_run_parameters(params: dict, namespaces: set[str], builds_reference_cl
             clip = ClipConfig.from_params(params["clip"])
             if builds_reference_clip:
                 clip.check_source(dataset.name)
-    for section, config in (("suspicious", SuspiciousConfig), ("split", SplitConfig)):
+    for section, config in (
+        ("suspicious", SuspiciousConfig), ("split", SplitConfig), ("cgd", UnlearnConfig), ("fine_pruning", FinePruningConfig)
+    ):
         if section in params:
             with _named(section):
                 config.from_params(params[section])

@@ -13,7 +13,8 @@ from cgd_kedro.clip.zero_shot import clip_preprocess
 def test_embedded_clip_config_is_registered_and_small():
     model = create_clip(EMBEDDED_CLIP)
     assert model.visual.image_size == (32, 32) or model.visual.image_size == 32
-    assert sum(p.numel() for p in model.parameters()) < 10_000_000
+    assert type(model.visual).__name__ == "ModifiedResNet"  # a conv tower learns the world far faster than a ViT
+    assert sum(p.numel() for p in model.parameters()) < 15_000_000
 
 
 def test_unknown_model_name_is_named():

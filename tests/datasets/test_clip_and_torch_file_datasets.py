@@ -57,3 +57,11 @@ def test_torch_tensor_dataset_round_trips_and_refuses_pickled_code(tmp_path: Pat
     with pytest.raises(DatasetError, match="evil.pt.*weights_only"):
         TorchTensorDataset(filepath=str(tmp_path / "evil.pt")).load()
     assert "code ran" not in capsys.readouterr().out
+
+
+def test_missing_reference_clip_says_which_pipeline_makes_it(tmp_path: Path):
+    from kedro.io.core import Version
+
+    dataset = ClipCheckpointDataset(filepath=str(tmp_path / "clip.safetensors"), version=Version(None, None))
+    with pytest.raises(DatasetError, match="run `kedro run --pipelines reference_clip` first"):
+        dataset.load()

@@ -178,3 +178,19 @@ def test_missing_foreign_or_mismatched_weights_stop_the_run_and_leave_outputs_in
     with pytest.raises(ValueError, match="clip.model_name"):
         _session(tmp_project, ["reference_clip"], **tiny_clip_parameters(model_name="ViT-Huge-9000"))
     assert _files(tmp_project) == before
+
+
+def test_split_node_ignores_ground_truth_flags():
+    from cgd_kedro.pipelines.clip_split.nodes import split_training_set
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(10, (200,), generator=g)
+    flags = torch.rand(200, generator=g) < 0.1
+    clip_logits, sus_logits = {"logits": torch.randn(200, 10, generator=g)}, {"logits": torch.randn(200, 10, generator=g)}
+    split = {"sigma1": 0.2, "sigma2": 0.1, "balance": True}
+    runtime = {"device": "cpu", "seed": 0}
+    with_flags = split_training_set({"labels": labels, "poison": flags}, clip_logits, sus_logits, split, runtime)
+    flipped = split_training_set({"labels": labels, "poison": ~flags}, clip_logits, sus_logits, split, runtime)
+    without = split_training_set({"labels": labels}, clip_logits, sus_logits, split, runtime)
+    for key in with_flags:
+        assert torch.equal(with_flags[key], flipped[key]) and torch.equal(with_flags[key], without[key]), key

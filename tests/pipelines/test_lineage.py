@@ -23,9 +23,10 @@ def test_kedro_viz_build_shows_namespaces_and_layers(tmp_project):
     lineage = json.loads((tmp_project / "build" / "api" / "main").read_text())
 
     # The landing view is the default run: the shared `dataset` group and one group per default attack.
-    assert {"dataset", *DEFAULT_ATTACKS} <= set(lineage["modular_pipelines"])
-    assert {"__default__", "poison", "full"} <= {p["id"] for p in lineage["pipelines"]}
+    assert {"dataset", "clip", *DEFAULT_ATTACKS} <= set(lineage["modular_pipelines"])
+    pipelines = {"__default__", "poison", "full", "reference_clip", "clip_split", "cgd_unlearn"}
+    assert pipelines <= {p["id"] for p in lineage["pipelines"]}
     assert {"intermediate", "primary", "models", "reporting"} <= set(lineage["layers"])
     datasets = {n["name"]: n for n in lineage["nodes"] if n["type"] == "data"}
-    assert "badnets.attack_metrics" in datasets
+    assert {"badnets.attack_metrics", "badnets.split_metrics", "badnets.defense_metrics", "reference_clip"} <= set(datasets)
     assert all(node.get("layer") for node in datasets.values()), [k for k, v in datasets.items() if not v.get("layer")]

@@ -5,6 +5,12 @@ The project registers its own model configs (``model_configs/*.json``, e.g. the 
 downloaded. A real CLIP (e.g. ``ViT-B-32`` with ``laion2b_s34b_b79k`` weights) is used by saving
 its open_clip state_dict to a file once and pointing ``clip.weights`` at it.
 
+``cgd-embedded-clip`` is open_clip's ModifiedResNet (widths 32..256 at 32x32 input, attention
+pooling) with a 3-layer text transformer: 12 M parameters, half of them the token embedding.
+On the embedded world it reaches about 0.79 zero-shot accuracy after 10 epochs (5 min on 2 CPU
+cores); a ViT of similar size (patch 4, 4 layers) stayed near chance after 3 epochs and took twice
+as long per epoch, because it has no convolutional prior to find shapes with.
+
 A CLIP checkpoint in the catalog is ``{"model_name": str, "state_dict": {...}}``.
 """
 

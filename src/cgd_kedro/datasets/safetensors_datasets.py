@@ -123,7 +123,12 @@ class ClipCheckpointDataset(_SafetensorsFileDataset):
     """
 
     def load(self) -> dict:
-        path = Path(self._get_load_path())
+        try:
+            path = Path(self._get_load_path())
+        except DatasetError as error:
+            raise DatasetError(
+                f"{self._filepath}: no reference CLIP yet; run `kedro run --pipelines reference_clip` first ({error})"
+            ) from error
         state_dict, header = _read(path)
         if header.get("format") != CLIP_CHECKPOINT_FORMAT:
             raise DatasetError(

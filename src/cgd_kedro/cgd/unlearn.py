@@ -1,0 +1,223 @@
+"""CGD's CLIP-guided unlearning (REFERENCE.md §1.3).
+
+Fine-tune the backdoored model; every batch mixes samples of the (class-balanced) clean subset and
+of the triggered subset:
+
+    L = CE(f(x), y)                                          clean samples (mean)
+      + alpha * T^2 * KL(softmax(z_clip / T) || softmax(f(x) / T))  triggered samples (batchmean)
+      + beta * mean log(softmax(f(x))[y] + 1e-6)              triggered samples
+
+The KL term distils CLIP's view of what a triggered image shows; the last term lowers the
+probability of the given (attacker's) label. Early stopping: after each epoch the clean accuracy
+is measured on a validation slice held out of the clean subset (never the test set, a departure
+from the reference); if it fell by ``tolerance`` points or more below the best so far, the
+previous epoch's weights are restored and training stops.
+
+The functions here receive the training images, the given labels, the split's indices and CLIP's
+logits, nothing else: no test data and no ground-truth poison flags.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from cgd_kedro.metrics import accuracy, predict_logits
+from cgd_kedro.training.augment import crop_and_flip
+from cgd_kedro.training.classifier import to_unit_float
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """The ``cgd`` parameters (reference defaults).
+
+    Attributes:
+        alpha: weight of the KL distillation toward CLIP on triggered samples (0.0005).
+        beta: weight of the given-label log-likelihood on triggered samples (0.025).
+        temperature: softmax temperature ``T`` of the distillation (3).
+        lr, momentum, weight_decay: SGD (0.01, 0.9, 5e-4).
+        batch_size: samples per step, clean and triggered mixed (256).
+        epochs: at most this many epochs (10).
+        max_batches_per_epoch: an epoch stops after this many batches (200).
+        tolerance: early-stopping threshold in clean-accuracy *points* on the validation slice (1.0).
+        validation_fraction: share of the clean subset's distinct samples held out for validation (0.1).
+        augment: random crop (pad 4) and horizontal flip of the training batches.
+    """
+
+    alpha: float = 0.0005
+    beta: float = 0.025
+    temperature: float = 3.0
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    epochs: int = 10
+    max_batches_per_epoch: int = 200
+    tolerance: float = 1.0
+    validation_fraction: float = 0.1
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        def positive_int(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+        checks = {
+            "alpha": self.alpha >= 0,
+            "beta": self.beta >= 0,
+            "temperature": self.temperature > 0,
+            "lr": self.lr > 0,
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "batch_size": positive_int(self.batch_size) and self.batch_size >= 2,
+            "epochs": positive_int(self.epochs),
+            "max_batches_per_epoch": positive_int(self.max_batches_per_epoch),
+            "tolerance": self.tolerance >= 0,
+            "validation_fraction": 0 < self.validation_fraction < 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"cgd.{name}: invalid value {getattr(self, name)!r}")
+
+    @classmethod
+    def from_params(cls, params: dict) -> UnlearnConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"cgd: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**params)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def cgd_loss(
+    logits: Tensor, labels: Tensor, clip_logits: Tensor, triggered: Tensor, *, alpha: float, beta: float, temperature: float
+) -> tuple[Tensor, dict[str, float]]:
+    """The CGD loss of one mixed batch.
+
+    Args:
+        logits: ``B x K`` model logits.
+        labels: ``B`` given labels.
+        clip_logits: ``B x K`` CLIP zero-shot logits (only rows of triggered samples are used).
+        triggered: ``B`` bool, True for samples of the triggered subset.
+        alpha, beta, temperature: the weights and the distillation temperature.
+
+    Returns:
+        The scalar loss and its three terms (``ce``, ``kl``, ``log_likelihood``) as floats.
+        A term without samples in the batch is 0.
+    """
+    clean = ~triggered
+    zero = logits.sum() * 0.0  # keeps the graph when a term is empty
+    ce = F.cross_entropy(logits[clean], labels[clean]) if clean.any() else zero
+    if triggered.any():
+        t = temperature
+        student = F.log_softmax(logits[triggered] / t, dim=1)
+        teacher = F.softmax(clip_logits[triggered].float() / t, dim=1)
+        kl = F.kl_div(student, teacher, reduction="batchmean") * t * t
+        given = F.softmax(logits[triggered], dim=1).gather(1, labels[triggered].unsqueeze(1)).squeeze(1)
+        log_likelihood = torch.log(given + 1e-6).mean()
+    else:
+        kl, log_likelihood = zero, zero
+    loss = ce + alpha * kl + beta * log_likelihood
+    return loss, {"ce": float(ce.detach()), "kl": float(kl.detach()), "log_likelihood": float(log_likelihood.detach())}
+
+
+def hold_out_validation(clean_indices: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Split the clean subset into training indices (with the balancing repeats) and a validation
+    slice of ``fraction`` of its *distinct* samples, none of which stays in training."""
+    distinct = torch.unique(clean_indices)
+    if distinct.numel() < 2:
+        raise ValueError("cgd: the clean subset has fewer than 2 samples; nothing to validate or train on")
+    n_val = max(1, round(fraction * distinct.numel()))
+    validation = distinct[torch.randperm(distinct.numel(), generator=generator)[:n_val]].sort().values
+    train = clean_indices[~torch.isin(clean_indices, validation)]
+    return train, validation
+
+
+def should_stop(accuracies: list[float], tolerance: float) -> bool:
+    """The tolerance rule: the latest validation CA fell ``tolerance`` points or more below the best before it."""
+    return len(accuracies) >= 2 and (max(accuracies[:-1]) - accuracies[-1]) * 100 >= tolerance
+
+
+def cgd_unlearn(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    clean_indices: Tensor,
+    triggered_indices: Tensor,
+    clip_logits: Tensor,
+    config: UnlearnConfig,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
+    on_epoch_end: Callable[[nn.Module], dict] | None = None,
+) -> list[dict]:
+    """Unlearn the backdoor of ``model`` in place; returns one history record per epoch (epoch 0 =
+    the model as given).
+
+    ``on_epoch_end`` may add figures to each record (e.g. test CA/ASR for the report); its result
+    is recorded and never used for a decision.
+    """
+    train_clean, validation = hold_out_validation(clean_indices, config.validation_fraction, generator)
+    model.to(device)
+    pool = torch.cat([train_clean, triggered_indices])
+    is_triggered = torch.cat([torch.zeros_like(train_clean, dtype=torch.bool), torch.ones_like(triggered_indices, dtype=torch.bool)])
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+    def validation_acc() -> float:
+        return accuracy(predict_logits(model, images[validation], device=device).argmax(1), labels[validation])
+
+    def record(epoch: int, parts: dict) -> dict:
+        entry = {"epoch": epoch, "val_clean_acc": validation_acc()} | parts
+        if on_epoch_end is not None:
+            entry |= on_epoch_end(model)
+        return entry
+
+    history = [record(0, {})]
+    accuracies = [history[0]["val_clean_acc"]]
+    steps = min(config.max_batches_per_epoch, -(-pool.numel() // config.batch_size))
+    progress = tqdm(total=config.epochs * steps, desc="cgd unlearn", unit="batch", disable=None, leave=False)
+    for epoch in range(1, config.epochs + 1):
+        previous = copy.deepcopy(model.state_dict())
+        model.train()
+        order = torch.randperm(pool.numel(), generator=generator)[: steps * config.batch_size]
+        sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "log_likelihood": 0.0}
+        for batch in order.split(config.batch_size):
+            index = pool[batch]
+            x = to_unit_float(images[index].to(device))
+            if config.augment:
+                x = crop_and_flip(x, generator, 4)
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+            loss, parts = cgd_loss(
+                logits, labels[index].to(device), clip_logits[index].to(device), is_triggered[batch].to(device),
+                alpha=config.alpha, beta=config.beta, temperature=config.temperature,
+            )  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums["loss"] += float(loss.detach())
+            for key, value in parts.items():
+                sums[key] += value
+            progress.update()
+        model.eval()
+        n_batches = max(1, -(-order.numel() // config.batch_size))
+        history.append(record(epoch, {key: value / n_batches for key, value in sums.items()}))
+        accuracies.append(history[-1]["val_clean_acc"])
+        log.info("cgd epoch %d/%d: val clean acc %.4f, loss %.4f", epoch, config.epochs, accuracies[-1], history[-1]["loss"])
+        if should_stop(accuracies, config.tolerance):
+            model.load_state_dict(previous)
+            history[-1]["stopped"] = "validation clean accuracy fell by the tolerance; restored the previous epoch"
+            log.info("cgd: early stop at epoch %d, restored epoch %d", epoch, epoch - 1)
+            break
+    progress.close()
+    model.eval()
+    return history

@@ -1,0 +1,171 @@
+"""Fine-Pruning (Liu et al., RAID 2018), a defense that needs a small clean set.
+
+Backdoor behaviour tends to live in channels of the last convolutional layer that stay dormant on
+clean inputs. Fine-Pruning ranks those channels by their mean activation on the clean set, prunes
+the least active ones for as long as the clean accuracy on a held-out part of the clean set stays
+at least ``acc_ratio`` times the unpruned model's, then fine-tunes on the clean set with the
+pruned channels kept at zero.
+
+Every registered classifier ends in global pooling and one ``nn.Linear``, so the pooled features
+entering that layer are exactly the last layer's channels: pruning channel ``c`` is zeroing
+column ``c`` of the final layer's weight, which keeps the checkpoint format unchanged.
+
+The functions here see the clean set only (CGD's clean subset, or an oracle clean slice): no test
+data and no poison flags.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cgd_kedro.metrics import accuracy, predict_logits
+from cgd_kedro.training.augment import crop_and_flip
+from cgd_kedro.training.classifier import to_unit_float
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinePruningConfig:
+    """The ``fine_pruning`` parameters (BackdoorBench's defaults, fine-tuning scaled to the embedded world).
+
+    Attributes:
+        acc_ratio: keep pruning while the held-out clean accuracy is at least this share of the
+            unpruned model's (0.9).
+        prune_step: channels pruned between two accuracy checks, as a share of all channels (0.05).
+        validation_fraction: share of the clean set held out to check accuracy while pruning (0.2).
+        epochs, lr, momentum, weight_decay, batch_size, augment: the fine-tuning on the clean set.
+    """
+
+    acc_ratio: float = 0.9
+    prune_step: float = 0.05
+    validation_fraction: float = 0.2
+    epochs: int = 10
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {
+            "acc_ratio": 0 < self.acc_ratio <= 1,
+            "prune_step": 0 < self.prune_step <= 1,
+            "validation_fraction": 0 < self.validation_fraction < 1,
+            "epochs": isinstance(self.epochs, int) and self.epochs >= 0,
+            "lr": self.lr > 0,
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"fine_pruning.{name}: invalid value {getattr(self, name)!r}")
+
+    @classmethod
+    def from_params(cls, params: dict) -> FinePruningConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"fine_pruning: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**params)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def final_linear(model: nn.Module) -> nn.Linear:
+    """The classifier's last ``nn.Linear`` (its head)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("fine_pruning: the model has no final linear layer to prune")
+    return linears[-1]
+
+
+@torch.no_grad()
+def channel_activations(model: nn.Module, images: Tensor, *, device: torch.device, batch_size: int = 512) -> Tensor:
+    """Mean pooled activation of every last-layer channel (the head's input) over ``images``."""
+    head, total, count = final_linear(model), None, 0
+    captured: list[Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0].detach().float()))
+    try:
+        model.to(device).eval()
+        for chunk in images.split(batch_size):
+            captured.clear()
+            model(to_unit_float(chunk.to(device)).contiguous(memory_format=torch.channels_last))
+            batch_sum = captured[0].sum(0)
+            total = batch_sum if total is None else total + batch_sum
+            count += chunk.shape[0]
+    finally:
+        handle.remove()
+    return (total / count).cpu()
+
+
+def prune_channels(model: nn.Module, channels: Tensor) -> None:
+    """Zero the final layer's weight columns of ``channels`` (in place)."""
+    with torch.no_grad():
+        final_linear(model).weight[:, channels.to(final_linear(model).weight.device)] = 0
+
+
+def fine_prune(
+    model: nn.Module, images: Tensor, labels: Tensor, config: FinePruningConfig, *, device: torch.device, generator: torch.Generator
+) -> dict:
+    """Prune, then fine-tune ``model`` in place on the clean set ``(images, labels)``.
+
+    Returns ``{pruned, channels, val_acc_before, val_acc_pruned, history}``.
+    """
+    n = images.shape[0]
+    if n < 10:
+        raise ValueError(f"fine_pruning: the clean set has {n} samples; at least 10 are needed")
+    order = torch.randperm(n, generator=generator)
+    n_val = max(1, round(config.validation_fraction * n))
+    val, train = order[:n_val], order[n_val:]
+
+    def val_acc() -> float:
+        return accuracy(predict_logits(model, images[val], device=device).argmax(1), labels[val])
+
+    activations = channel_activations(model, images[train], device=device)
+    ranking = torch.argsort(activations)  # least active on clean data first
+    channels = ranking.numel()
+    step = max(1, round(config.prune_step * channels))
+    original_weight = final_linear(model).weight.detach().clone()
+    before = val_acc()
+    pruned = 0
+    for k in range(step, channels, step):
+        prune_channels(model, ranking[:k])
+        if val_acc() < config.acc_ratio * before:
+            break
+        pruned = k
+    with torch.no_grad():
+        final_linear(model).weight.copy_(original_weight)
+    prune_channels(model, ranking[:pruned])
+    after_pruning = val_acc()
+    log.info("fine_pruning: pruned %d of %d channels, held-out clean acc %.4f -> %.4f", pruned, channels, before, after_pruning)
+
+    mask = torch.ones_like(original_weight)
+    mask[:, ranking[:pruned].to(mask.device)] = 0
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    history = []
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        loss_sum = 0.0
+        permutation = train[torch.randperm(train.numel(), generator=generator)]
+        for batch in permutation.split(config.batch_size):
+            x = to_unit_float(images[batch].to(device))
+            if config.augment:
+                x = crop_and_flip(x, generator, 4)
+            loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), labels[batch].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                final_linear(model).weight.mul_(mask.to(device))  # pruned channels stay pruned
+            loss_sum += float(loss.detach()) * batch.numel()
+        model.eval()
+        history.append({"epoch": epoch, "loss": loss_sum / max(1, train.numel()), "val_clean_acc": val_acc()})
+    return {"pruned": pruned, "channels": channels, "val_acc_before": before, "val_acc_pruned": after_pruning, "history": history}

@@ -1,0 +1,111 @@
+"""Nodes of the ``cgd_unlearn`` pipeline: thin adapters to ``cgd_kedro.cgd.unlearn`` and ``cgd_kedro.defenses``.
+
+The defenses see the training images, their *given* labels, the CGD split, CLIP's logits and (for
+the oracle variants) a genuinely clean slice of the unpoisoned training set. The test sets reach
+``unlearn_with_cgd`` only to record per-epoch test CA/ASR for the report; they never steer it (a
+test checks that garbage test data gives the same model). Every defense returns its model and a
+report ``{seconds, ...}``; ``evaluate_defenses`` measures them all on the test sets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from cgd_kedro.cgd.unlearn import UnlearnConfig, cgd_unlearn
+from cgd_kedro.data.imageset import ImageSet
+from cgd_kedro.defenses.fine_pruning import FinePruningConfig, fine_prune
+from cgd_kedro.metrics import defense_effectiveness_rating, evaluate_backdoor
+from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
+from cgd_kedro.parameters import RuntimeConfig, VictimConfig
+from cgd_kedro.runtime import derive_seed, seed_everything
+from cgd_kedro.training.classifier import train_classifier
+
+log = logging.getLogger(__name__)
+
+
+def unlearn_with_cgd(
+    victim_model: dict, poisoned_train: ImageSet, cgd_split: dict, clip_logits: dict,
+    test_set: ImageSet, backdoor_test: ImageSet, cgd: dict, runtime: dict,
+) -> tuple[dict, dict]:  # fmt: skip
+    """CGD's unlearning of the victim: the defended checkpoint and ``{seconds, history}``
+    (validation CA steers early stopping; test CA/ASR are recorded for the report only)."""
+    config = UnlearnConfig.from_params(cgd)
+    run = RuntimeConfig.from_params(runtime)
+    model = from_checkpoint(victim_model, run.torch_device, source="victim_model")
+    start = time.perf_counter()
+    history = cgd_unlearn(
+        model, poisoned_train["images"], poisoned_train["labels"], cgd_split["clean_indices"],
+        cgd_split["triggered"].nonzero().squeeze(1), clip_logits["logits"], config,
+        device=run.torch_device, generator=seed_everything(derive_seed(run.seed, "cgd_unlearn")),
+        on_epoch_end=lambda m: {f"test_{k}": v for k, v in evaluate_backdoor(m, test_set, backdoor_test, device=run.torch_device).items()},
+    )  # fmt: skip
+    report = {"seconds": time.perf_counter() - start, "history": history}
+    return to_checkpoint(model, victim_model["architecture"], victim_model["num_classes"]), report
+
+
+def retrain_on_clean_subset(
+    poisoned_train: ImageSet, cgd_split: dict, dataset_info: dict, victim: dict, runtime: dict
+) -> tuple[dict, dict]:
+    """A fresh model trained with the victim's recipe on CGD's (balanced) clean subset only."""
+    config = VictimConfig.from_params(victim)
+    run = RuntimeConfig.from_params(runtime)
+    indices = cgd_split["clean_indices"]
+    model = build_classifier(config.architecture, dataset_info["num_classes"], dataset_info["mean"], dataset_info["std"])
+    start = time.perf_counter()
+    history = train_classifier(
+        model, poisoned_train["images"][indices], poisoned_train["labels"][indices], config.training,
+        device=run.torch_device, generator=seed_everything(derive_seed(run.seed, "retrain")), description="retrain",
+    )  # fmt: skip
+    return to_checkpoint(model, config.architecture, dataset_info["num_classes"]), {"seconds": time.perf_counter() - start, "history": history}
+
+
+def cgd_clean_data(poisoned_train: ImageSet, cgd_split: dict) -> ImageSet:
+    """CGD's clean subset (distinct samples, given labels) as the clean set of a clean-data defense."""
+    indices = cgd_split["clean"].nonzero().squeeze(1)
+    return {"images": poisoned_train["images"][indices], "labels": poisoned_train["labels"][indices]}
+
+
+def oracle_clean_data(train_set: ImageSet, oracle_fraction: float, runtime: dict) -> ImageSet:
+    """A genuinely clean random slice (``oracle_fraction``, reference 5%) of the *unpoisoned* training set:
+    what a clean-data defense is normally given."""
+    if not 0 < oracle_fraction <= 1:
+        raise ValueError(f"oracle_fraction: expected a share in (0, 1], got {oracle_fraction!r}")
+    n = train_set["labels"].shape[0]
+    generator = seed_everything(derive_seed(RuntimeConfig.from_params(runtime).seed, "oracle_clean"))
+    indices = torch.randperm(n, generator=generator)[: max(1, round(oracle_fraction * n))]
+    return {"images": train_set["images"][indices], "labels": train_set["labels"][indices]}
+
+
+def fine_prune_victim(victim_model: dict, clean_data: ImageSet, fine_pruning: dict, runtime: dict) -> tuple[dict, dict]:
+    """Fine-Pruning of the victim with the given clean set; the defended checkpoint and its report."""
+    config = FinePruningConfig.from_params(fine_pruning)
+    run = RuntimeConfig.from_params(runtime)
+    model = from_checkpoint(victim_model, run.torch_device, source="victim_model")
+    start = time.perf_counter()
+    result = fine_prune(
+        model, clean_data["images"], clean_data["labels"], config,
+        device=run.torch_device, generator=seed_everything(derive_seed(run.seed, "fine_pruning")),
+    )  # fmt: skip
+    report = {"seconds": time.perf_counter() - start, "clean_samples": int(clean_data["labels"].shape[0])} | result
+    return to_checkpoint(model, victim_model["architecture"], victim_model["num_classes"]), report
+
+
+def evaluate_defenses(victim_model: dict, test_set: ImageSet, backdoor_test: ImageSet, runtime: dict, **defended) -> dict:
+    """``{defense: {clean_acc, asr, ra, der, seconds}}`` on the test sets, DER against the undefended
+    victim (``none``). ``defended`` holds ``<defense>_model`` checkpoints and ``<defense>_report`` dicts."""
+    device = RuntimeConfig.from_params(runtime).torch_device
+
+    def measure(checkpoint: dict, source: str) -> dict:
+        return evaluate_backdoor(from_checkpoint(checkpoint, device, source=source), test_set, backdoor_test, device=device)
+
+    before = measure(victim_model, "victim_model")
+    metrics = {"none": before | {"der": 0.5, "seconds": 0.0}}
+    for key in sorted(k for k in defended if k.endswith("_model")):
+        name = key.removesuffix("_model")
+        after = measure(defended[key], key)
+        metrics[name] = after | {"der": defense_effectiveness_rating(before, after), "seconds": defended[f"{name}_report"]["seconds"]}
+        log.info("%s: clean_acc %.4f, asr %.4f, ra %.4f, %.0f s", name, after["clean_acc"], after["asr"], after["ra"], metrics[name]["seconds"])
+    return metrics

@@ -1,0 +1,71 @@
+"""The ``cgd_unlearn`` pipeline: one namespaced copy of the defense template per attack.
+
+It reads each attack's latest ``victim_model``, ``poisoned_train``, ``cgd_split`` and
+``clip_logits``, so ``kedro run --pipelines cgd_unlearn`` defends without re-running ``poison``
+or ``clip_split``.
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline, node
+
+from cgd_kedro.pipelines.cgd_unlearn import nodes
+from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
+
+SHARED_INPUTS = {"train_set", "test_set", "dataset_info"}
+SHARED_PARAMETERS = {"params:cgd", "params:fine_pruning", "params:oracle_fraction", "params:victim", "params:runtime"}
+# Defenses whose model and report go into `<attack>.defense_metrics`, by name.
+DEFENSES: tuple[str, ...] = ("cgd", "retrain", "fp_cgd", "fp_oracle")
+
+
+def create_defense_template() -> Pipeline:
+    """CGD unlearning, its peers and the clean-data defenses fed by CGD or by oracle clean data."""
+    return Pipeline(
+        [
+            node(
+                nodes.unlearn_with_cgd,
+                ["victim_model", "poisoned_train", "cgd_split", "clip_logits", "test_set", "backdoor_test",
+                 "params:cgd", "params:runtime"],  # fmt: skip
+                ["cgd_model", "cgd_report"],
+                name="unlearn_with_cgd",
+            ),
+            node(
+                nodes.retrain_on_clean_subset,
+                ["poisoned_train", "cgd_split", "dataset_info", "params:victim", "params:runtime"],
+                ["retrain_model", "retrain_report"],
+                name="retrain_on_clean_subset",
+            ),
+            node(nodes.cgd_clean_data, ["poisoned_train", "cgd_split"], "cgd_clean_data", name="cgd_clean_data"),
+            node(
+                nodes.oracle_clean_data,
+                ["train_set", "params:oracle_fraction", "params:runtime"],
+                "oracle_clean_data",
+                name="oracle_clean_data",
+            ),
+            *(
+                node(
+                    nodes.fine_prune_victim,
+                    ["victim_model", f"{source}_clean_data", "params:fine_pruning", "params:runtime"],
+                    [f"fp_{source}_model", f"fp_{source}_report"],
+                    name=f"fine_prune_{source}",
+                )
+                for source in ("cgd", "oracle")
+            ),
+            node(
+                nodes.evaluate_defenses,
+                {"victim_model": "victim_model", "test_set": "test_set", "backdoor_test": "backdoor_test",
+                 "runtime": "params:runtime"}  # fmt: skip
+                | {f"{d}_{part}": f"{d}_{part}" for d in DEFENSES for part in ("model", "report")},
+                "defense_metrics",
+                name="evaluate_defenses",
+            ),
+        ]
+    )
+
+
+def create_defense_pipeline(name: str) -> Pipeline:
+    return Pipeline(create_defense_template(), namespace=name, inputs=SHARED_INPUTS, parameters=SHARED_PARAMETERS)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return sum((create_defense_pipeline(n) for n in ATTACK_NAMESPACES), Pipeline([]))

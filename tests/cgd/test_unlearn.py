@@ -1,0 +1,139 @@
+"""CGD unlearning: each loss term on hand-computed tensors, the early-stopping rule, the validation
+hold-out, and that the defense never sees test data or poison flags."""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cgd_kedro.cgd.unlearn import UnlearnConfig, cgd_loss, cgd_unlearn, hold_out_validation, should_stop
+from cgd_kedro.models.classifier import build_classifier
+
+
+def test_each_term_matches_hand_computation():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, 3.0]])
+    labels = torch.tensor([0, 1, 1])
+    clip = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 0.0]])
+    triggered = torch.tensor([False, True, True])
+    loss, parts = cgd_loss(logits, labels, clip, triggered, alpha=0.5, beta=0.25, temperature=2.0)
+
+    ce = -math.log(math.exp(2) / (math.exp(2) + 1))  # clean sample 0, label 0
+    def softmax(v):
+        e = [math.exp(x) for x in v]
+        return [x / sum(e) for x in e]
+    kl = 0.0
+    for z, c in (([0.0, 0.0], [3.0, 0.0]), ([1.0, 3.0], [0.0, 0.0])):
+        p, q = softmax([x / 2 for x in c]), softmax([x / 2 for x in z])
+        kl += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    kl = kl / 2 * 4  # batchmean over the 2 triggered samples, times T^2
+    ll = (math.log(0.5 + 1e-6) + math.log(softmax([1.0, 3.0])[1] + 1e-6)) / 2
+    assert parts["ce"] == pytest.approx(ce, rel=1e-6)
+    assert parts["kl"] == pytest.approx(kl, rel=1e-5)
+    assert parts["log_likelihood"] == pytest.approx(ll, rel=1e-6)
+    assert float(loss) == pytest.approx(ce + 0.5 * kl + 0.25 * ll, rel=1e-5)
+
+
+def test_triggered_term_pushes_the_given_label_down():
+    logits = torch.tensor([[0.5, 2.0, -1.0]], requires_grad=True)
+    labels, clip, triggered = torch.tensor([1]), torch.zeros(1, 3), torch.tensor([True])
+    loss, _ = cgd_loss(logits, labels, clip, triggered, alpha=0.0, beta=1.0, temperature=3.0)
+    loss.backward()
+    stepped = logits.detach() - 0.1 * logits.grad  # one gradient-descent step
+    assert F.softmax(stepped, 1)[0, 1] < F.softmax(logits.detach(), 1)[0, 1]
+
+
+def test_kl_term_pulls_toward_clip_and_empty_terms_are_zero():
+    logits = torch.tensor([[3.0, 0.0]], requires_grad=True)
+    loss, parts = cgd_loss(logits, torch.tensor([0]), torch.tensor([[0.0, 3.0]]), torch.tensor([True]), alpha=1.0, beta=0.0, temperature=1.0)
+    loss.backward()
+    assert logits.grad[0, 1] < 0 < logits.grad[0, 0]  # descent raises class 1, CLIP's choice
+    assert parts["ce"] == 0.0
+    _, parts = cgd_loss(logits.detach(), torch.tensor([0]), torch.zeros(1, 2), torch.tensor([False]), alpha=1, beta=1, temperature=3)
+    assert parts["kl"] == 0.0 and parts["log_likelihood"] == 0.0
+
+
+def test_early_stopping_rule_in_points():
+    assert not should_stop([0.90], 1.0)
+    assert not should_stop([0.90, 0.895], 1.0)  # 0.5 points
+    assert should_stop([0.90, 0.92, 0.91], 1.0)  # 1 point below the best
+    assert not should_stop([0.90, 0.92, 0.911], 1.0)
+    assert should_stop([0.90, 0.80], 5.0)
+
+
+def test_validation_is_held_out_of_distinct_clean_samples():
+    clean = torch.tensor([0, 0, 1, 2, 3, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
+    train, validation = hold_out_validation(clean, 0.1, torch.Generator().manual_seed(0))
+    assert validation.numel() == 2 and not torch.isin(train, validation).any()
+    assert set(train.tolist()) | set(validation.tolist()) == set(clean.tolist())
+    with pytest.raises(ValueError, match="fewer than 2"):
+        hold_out_validation(torch.tensor([4, 4]), 0.1, torch.Generator())
+
+
+def test_config_errors_name_the_parameter():
+    assert UnlearnConfig.from_params({}) == UnlearnConfig()
+    for params, name in (({"alpha": -1}, "cgd.alpha"), ({"tolerance": -0.5}, "cgd.tolerance"),
+                         ({"epochs": 0}, "cgd.epochs"), ({"temp": 3}, "cgd: unknown")):  # fmt: skip
+        with pytest.raises(ValueError, match=name):
+            UnlearnConfig.from_params(params)
+
+
+def test_defense_function_takes_no_test_data_or_poison_flags():
+    parameters = set(inspect.signature(cgd_unlearn).parameters)
+    assert not any("test" in p or "poison" in p or "backdoor" in p for p in parameters)
+
+
+def _backdoored_toy(seed=0):
+    """4 colour classes; a quarter of the images carry a white corner and label 0."""
+    g = torch.Generator().manual_seed(seed)
+    true = torch.randint(4, (400,), generator=g)
+    images = torch.randint(0, 100, (400, 3, 16, 16), generator=g, dtype=torch.uint8)
+    images[torch.arange(400), true % 3] += 120
+    images[true == 3] += 60
+    poison = torch.zeros(400, dtype=torch.bool)
+    poison[:100] = True
+    images[poison, :, -4:, -4:] = 255
+    labels = true.clone()
+    labels[poison] = 0
+    return images, labels, true, poison
+
+
+def test_unlearning_removes_a_toy_backdoor_and_reports_history():
+    images, labels, true, poison = _backdoored_toy()
+    model = build_classifier("compact_cnn", 4, (0.5,) * 3, (0.25,) * 3)
+    from cgd_kedro.training.classifier import TrainingConfig, train_classifier
+
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    train_classifier(model, images, labels, TrainingConfig(epochs=6, batch_size=32, lr=0.05, augment=False), device=torch.device("cpu"), generator=g)
+    asr = lambda m: float((m(images[poison].float() / 255).argmax(1) == 0)[true[poison] != 0].float().mean())  # noqa: E731
+    with torch.no_grad():
+        assert asr(model.eval()) > 0.9
+    clip = F.one_hot(true, 4).float() * 5  # a perfect "CLIP" for the toy
+    clean_indices, triggered = (~poison).nonzero().squeeze(1), poison.nonzero().squeeze(1)
+    config = UnlearnConfig(alpha=0.5, beta=0.5, epochs=3, batch_size=32, max_batches_per_epoch=20, lr=0.02, tolerance=50.0, augment=False)
+    history = cgd_unlearn(model, images, labels, clean_indices, triggered, clip, config, device=torch.device("cpu"),
+                          generator=torch.Generator().manual_seed(1), on_epoch_end=lambda m: {"asr": asr(m)})  # fmt: skip
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert history[0]["asr"] > 0.9 and history[-1]["asr"] < 0.2
+    assert history[-1]["val_clean_acc"] > 0.8 and {"ce", "kl", "log_likelihood", "loss"} <= set(history[-1])
+
+
+def test_a_collapse_of_validation_accuracy_stops_and_restores_the_previous_weights():
+    images, labels, true, poison = _backdoored_toy()
+    model = build_classifier("compact_cnn", 4, (0.5,) * 3, (0.25,) * 3)
+    from cgd_kedro.training.classifier import TrainingConfig, train_classifier
+
+    train_classifier(model, images, labels, TrainingConfig(epochs=4, batch_size=32, lr=0.05, augment=False),
+                     device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))  # fmt: skip
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clean_indices, triggered = (~poison).nonzero().squeeze(1), poison.nonzero().squeeze(1)
+    config = UnlearnConfig(lr=0.9, momentum=0.0, weight_decay=0.0, beta=50.0, epochs=5, batch_size=32, augment=False)
+    history = cgd_unlearn(model, images, labels, clean_indices, triggered, torch.zeros(400, 4), config,
+                          device=torch.device("cpu"), generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert len(history) == 2 and "stopped" in history[-1]
+    assert history[1]["val_clean_acc"] <= history[0]["val_clean_acc"] - 0.01
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())

@@ -1,0 +1,72 @@
+"""The ``cgd_unlearn`` pipeline: structure, an in-memory run after poison and clip_split, and that
+test data only feeds the report, never the defense."""
+
+from __future__ import annotations
+
+import torch
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from test_clip_split_pipeline import tiny_clip_parameters
+
+from cgd_kedro.pipelines.cgd_unlearn.nodes import unlearn_with_cgd
+from cgd_kedro.pipelines.cgd_unlearn.pipeline import create_defense_pipeline, create_pipeline
+from cgd_kedro.pipelines.clip_split.pipeline import create_split_pipeline
+from cgd_kedro.pipelines.poison.pipeline import create_attack_pipeline, create_dataset_pipeline
+from cgd_kedro.pipelines.reference_clip.pipeline import create_pipeline as create_reference_pipeline
+
+TINY_CGD = {"epochs": 2, "batch_size": 64, "max_batches_per_epoch": 3}
+TINY_FP = {"epochs": 1, "batch_size": 64, "prune_step": 0.1}
+
+
+class _KeptMemoryDataset(MemoryDataset):
+    def _release(self) -> None:
+        pass
+
+
+def test_structure_reads_latest_upstream_outputs():
+    pipeline = create_pipeline()
+    assert {"badnets.victim_model", "badnets.cgd_split", "badnets.clip_logits", "test_set"} <= pipeline.inputs()
+    assert "badnets.defense_metrics" in pipeline.outputs() and "params:cgd" in pipeline.inputs()
+
+
+def _run_all() -> DataCatalog:
+    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "oracle_fraction": 0.1}
+    pipeline = (
+        create_dataset_pipeline() + create_attack_pipeline("badnets") + create_reference_pipeline()
+        + create_split_pipeline("badnets") + create_defense_pipeline("badnets")
+    )  # fmt: skip
+    sections = ("dataset", "runtime", "victim", "clip", "suspicious", "split", "cgd", "fine_pruning", "oracle_fraction")
+    entries = {f"params:{k}": params[k] for k in sections}
+    entries["params:badnets.attack"] = params["badnets"]["attack"]
+    catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in entries.items()})
+    for name in pipeline.all_outputs():
+        catalog[name] = _KeptMemoryDataset(copy_mode="assign")
+    SequentialRunner().run(pipeline, catalog)
+    return catalog
+
+
+def test_in_memory_run_reports_every_defense_and_test_data_never_steers_cgd():
+    catalog = _run_all()
+    metrics = catalog.load("badnets.defense_metrics")
+    assert set(metrics) == {"none", "cgd", "retrain", "fp_cgd", "fp_oracle"}
+    for name, row in metrics.items():
+        assert set(row) == {"clean_acc", "asr", "ra", "der", "seconds"}, name
+        assert 0 <= row["clean_acc"] <= 1 and 0 <= row["asr"] <= 1 and 0 <= row["der"] <= 1
+    attack = catalog.load("badnets.attack_metrics")
+    assert metrics["none"]["clean_acc"] == attack["clean_acc"] and metrics["none"]["asr"] == attack["asr"]
+    assert catalog.load("badnets.fp_oracle_report")["clean_samples"] == 30  # 10% of 300 genuinely clean images
+    assert catalog.load("badnets.fp_cgd_report")["clean_samples"] == int(catalog.load("badnets.cgd_split")["clean"].sum())
+    history = catalog.load("badnets.cgd_report")["history"]
+    assert history[0]["epoch"] == 0 and {"val_clean_acc", "test_clean_acc", "test_asr"} <= set(history[-1])
+
+    # Same inputs with garbage test sets: the defended model must be bit-identical.
+    args = [catalog.load(n) for n in ("badnets.victim_model", "badnets.poisoned_train", "badnets.cgd_split", "badnets.clip_logits")]
+    test_set, backdoor = catalog.load("test_set"), catalog.load("badnets.backdoor_test")
+    garbage = {k: torch.zeros_like(v) if v.is_floating_point() or v.dtype == torch.uint8 else v for k, v in test_set.items()}
+    garbage_bd = {k: torch.zeros_like(v) for k, v in backdoor.items()}
+    runtime = {"device": "cpu", "seed": 0}
+    model_a, _ = unlearn_with_cgd(*args, test_set, backdoor, TINY_CGD, runtime)
+    model_b, report_b = unlearn_with_cgd(*args, garbage, garbage_bd, TINY_CGD, runtime)
+    history_b = report_b["history"]
+    assert all(torch.equal(model_a["state_dict"][k], v) for k, v in model_b["state_dict"].items())
+    assert [h["val_clean_acc"] for h in history_b] == [h["val_clean_acc"] for h in history]
