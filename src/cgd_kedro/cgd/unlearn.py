@@ -22,13 +22,14 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.training.augment import crop_and_flip
 from cgd_kedro.training.classifier import to_unit_float
@@ -67,9 +68,6 @@ class UnlearnConfig:
     augment: bool = True
 
     def __post_init__(self) -> None:
-        def positive_int(value: object) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
         checks = {
             "alpha": self.alpha >= 0,
             "beta": self.beta >= 0,
@@ -83,17 +81,11 @@ class UnlearnConfig:
             "tolerance": self.tolerance >= 0,
             "validation_fraction": 0 < self.validation_fraction < 1,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"cgd.{name}: invalid value {getattr(self, name)!r}")
+        require("cgd", self, checks)
 
     @classmethod
     def from_params(cls, params: dict) -> UnlearnConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"cgd: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(**params)
+        return section_from_params(cls, params, "cgd")
 
     def as_dict(self) -> dict:
         return asdict(self)

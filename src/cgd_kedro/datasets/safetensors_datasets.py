@@ -34,11 +34,13 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise DatasetError(f"{path}: not a readable safetensors file ({error})") from error
 
 
-class _SafetensorsFileDataset(AbstractVersionedDataset[Any, Any]):
+class LocalFileDataset(AbstractVersionedDataset[Any, Any]):
+    """Base of the project's versioned single-file datasets (local paths only)."""
+
     def __init__(self, *, filepath: str, version: Version | None = None, metadata: dict | None = None):
         """
         Args:
-            filepath: local path of the ``.safetensors`` file.
+            filepath: local path of the file.
             version: Kedro versioning (``versioned: true`` in the catalog).
             metadata: free-form information shown by kedro-viz; not stored.
         """
@@ -55,7 +57,7 @@ class _SafetensorsFileDataset(AbstractVersionedDataset[Any, Any]):
             return False
 
 
-class TensorDictDataset(_SafetensorsFileDataset):
+class TensorDictDataset(LocalFileDataset):
     """A ``dict[str, Tensor]`` (an image set, logits, indices) as one safetensors file.
 
     Example catalog entry::
@@ -76,7 +78,7 @@ class TensorDictDataset(_SafetensorsFileDataset):
         _write(Path(self._get_save_path()), data, {"format": "cgd_kedro.tensors/1"})
 
 
-class ClassifierCheckpointDataset(_SafetensorsFileDataset):
+class ClassifierCheckpointDataset(LocalFileDataset):
     """A classifier checkpoint (see ``cgd_kedro.models.classifier``) as one safetensors file.
 
     The state_dict is stored as tensors; architecture, ``num_classes`` and input normalisation go
@@ -113,7 +115,7 @@ class ClassifierCheckpointDataset(_SafetensorsFileDataset):
 CLIP_CHECKPOINT_FORMAT = "cgd_kedro.clip/1"
 
 
-class ClipCheckpointDataset(_SafetensorsFileDataset):
+class ClipCheckpointDataset(LocalFileDataset):
     """A reference CLIP (``{"model_name", "state_dict"}``, see ``cgd_kedro.clip.factory``).
 
     The project's own CLIP (the embedded one) is stored whole. A CLIP whose weights are the

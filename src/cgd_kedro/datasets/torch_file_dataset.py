@@ -6,28 +6,17 @@ tensors and plain containers, never arbitrary objects.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import torch
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import DatasetError
+
+from cgd_kedro.datasets.safetensors_datasets import LocalFileDataset
 
 
-class TorchTensorDataset(AbstractVersionedDataset[Any, Any]):
+class TorchTensorDataset(LocalFileDataset):
     """A tensor (or plain container of tensors) as a ``torch.save`` file."""
-
-    def __init__(self, *, filepath: str, version: Version | None = None, metadata: dict | None = None):
-        super().__init__(filepath=PurePosixPath(filepath), version=version)
-        self.metadata = metadata
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._filepath, "version": self._version}
-
-    def _exists(self) -> bool:
-        try:
-            return Path(self._get_load_path()).exists()
-        except DatasetError:
-            return False
 
     def load(self) -> Any:
         path = Path(self._get_load_path())

@@ -17,12 +17,13 @@ data and no poison flags.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.training.augment import crop_and_flip
 from cgd_kedro.training.classifier import to_unit_float
@@ -57,23 +58,17 @@ class FinePruningConfig:
             "acc_ratio": 0 < self.acc_ratio <= 1,
             "prune_step": 0 < self.prune_step <= 1,
             "validation_fraction": 0 < self.validation_fraction < 1,
-            "epochs": isinstance(self.epochs, int) and self.epochs >= 0,
+            "epochs": isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 0,
             "lr": self.lr > 0,
             "momentum": 0 <= self.momentum < 1,
             "weight_decay": self.weight_decay >= 0,
-            "batch_size": isinstance(self.batch_size, int) and self.batch_size >= 1,
+            "batch_size": positive_int(self.batch_size),
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"fine_pruning.{name}: invalid value {getattr(self, name)!r}")
+        require("fine_pruning", self, checks)
 
     @classmethod
     def from_params(cls, params: dict) -> FinePruningConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"fine_pruning: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(**params)
+        return section_from_params(cls, params, "fine_pruning")
 
     def as_dict(self) -> dict:
         return asdict(self)

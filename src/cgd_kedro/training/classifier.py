@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.training.augment import crop_and_flip
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,6 @@ class TrainingConfig:
     schedule: str = "cosine"
 
     def __post_init__(self) -> None:
-        def positive_int(value: object) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
         checks = {
             "epochs": positive_int(self.epochs),
             "batch_size": positive_int(self.batch_size),
@@ -56,18 +54,12 @@ class TrainingConfig:
             "optimizer": self.optimizer in ("sgd", "adam"),
             "schedule": self.schedule in ("cosine", "constant"),
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"training.{name}: invalid value {getattr(self, name)!r}")
+        require("training", self, checks)
 
     @classmethod
     def from_params(cls, params: dict, section: str = "training") -> TrainingConfig:
         """Build from a parameters dict, rejecting unknown keys by name (catches typos in YAML)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"{section}: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(**params)
+        return section_from_params(cls, params, section)
 
     def as_dict(self) -> dict:
         return asdict(self)
