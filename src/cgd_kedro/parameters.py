@@ -19,6 +19,7 @@ from cgd_kedro.cgd.suspicious import SuspiciousConfig
 from cgd_kedro.cgd.unlearn import UnlearnConfig
 from cgd_kedro.clip.reference import ClipConfig
 from cgd_kedro.data.sources import DatasetConfig
+from cgd_kedro.defenses.abl import ABLConfig
 from cgd_kedro.defenses.fine_pruning import FinePruningConfig
 from cgd_kedro.models.registry import check_architecture
 from cgd_kedro.runtime import resolve_device
@@ -86,12 +87,17 @@ def check_run_parameters(params: dict, namespaces: set[str], builds_reference_cl
             clip = ClipConfig.from_params(params["clip"])
             if builds_reference_clip:
                 clip.check_source(dataset.name)
-    for section, config in (
-        ("suspicious", SuspiciousConfig), ("split", SplitConfig), ("cgd", UnlearnConfig), ("fine_pruning", FinePruningConfig)
-    ):
+    sections = {
+        "suspicious": SuspiciousConfig, "split": SplitConfig, "cgd": UnlearnConfig,
+        "fine_pruning": FinePruningConfig, "abl": ABLConfig,
+    }  # fmt: skip
+    for section, config in sections.items():
         if section in params:
             with _named(section):
                 config.from_params(params[section])
+    fraction = params.get("oracle_fraction", 0.05)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"oracle_fraction: expected a share in (0, 1], got {fraction!r}")
     for namespace in sorted(namespaces):
         section = params.get(namespace, {})
         if "attack" in section:

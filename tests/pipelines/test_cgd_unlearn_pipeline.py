@@ -16,6 +16,7 @@ from cgd_kedro.pipelines.reference_clip.pipeline import create_pipeline as creat
 
 TINY_CGD = {"epochs": 2, "batch_size": 64, "max_batches_per_epoch": 3}
 TINY_FP = {"epochs": 1, "batch_size": 64, "prune_step": 0.1}
+TINY_ABL = {"isolation_epochs": 1, "finetune_epochs": 1, "unlearning_epochs": 1, "batch_size": 64}
 
 
 class _KeptMemoryDataset(MemoryDataset):
@@ -30,12 +31,12 @@ def test_structure_reads_latest_upstream_outputs():
 
 
 def _run_all() -> DataCatalog:
-    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "oracle_fraction": 0.1}
+    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "oracle_fraction": 0.1}
     pipeline = (
         create_dataset_pipeline() + create_attack_pipeline("badnets") + create_reference_pipeline()
         + create_split_pipeline("badnets") + create_defense_pipeline("badnets")
     )  # fmt: skip
-    sections = ("dataset", "runtime", "victim", "clip", "suspicious", "split", "cgd", "fine_pruning", "oracle_fraction")
+    sections = ("dataset", "runtime", "victim", "clip", "suspicious", "split", "cgd", "fine_pruning", "abl", "oracle_fraction")
     entries = {f"params:{k}": params[k] for k in sections}
     entries["params:badnets.attack"] = params["badnets"]["attack"]
     catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in entries.items()})
@@ -48,7 +49,8 @@ def _run_all() -> DataCatalog:
 def test_in_memory_run_reports_every_defense_and_test_data_never_steers_cgd():
     catalog = _run_all()
     metrics = catalog.load("badnets.defense_metrics")
-    assert set(metrics) == {"none", "cgd", "retrain", "fp_cgd", "fp_oracle"}
+    assert set(metrics) == {"none", "cgd", "retrain", "abl", "fp_cgd", "fp_oracle"}
+    assert len(catalog.load("badnets.abl_report")["isolated"]) == 3  # 1% of 300
     for name, row in metrics.items():
         assert set(row) == {"clean_acc", "asr", "ra", "der", "seconds"}, name
         assert 0 <= row["clean_acc"] <= 1 and 0 <= row["asr"] <= 1 and 0 <= row["der"] <= 1

@@ -16,6 +16,7 @@ import torch
 
 from cgd_kedro.cgd.unlearn import UnlearnConfig, cgd_unlearn
 from cgd_kedro.data.imageset import ImageSet
+from cgd_kedro.defenses.abl import ABLConfig, anti_backdoor_learning
 from cgd_kedro.defenses.fine_pruning import FinePruningConfig, fine_prune
 from cgd_kedro.metrics import defense_effectiveness_rating, evaluate_backdoor
 from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
@@ -60,6 +61,22 @@ def retrain_on_clean_subset(
         device=run.torch_device, generator=seed_everything(derive_seed(run.seed, "retrain")), description="retrain",
     )  # fmt: skip
     return to_checkpoint(model, config.architecture, dataset_info["num_classes"]), {"seconds": time.perf_counter() - start, "history": history}
+
+
+def anti_backdoor_learning_defense(
+    poisoned_train: ImageSet, dataset_info: dict, abl: dict, victim: dict, runtime: dict
+) -> tuple[dict, dict]:
+    """ABL from scratch on the poisoned set (victim's architecture); the model and its report,
+    including the indices ABL isolated as backdoor samples."""
+    config = ABLConfig.from_params(abl)
+    architecture = VictimConfig.from_params(victim).architecture
+    run = RuntimeConfig.from_params(runtime)
+    generator = seed_everything(derive_seed(run.seed, "abl"))
+    model = build_classifier(architecture, dataset_info["num_classes"], dataset_info["mean"], dataset_info["std"])
+    start = time.perf_counter()
+    result = anti_backdoor_learning(model, poisoned_train["images"], poisoned_train["labels"], config, device=run.torch_device, generator=generator)
+    report = {"seconds": time.perf_counter() - start, "isolated": result["isolated"].tolist(), "history": result["history"]}
+    return to_checkpoint(model, architecture, dataset_info["num_classes"]), report
 
 
 def cgd_clean_data(poisoned_train: ImageSet, cgd_split: dict) -> ImageSet:

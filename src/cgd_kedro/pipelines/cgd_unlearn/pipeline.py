@@ -13,9 +13,9 @@ from cgd_kedro.pipelines.cgd_unlearn import nodes
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 
 SHARED_INPUTS = {"train_set", "test_set", "dataset_info"}
-SHARED_PARAMETERS = {"params:cgd", "params:fine_pruning", "params:oracle_fraction", "params:victim", "params:runtime"}
+SHARED_PARAMETERS = {"params:cgd", "params:abl", "params:fine_pruning", "params:oracle_fraction", "params:victim", "params:runtime"}
 # Defenses whose model and report go into `<attack>.defense_metrics`, by name.
-DEFENSES: tuple[str, ...] = ("cgd", "retrain", "fp_cgd", "fp_oracle")
+DEFENSES: tuple[str, ...] = ("cgd", "retrain", "abl", "fp_cgd", "fp_oracle")
 
 
 def create_defense_template() -> Pipeline:
@@ -34,6 +34,12 @@ def create_defense_template() -> Pipeline:
                 ["poisoned_train", "cgd_split", "dataset_info", "params:victim", "params:runtime"],
                 ["retrain_model", "retrain_report"],
                 name="retrain_on_clean_subset",
+            ),
+            node(
+                nodes.anti_backdoor_learning_defense,
+                ["poisoned_train", "dataset_info", "params:abl", "params:victim", "params:runtime"],
+                ["abl_model", "abl_report"],
+                name="anti_backdoor_learning",
             ),
             node(nodes.cgd_clean_data, ["poisoned_train", "cgd_split"], "cgd_clean_data", name="cgd_clean_data"),
             node(
