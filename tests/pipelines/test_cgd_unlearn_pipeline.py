@@ -3,6 +3,9 @@ test data only feeds the report, never the defense."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -72,3 +75,28 @@ def test_in_memory_run_reports_every_defense_and_test_data_never_steers_cgd():
     history_b = report_b["history"]
     assert all(torch.equal(model_a["state_dict"][k], v) for k, v in model_b["state_dict"].items())
     assert [h["val_clean_acc"] for h in history_b] == [h["val_clean_acc"] for h in history]
+
+
+@pytest.mark.slow
+def test_session_defends_on_latest_upstream_outputs_and_refuses_bad_parameters(tmp_project):
+    from test_clip_split_pipeline import _files, _session
+
+    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL}
+    _session(tmp_project, ["poison"], ["dataset", "badnets"], **params)
+    _session(tmp_project, ["reference_clip", "clip_split"], ["clip", "badnets"], **params)
+    upstream = _files(tmp_project)
+    for bad, message in (
+        ({"cgd": TINY_CGD | {"alpha": -1}}, r"cgd\.alpha"),
+        ({"cgd": TINY_CGD | {"epoch": 3}}, r"cgd: unknown"),
+        ({"abl": TINY_ABL | {"isolation_ratio": 2}}, r"abl\.isolation_ratio"),
+        ({"fine_pruning": TINY_FP | {"acc_ratio": 0}}, r"fine_pruning\.acc_ratio"),
+        ({"oracle_fraction": 1.5}, r"oracle_fraction"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            _session(tmp_project, ["cgd_unlearn"], ["badnets"], **params | bad)
+    assert _files(tmp_project) == upstream
+    _session(tmp_project, ["cgd_unlearn"], ["badnets"], **params)
+    after = _files(tmp_project)
+    assert {k: v for k, v in after.items() if k in upstream} == upstream  # nothing upstream re-ran
+    metrics = next((tmp_project / "data/08_reporting/embedded/badnets/defense_metrics.json").rglob("*.json"))
+    assert {"cgd", "abl", "retrain", "fp_cgd", "fp_oracle"} <= set(json.loads(metrics.read_text()))
