@@ -20,6 +20,7 @@ from cgd_kedro.cgd.unlearn import UnlearnConfig
 from cgd_kedro.clip.reference import ClipConfig
 from cgd_kedro.data.sources import DatasetConfig
 from cgd_kedro.defenses.abl import ABLConfig
+from cgd_kedro.defenses.anp import ANPConfig
 from cgd_kedro.defenses.fine_pruning import FinePruningConfig
 from cgd_kedro.models.registry import check_architecture
 from cgd_kedro.runtime import resolve_device
@@ -89,7 +90,7 @@ def check_run_parameters(params: dict, namespaces: set[str], builds_reference_cl
                 clip.check_source(dataset.name)
     sections = {
         "suspicious": SuspiciousConfig, "split": SplitConfig, "cgd": UnlearnConfig,
-        "fine_pruning": FinePruningConfig, "abl": ABLConfig,
+        "fine_pruning": FinePruningConfig, "abl": ABLConfig, "anp": ANPConfig,
     }  # fmt: skip
     for section, config in sections.items():
         if section in params:

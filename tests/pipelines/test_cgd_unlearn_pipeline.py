@@ -19,6 +19,7 @@ from cgd_kedro.pipelines.reference_clip.pipeline import create_pipeline as creat
 
 TINY_CGD = {"epochs": 2, "batch_size": 64, "max_batches_per_epoch": 3}
 TINY_FP = {"epochs": 1, "batch_size": 64, "prune_step": 0.1}
+TINY_ANP = {"nb_iter": 3, "batch_size": 32}
 TINY_ABL = {"isolation_epochs": 1, "finetune_epochs": 1, "unlearning_epochs": 1, "batch_size": 64}
 
 
@@ -34,12 +35,12 @@ def test_structure_reads_latest_upstream_outputs():
 
 
 def _run_all() -> DataCatalog:
-    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "oracle_fraction": 0.1}
+    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "anp": TINY_ANP, "oracle_fraction": 0.1}
     pipeline = (
         create_dataset_pipeline() + create_attack_pipeline("badnets") + create_reference_pipeline()
         + create_split_pipeline("badnets") + create_defense_pipeline("badnets")
     )  # fmt: skip
-    sections = ("dataset", "runtime", "victim", "clip", "suspicious", "split", "cgd", "fine_pruning", "abl", "oracle_fraction")
+    sections = ("dataset", "runtime", "victim", "clip", "suspicious", "split", "cgd", "fine_pruning", "abl", "anp", "oracle_fraction")
     entries = {f"params:{k}": params[k] for k in sections}
     entries["params:badnets.attack"] = params["badnets"]["attack"]
     catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in entries.items()})
@@ -52,7 +53,7 @@ def _run_all() -> DataCatalog:
 def test_in_memory_run_reports_every_defense_and_test_data_never_steers_cgd():
     catalog = _run_all()
     metrics = catalog.load("badnets.defense_metrics")
-    assert set(metrics) == {"none", "cgd", "retrain", "abl", "fp_cgd", "fp_oracle"}
+    assert set(metrics) == {"none", "cgd", "retrain", "abl", "fp_cgd", "fp_oracle", "anp_cgd", "anp_oracle"}
     assert len(catalog.load("badnets.abl_report")["isolated"]) == 3  # 1% of 300
     for name, row in metrics.items():
         assert set(row) == {"clean_acc", "asr", "ra", "der", "seconds"}, name
@@ -81,7 +82,7 @@ def test_in_memory_run_reports_every_defense_and_test_data_never_steers_cgd():
 def test_session_defends_on_latest_upstream_outputs_and_refuses_bad_parameters(tmp_project):
     from test_clip_split_pipeline import _files, _session
 
-    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL}
+    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "anp": TINY_ANP}
     _session(tmp_project, ["poison"], ["dataset", "badnets"], **params)
     _session(tmp_project, ["reference_clip", "clip_split"], ["clip", "badnets"], **params)
     upstream = _files(tmp_project)
@@ -91,6 +92,7 @@ def test_session_defends_on_latest_upstream_outputs_and_refuses_bad_parameters(t
         ({"abl": TINY_ABL | {"isolation_ratio": 2}}, r"abl\.isolation_ratio"),
         ({"fine_pruning": TINY_FP | {"acc_ratio": 0}}, r"fine_pruning\.acc_ratio"),
         ({"oracle_fraction": 1.5}, r"oracle_fraction"),
+        ({"anp": TINY_ANP | {"anp_eps": 2}}, r"anp\.anp_eps"),
     ):
         with pytest.raises(ValueError, match=message):
             _session(tmp_project, ["cgd_unlearn"], ["badnets"], **params | bad)
@@ -99,4 +101,4 @@ def test_session_defends_on_latest_upstream_outputs_and_refuses_bad_parameters(t
     after = _files(tmp_project)
     assert {k: v for k, v in after.items() if k in upstream} == upstream  # nothing upstream re-ran
     metrics = next((tmp_project / "data/08_reporting/embedded/badnets/defense_metrics.json").rglob("*.json"))
-    assert {"cgd", "abl", "retrain", "fp_cgd", "fp_oracle"} <= set(json.loads(metrics.read_text()))
+    assert {"cgd", "abl", "retrain", "fp_cgd", "fp_oracle", "anp_cgd", "anp_oracle"} <= set(json.loads(metrics.read_text()))

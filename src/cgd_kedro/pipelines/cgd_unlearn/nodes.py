@@ -17,6 +17,7 @@ import torch
 from cgd_kedro.cgd.unlearn import UnlearnConfig, cgd_unlearn
 from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.defenses.abl import ABLConfig, anti_backdoor_learning
+from cgd_kedro.defenses.anp import ANPConfig, adversarial_neuron_pruning
 from cgd_kedro.defenses.fine_pruning import FinePruningConfig, fine_prune
 from cgd_kedro.metrics import defense_effectiveness_rating, evaluate_backdoor
 from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
@@ -105,6 +106,20 @@ def fine_prune_victim(victim_model: dict, clean_data: ImageSet, fine_pruning: di
     result = fine_prune(
         model, clean_data["images"], clean_data["labels"], config,
         device=run.torch_device, generator=seed_everything(derive_seed(run.seed, "fine_pruning")),
+    )  # fmt: skip
+    report = {"seconds": time.perf_counter() - start, "clean_samples": int(clean_data["labels"].shape[0])} | result
+    return to_checkpoint(model, victim_model["architecture"], victim_model["num_classes"]), report
+
+
+def prune_neurons_victim(victim_model: dict, clean_data: ImageSet, anp: dict, runtime: dict) -> tuple[dict, dict]:
+    """Adversarial Neuron Pruning of the victim with the given clean set; the pruned checkpoint and its report."""
+    config = ANPConfig.from_params(anp)
+    run = RuntimeConfig.from_params(runtime)
+    model = from_checkpoint(victim_model, run.torch_device, source="victim_model")
+    start = time.perf_counter()
+    result = adversarial_neuron_pruning(
+        model, clean_data["images"], clean_data["labels"], config,
+        device=run.torch_device, generator=seed_everything(derive_seed(run.seed, "anp")),
     )  # fmt: skip
     report = {"seconds": time.perf_counter() - start, "clean_samples": int(clean_data["labels"].shape[0])} | result
     return to_checkpoint(model, victim_model["architecture"], victim_model["num_classes"]), report

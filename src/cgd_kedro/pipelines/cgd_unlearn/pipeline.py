@@ -13,9 +13,11 @@ from cgd_kedro.pipelines.cgd_unlearn import nodes
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 
 SHARED_INPUTS = {"train_set", "test_set", "dataset_info"}
-SHARED_PARAMETERS = {"params:cgd", "params:abl", "params:fine_pruning", "params:oracle_fraction", "params:victim", "params:runtime"}
+SHARED_PARAMETERS = {
+    "params:cgd", "params:abl", "params:fine_pruning", "params:anp", "params:oracle_fraction", "params:victim", "params:runtime",
+}  # fmt: skip
 # Defenses whose model and report go into `<attack>.defense_metrics`, by name.
-DEFENSES: tuple[str, ...] = ("cgd", "retrain", "abl", "fp_cgd", "fp_oracle")
+DEFENSES: tuple[str, ...] = ("cgd", "retrain", "abl", "fp_cgd", "fp_oracle", "anp_cgd", "anp_oracle")
 
 
 def create_defense_template() -> Pipeline:
@@ -54,6 +56,15 @@ def create_defense_template() -> Pipeline:
                     ["victim_model", f"{source}_clean_data", "params:fine_pruning", "params:runtime"],
                     [f"fp_{source}_model", f"fp_{source}_report"],
                     name=f"fine_prune_{source}",
+                )
+                for source in ("cgd", "oracle")
+            ),
+            *(
+                node(
+                    nodes.prune_neurons_victim,
+                    ["victim_model", f"{source}_clean_data", "params:anp", "params:runtime"],
+                    [f"anp_{source}_model", f"anp_{source}_report"],
+                    name=f"adversarial_neuron_pruning_{source}",
                 )
                 for source in ("cgd", "oracle")
             ),
