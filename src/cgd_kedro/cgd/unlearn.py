@@ -10,8 +10,10 @@ of the triggered subset:
 The KL term distils CLIP's view of what a triggered image shows; the last term lowers the
 probability of the given (attacker's) label. Early stopping: after each epoch the clean accuracy
 is measured on a validation slice held out of the clean subset (never the test set, a departure
-from the reference); if it fell by ``tolerance`` points or more below the best so far, the
-previous epoch's weights are restored and training stops.
+from the reference); if it fell by ``tolerance`` points or more below the best of the earlier
+fine-tuned epochs, the previous epoch's weights are restored and training stops. The validation
+slice is held out of the fine-tuning only: the victim saw it while being poisoned, so its
+accuracy there before unlearning is inflated and is recorded but not compared against.
 
 The functions here receive the training images, the given labels, the split's indices and CLIP's
 logits, nothing else: no test data and no ground-truth poison flags.
@@ -175,7 +177,10 @@ def cgd_unlearn(
         return entry
 
     history = [record(0, {})]
-    accuracies = [history[0]["val_clean_acc"]]
+    # As in the reference, "best so far" starts with the first fine-tuned epoch: the victim's own
+    # accuracy on training samples it memorised is inflated, so comparing against it would stop
+    # every run after one epoch.
+    accuracies: list[float] = []
     steps = min(config.max_batches_per_epoch, -(-pool.numel() // config.batch_size))
     progress = tqdm(total=config.epochs * steps, desc="cgd unlearn", unit="batch", disable=None, leave=False)
     for epoch in range(1, config.epochs + 1):
