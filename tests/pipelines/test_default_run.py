@@ -7,6 +7,7 @@ import json
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from test_cgd_unlearn_pipeline import TINY_ABL, TINY_ANP, TINY_CGD, TINY_FP
 from test_clip_split_pipeline import tiny_clip_parameters
 
 from cgd_kedro.pipelines.poison.pipeline import DEFAULT_ATTACKS
@@ -15,12 +16,13 @@ from cgd_kedro.pipelines.poison.pipeline import DEFAULT_ATTACKS
 @pytest.mark.slow
 def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_project):
     bootstrap_project(tmp_project)
-    with KedroSession.create(project_path=tmp_project, runtime_params=tiny_clip_parameters()) as session:
+    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "anp": TINY_ANP}
+    with KedroSession.create(project_path=tmp_project, runtime_params=params) as session:
         session.run()
     reporting = tmp_project / "data/08_reporting/embedded"
     assert {p.name for p in reporting.iterdir() if p.is_dir() and not p.name.endswith(".json")} == set(DEFAULT_ATTACKS)
     for attack in DEFAULT_ATTACKS:
-        for name in ("attack_metrics.json", "split_metrics.json", "entropy_map.png"):
+        for name in ("attack_metrics.json", "split_metrics.json", "entropy_map.png", "defense_metrics.json"):
             assert len(list((reporting / attack / name).iterdir())) == 1, (attack, name)
     zero_shot = json.loads(next((reporting / "reference_clip_metrics.json").rglob("*.json")).read_text())
     assert zero_shot["pretraining"]["pairs"] == 96 and 0 <= zero_shot["zero_shot_acc"] <= 1

@@ -26,7 +26,10 @@ def test_kedro_viz_build_shows_namespaces_and_layers(tmp_project):
     assert {"dataset", "clip", *DEFAULT_ATTACKS} <= set(lineage["modular_pipelines"])
     pipelines = {"__default__", "poison", "full", "reference_clip", "clip_split", "cgd_unlearn"}
     assert pipelines <= {p["id"] for p in lineage["pipelines"]}
-    assert {"intermediate", "primary", "models", "reporting"} <= set(lineage["layers"])
+    # kedro-viz drops every layer when the layers' order has a cycle: all must be there, in order.
+    layers = lineage["layers"]
+    assert {"intermediate", "feature", "primary", "models", "model_output", "defended_models", "reporting"} <= set(layers)
+    assert layers.index("models") < layers.index("model_output") < layers.index("defended_models") < layers.index("reporting")
     datasets = {n["name"]: n for n in lineage["nodes"] if n["type"] == "data"}
     assert {"badnets.attack_metrics", "badnets.split_metrics", "badnets.defense_metrics", "reference_clip"} <= set(datasets)
     assert all(node.get("layer") for node in datasets.values()), [k for k, v in datasets.items() if not v.get("layer")]
