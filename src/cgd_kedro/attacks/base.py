@@ -94,6 +94,29 @@ def like(result: Tensor, reference: Tensor) -> Tensor:
     return result.to(reference.dtype)
 
 
+# Images per pass in ``pixel_affine``: one chunk's float intermediates stay in the CPU cache, which
+# makes dense static triggers 10-15x faster on a CPU than one pass over a whole large batch.
+AFFINE_CHUNK = 512
+
+
+def pixel_affine(images: Tensor, scale: Tensor | float, offset: Tensor) -> Tensor:
+    """``clip(scale * x + offset)`` per pixel, the form of every static dense trigger (blend,
+    additive signal, masked stamp). ``scale`` and ``offset`` broadcast to ``C x H x W`` and are on
+    the [0, 1] scale of the images (``offset`` is scaled by 255 for uint8).
+
+    uint8 images are computed on the 0-255 scale in place, chunk by chunk, and rounded; float
+    images in one pass. Returns a new tensor of ``images``' dtype.
+    """
+    if images.dtype != torch.uint8:
+        return like(scale * to_float(images) + offset.to(images.device), images)
+    scale = scale.to(images.device).unsqueeze(0) if isinstance(scale, Tensor) else scale
+    offset = (offset.to(device=images.device, dtype=torch.float32) * 255).unsqueeze(0)
+    out = torch.empty_like(images)
+    for chunk, target in zip(images.split(AFFINE_CHUNK), out.split(AFFINE_CHUNK)):
+        target.copy_(chunk.float().mul_(scale).add_(offset).round_().clamp_(0, 255))
+    return out
+
+
 def check_range(name: str, value: object, low: float, high: float, *, integer: bool = False) -> None:
     """Raise ``ValueError('attack.trigger.<name>: ...')`` unless ``low <= value <= high``."""
     kind_ok = isinstance(value, int) if integer else isinstance(value, (int, float))

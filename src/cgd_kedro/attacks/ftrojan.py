@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from cgd_kedro.attacks.base import Attack, State, check_range, like, register_attack, to_float
+from cgd_kedro.attacks.base import Attack, State, check_range, pixel_affine, register_attack
 
 # OpenCV's RGB -> YCrCb: Y = .299 R + .587 G + .114 B, Cr = .713 (R - Y) + 128, Cb = .564 (B - Y) + 128.
 _Y = (0.299, 0.587, 0.114)
@@ -125,15 +125,18 @@ def frequency_trigger(
         check_range("positions", column, 0, window_size - 1, integer=True)
     for channel in channels:
         check_range("channels", channel, 0, images.shape[1] - 1, integer=True)
-    x = to_float(images)
-    x = rgb_to_ycrcb(x) if yuv else x
-    coefficients = block_dct(x, window_size)
-    spikes = torch.zeros(x.shape[1:], device=x.device)
+    spikes = torch.zeros(1, *images.shape[1:], device=images.device)
     for channel in channels:
         for row, column in positions:
-            spikes[channel, row::window_size, column::window_size] += magnitude / 255
-    x = block_idct(coefficients + spikes, window_size)
-    return like(ycrcb_to_rgb(x) if yuv else x, images)
+            spikes[0, channel, row::window_size, column::window_size] += magnitude / 255
+    # Colour conversion and DCT are affine with exact inverses, so adding the spikes in the DCT of
+    # YCrCb is adding one fixed RGB pattern: computed once from a mid-grey image, then applied to
+    # every image like any dense static trigger (the result differs only by float rounding).
+    grey = torch.full_like(spikes, 0.5)
+    x = rgb_to_ycrcb(grey) if yuv else grey
+    x = block_idct(block_dct(x, window_size) + spikes, window_size)
+    delta = ((ycrcb_to_rgb(x) if yuv else x) - grey)[0]
+    return pixel_affine(images, 1.0, delta)
 
 
 def _pairs(value: object) -> tuple[tuple[int, int], ...]:

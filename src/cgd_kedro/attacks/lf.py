@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cgd_kedro.attacks.base import Attack, AttackContext, State, check_range, like, register_attack, to_float
+from cgd_kedro.attacks.base import Attack, AttackContext, State, check_range, pixel_affine, register_attack, to_float
 
 
 def dct_matrix(n: int, *, device: torch.device | str = "cpu") -> Tensor:
@@ -80,8 +80,7 @@ def add_perturbation(images: Tensor, perturbation: Tensor) -> Tensor:
         raise ValueError(
             f"lf: perturbation of shape {tuple(perturbation.shape)} does not fit images {tuple(images.shape)}"
         )
-    p = perturbation.to(device=images.device, dtype=torch.float32)
-    return like(to_float(images) + p.unsqueeze(0), images)
+    return pixel_affine(images, 1.0, perturbation.to(device=images.device, dtype=torch.float32))
 
 
 def learn_low_frequency_perturbation(

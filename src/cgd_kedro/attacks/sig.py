@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from cgd_kedro.attacks.base import Attack, State, check_range, like, register_attack, to_float
+from cgd_kedro.attacks.base import Attack, State, check_range, pixel_affine, register_attack
 
 
 def sinusoid(width: int, *, delta: float = 40.0, frequency: float = 6.0, device: torch.device | str = "cpu") -> Tensor:
@@ -37,7 +37,7 @@ def add_sinusoid(images: Tensor, *, delta: float = 40.0, frequency: float = 6.0)
     check_range("delta", delta, 0.0, 255.0)
     check_range("frequency", frequency, 0.0, float(images.shape[-1]))
     signal = sinusoid(images.shape[-1], delta=delta, frequency=frequency, device=images.device)
-    return like(to_float(images) + signal.view(1, 1, 1, -1), images)
+    return pixel_affine(images, 1.0, signal.view(1, 1, -1).expand(images.shape[1:]))
 
 
 @register_attack("sig")

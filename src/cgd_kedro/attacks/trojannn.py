@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cgd_kedro.attacks.base import Attack, AttackContext, State, check_range, like, register_attack, to_float
+from cgd_kedro.attacks.base import Attack, AttackContext, State, check_range, pixel_affine, register_attack
 
 
 def stamp_masked(images: Tensor, pattern: Tensor, mask: Tensor) -> Tensor:
@@ -35,10 +35,9 @@ def stamp_masked(images: Tensor, pattern: Tensor, mask: Tensor) -> Tensor:
     Returns:
         A new tensor of the same dtype and device; pixels where ``m = 0`` are unchanged.
     """
-    x = to_float(images)
-    k = pattern.to(device=images.device, dtype=torch.float32).unsqueeze(0)
-    m = mask.to(device=images.device, dtype=torch.float32).reshape(1, 1, *images.shape[-2:])
-    return like(torch.where(m > 0, x * (1 - m) + k * m, x), images)
+    k = pattern.to(device=images.device, dtype=torch.float32)
+    m = mask.to(device=images.device, dtype=torch.float32).reshape(1, *images.shape[-2:])
+    return pixel_affine(images, (1 - m).expand(images.shape[1:]), (k * m).expand(images.shape[1:]))
 
 
 def corner_mask(height: int, width: int, patch_size: int) -> Tensor:
