@@ -97,32 +97,30 @@ def oracle_clean_data(train_set: ImageSet, oracle_fraction: float, runtime: dict
     return {"images": train_set["images"][indices], "labels": train_set["labels"][indices]}
 
 
-def fine_prune_victim(victim_model: dict, clean_data: ImageSet, fine_pruning: dict, runtime: dict) -> tuple[dict, dict]:
-    """Fine-Pruning of the victim with the given clean set; the defended checkpoint and its report."""
-    config = FinePruningConfig.from_params(fine_pruning)
+def _defend_with_clean_data(victim_model: dict, clean_data: ImageSet, runtime: dict, defend, config, stream: str) -> tuple[dict, dict]:
+    """Run a clean-data defense ``defend(model, images, labels, config, device=, generator=)`` on a
+    copy of the victim; the defended checkpoint and ``{seconds, clean_samples, ...}``."""
     run = RuntimeConfig.from_params(runtime)
     model = from_checkpoint(victim_model, run.torch_device, source="victim_model")
     start = time.perf_counter()
-    result = fine_prune(
+    result = defend(
         model, clean_data["images"], clean_data["labels"], config,
-        device=run.torch_device, generator=seed_everything(derive_seed(run.seed, "fine_pruning")),
+        device=run.torch_device, generator=seed_everything(derive_seed(run.seed, stream)),
     )  # fmt: skip
     report = {"seconds": time.perf_counter() - start, "clean_samples": int(clean_data["labels"].shape[0])} | result
     return to_checkpoint(model, victim_model["architecture"], victim_model["num_classes"]), report
+
+
+def fine_prune_victim(victim_model: dict, clean_data: ImageSet, fine_pruning: dict, runtime: dict) -> tuple[dict, dict]:
+    """Fine-Pruning of the victim with the given clean set; the defended checkpoint and its report."""
+    config = FinePruningConfig.from_params(fine_pruning)
+    return _defend_with_clean_data(victim_model, clean_data, runtime, fine_prune, config, "fine_pruning")
 
 
 def prune_neurons_victim(victim_model: dict, clean_data: ImageSet, anp: dict, runtime: dict) -> tuple[dict, dict]:
     """Adversarial Neuron Pruning of the victim with the given clean set; the pruned checkpoint and its report."""
     config = ANPConfig.from_params(anp)
-    run = RuntimeConfig.from_params(runtime)
-    model = from_checkpoint(victim_model, run.torch_device, source="victim_model")
-    start = time.perf_counter()
-    result = adversarial_neuron_pruning(
-        model, clean_data["images"], clean_data["labels"], config,
-        device=run.torch_device, generator=seed_everything(derive_seed(run.seed, "anp")),
-    )  # fmt: skip
-    report = {"seconds": time.perf_counter() - start, "clean_samples": int(clean_data["labels"].shape[0])} | result
-    return to_checkpoint(model, victim_model["architecture"], victim_model["num_classes"]), report
+    return _defend_with_clean_data(victim_model, clean_data, runtime, adversarial_neuron_pruning, config, "anp")
 
 
 def evaluate_defenses(victim_model: dict, test_set: ImageSet, backdoor_test: ImageSet, runtime: dict, **defended) -> dict:

@@ -20,6 +20,14 @@ SHARED_PARAMETERS = {
 DEFENSES: tuple[str, ...] = ("cgd", "retrain", "abl", "fp_cgd", "fp_oracle", "anp_cgd", "anp_oracle")
 
 
+# Clean-data defenses, each run on CGD's clean subset and on oracle clean data:
+# (defense-name prefix, node function, parameter section, node name).
+CLEAN_DATA_DEFENSES = (
+    ("fp", nodes.fine_prune_victim, "fine_pruning", "fine_prune"),
+    ("anp", nodes.prune_neurons_victim, "anp", "adversarial_neuron_pruning"),
+)
+
+
 def create_defense_template() -> Pipeline:
     """CGD unlearning, its peers and the clean-data defenses fed by CGD or by oracle clean data."""
     return Pipeline(
@@ -52,20 +60,12 @@ def create_defense_template() -> Pipeline:
             ),
             *(
                 node(
-                    nodes.fine_prune_victim,
-                    ["victim_model", f"{source}_clean_data", "params:fine_pruning", "params:runtime"],
-                    [f"fp_{source}_model", f"fp_{source}_report"],
-                    name=f"fine_prune_{source}",
+                    function,
+                    ["victim_model", f"{source}_clean_data", f"params:{section}", "params:runtime"],
+                    [f"{prefix}_{source}_model", f"{prefix}_{source}_report"],
+                    name=f"{name}_{source}",
                 )
-                for source in ("cgd", "oracle")
-            ),
-            *(
-                node(
-                    nodes.prune_neurons_victim,
-                    ["victim_model", f"{source}_clean_data", "params:anp", "params:runtime"],
-                    [f"anp_{source}_model", f"anp_{source}_report"],
-                    name=f"adversarial_neuron_pruning_{source}",
-                )
+                for prefix, function, section, name in CLEAN_DATA_DEFENSES
                 for source in ("cgd", "oracle")
             ),
             node(
