@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cgd_kedro.defenses.fine_pruning import FinePruningConfig, channel_activations, final_linear, fine_prune, prune_channels
-from cgd_kedro.models.classifier import build_classifier
+from cgd_kedro.defenses.fine_pruning import FinePruningConfig, channel_activations, fine_prune, prune_channels
+from cgd_kedro.models.classifier import build_classifier, last_linear
 from cgd_kedro.training.classifier import TrainingConfig, train_classifier
 
 
@@ -25,24 +25,24 @@ def _trained_model():
 def test_activations_are_the_mean_head_input_and_pruning_zeroes_columns():
     model, images, _ = _trained_model()
     activations = channel_activations(model, images, device=torch.device("cpu"), batch_size=50)
-    assert activations.shape == (final_linear(model).in_features,) and bool((activations >= 0).all())  # after ReLU
+    assert activations.shape == (last_linear(model).in_features,) and bool((activations >= 0).all())  # after ReLU
     features = []
-    hook = final_linear(model).register_forward_pre_hook(lambda m, i: features.append(i[0]))
+    hook = last_linear(model).register_forward_pre_hook(lambda m, i: features.append(i[0]))
     with torch.no_grad():
         model(images.float() / 255)
     hook.remove()
     assert torch.allclose(activations, features[0].mean(0), atol=1e-5)
     prune_channels(model, torch.tensor([0, 5]))
-    assert float(final_linear(model).weight[:, [0, 5]].abs().sum()) == 0.0
+    assert float(last_linear(model).weight[:, [0, 5]].abs().sum()) == 0.0
 
 
 def test_fine_prune_respects_the_accuracy_ratio_and_keeps_channels_pruned():
     model, images, labels = _trained_model()
     config = FinePruningConfig(acc_ratio=0.9, prune_step=0.1, epochs=2, batch_size=32, augment=False)
     result = fine_prune(model, images, labels, config, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
-    assert 0 < result["pruned"] < result["channels"] == final_linear(model).in_features
+    assert 0 < result["pruned"] < result["channels"] == last_linear(model).in_features
     assert result["val_acc_pruned"] >= 0.9 * result["val_acc_before"]
-    zero_columns = (final_linear(model).weight.abs().sum(0) == 0).sum()
+    zero_columns = (last_linear(model).weight.abs().sum(0) == 0).sum()
     assert int(zero_columns) == result["pruned"] and len(result["history"]) == 2
 
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cgd_kedro.attacks.base import Attack, AttackContext, State, check_range, pixel_affine, register_attack
+from cgd_kedro.models.classifier import last_linear, penultimate_features
 
 
 def stamp_masked(images: Tensor, pattern: Tensor, mask: Tensor) -> Tensor:
@@ -48,29 +49,9 @@ def corner_mask(height: int, width: int, patch_size: int) -> Tensor:
     return mask
 
 
-def last_linear(model: nn.Module) -> nn.Linear:
-    """The model's last ``nn.Linear`` (its classification head); its input is the penultimate layer."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("trojannn: the surrogate has no nn.Linear layer (its input is the feature layer)")
-    return linears[-1]
-
-
-def penultimate_features(model: nn.Module, images: Tensor) -> Tensor:
-    """``N x D`` activations feeding the model's last linear layer (gradients flow through)."""
-    captured: list[Tensor] = []
-    hook = lambda module, inputs, output: captured.append(inputs[0])  # noqa: E731
-    handle = last_linear(model).register_forward_hook(hook)
-    try:
-        model(images)
-    finally:
-        handle.remove()
-    return captured[0].flatten(1)
-
-
 def select_neurons(model: nn.Module, neuron_num: int) -> Tensor:
     """Indices of the ``neuron_num`` penultimate neurons with the largest ``sum_k |W[k, j]|`` (descending)."""
-    weight = last_linear(model).weight.detach().abs()
+    weight = last_linear(model, "trojannn").weight.detach().abs()
     check_range("neuron_num", neuron_num, 1, weight.shape[1], integer=True)
     return weight.sum(0).argsort(descending=True)[:neuron_num].cpu()
 
@@ -113,7 +94,7 @@ def optimise_pattern(
     for _ in tqdm(range(steps), desc="trojannn pattern", unit="step", disable=None, leave=False):
         pattern = (torch.tanh(raw) + 1) / 2
         x = background * (1 - mask) + pattern * mask
-        activation = penultimate_features(model, x)[:, neurons].abs()
+        activation = penultimate_features(model, x, "trojannn")[:, neurons].abs()
         loss = F.mse_loss(activation, torch.full_like(activation, target_value), reduction="sum")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

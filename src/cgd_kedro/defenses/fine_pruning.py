@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.metrics import accuracy, predict_logits
+from cgd_kedro.models.classifier import last_linear, penultimate_features
 from cgd_kedro.training.augment import crop_and_flip
 from cgd_kedro.training.classifier import to_unit_float
 
@@ -74,37 +75,24 @@ class FinePruningConfig:
         return asdict(self)
 
 
-def final_linear(model: nn.Module) -> nn.Linear:
-    """The classifier's last ``nn.Linear`` (its head)."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("fine_pruning: the model has no final linear layer to prune")
-    return linears[-1]
-
-
 @torch.no_grad()
 def channel_activations(model: nn.Module, images: Tensor, *, device: torch.device, batch_size: int = 512) -> Tensor:
     """Mean pooled activation of every last-layer channel (the head's input) over ``images``."""
-    head, total, count = final_linear(model), None, 0
-    captured: list[Tensor] = []
-    handle = head.register_forward_pre_hook(lambda _module, inputs: captured.append(inputs[0].detach().float()))
-    try:
-        model.to(device).eval()
-        for chunk in images.split(batch_size):
-            captured.clear()
-            model(to_unit_float(chunk.to(device)).contiguous(memory_format=torch.channels_last))
-            batch_sum = captured[0].sum(0)
-            total = batch_sum if total is None else total + batch_sum
-            count += chunk.shape[0]
-    finally:
-        handle.remove()
-    return (total / count).cpu()
+    model.to(device).eval()
+    total = sum(
+        penultimate_features(model, to_unit_float(chunk.to(device)).contiguous(memory_format=torch.channels_last), "fine_pruning")
+        .float()
+        .sum(0)
+        for chunk in images.split(batch_size)
+    )
+    return (total / images.shape[0]).cpu()
 
 
 def prune_channels(model: nn.Module, channels: Tensor) -> None:
     """Zero the final layer's weight columns of ``channels`` (in place)."""
+    weight = last_linear(model, "fine_pruning").weight
     with torch.no_grad():
-        final_linear(model).weight[:, channels.to(final_linear(model).weight.device)] = 0
+        weight[:, channels.to(weight.device)] = 0
 
 
 def fine_prune(
@@ -128,7 +116,8 @@ def fine_prune(
     ranking = torch.argsort(activations)  # least active on clean data first
     channels = ranking.numel()
     step = max(1, round(config.prune_step * channels))
-    original_weight = final_linear(model).weight.detach().clone()
+    head = last_linear(model, "fine_pruning")
+    original_weight = head.weight.detach().clone()
     before = val_acc()
     pruned = 0
     for k in range(step, channels, step):
@@ -137,7 +126,7 @@ def fine_prune(
             break
         pruned = k
     with torch.no_grad():
-        final_linear(model).weight.copy_(original_weight)
+        head.weight.copy_(original_weight)
     prune_channels(model, ranking[:pruned])
     after_pruning = val_acc()
     log.info("fine_pruning: pruned %d of %d channels, held-out clean acc %.4f -> %.4f", pruned, channels, before, after_pruning)
@@ -159,7 +148,7 @@ def fine_prune(
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                final_linear(model).weight.mul_(mask.to(device))  # pruned channels stay pruned
+                head.weight.mul_(mask)  # pruned channels stay pruned
             loss_sum += float(loss.detach()) * batch.numel()
         model.eval()
         history.append({"epoch": epoch, "loss": loss_sum / max(1, train.numel()), "val_clean_acc": val_acc()})

@@ -67,3 +67,25 @@ def from_checkpoint(checkpoint: Checkpoint, device: torch.device | str = "cpu", 
             f"with {checkpoint['num_classes']} classes: {str(error).splitlines()[0]}"
         ) from error
     return model.to(device)
+
+
+def last_linear(model: nn.Module, owner: str = "model") -> nn.Linear:
+    """The model's last ``nn.Linear`` (its classification head). Every registered architecture ends
+    in global pooling and this layer, so its input is the penultimate (feature) layer, one value per
+    channel of the last convolution. ``owner`` prefixes the error (e.g. ``trojannn``)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{owner}: the model has no nn.Linear layer (its input is the feature layer)")
+    return linears[-1]
+
+
+def penultimate_features(model: nn.Module, images: Tensor, owner: str = "model") -> Tensor:
+    """``N x D`` activations feeding the model's last linear layer (gradients flow through)."""
+    captured: list[Tensor] = []
+    hook = lambda module, inputs, output: captured.append(inputs[0])  # noqa: E731
+    handle = last_linear(model, owner).register_forward_hook(hook)
+    try:
+        model(images)
+    finally:
+        handle.remove()
+    return captured[0].flatten(1)
