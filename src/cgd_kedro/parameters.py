@@ -18,6 +18,7 @@ from cgd_kedro.cgd.split import SplitConfig
 from cgd_kedro.cgd.suspicious import SuspiciousConfig
 from cgd_kedro.cgd.unlearn import UnlearnConfig
 from cgd_kedro.clip.reference import ClipConfig
+from cgd_kedro.config import check_share
 from cgd_kedro.data.sources import DatasetConfig
 from cgd_kedro.defenses.abl import ABLConfig
 from cgd_kedro.defenses.anp import ANPConfig
@@ -96,9 +97,7 @@ def check_run_parameters(params: dict, namespaces: set[str], builds_reference_cl
         if section in params:
             with _named(section):
                 config.from_params(params[section])
-    fraction = params.get("oracle_fraction", 0.05)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f"oracle_fraction: expected a share in (0, 1], got {fraction!r}")
+    check_share("oracle_fraction", params.get("oracle_fraction", 0.05))
     for namespace in sorted(namespaces):
         section = params.get(namespace, {})
         if "attack" in section:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cgd_kedro.config import section_from_params
+
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -28,10 +30,7 @@ class SplitConfig:
 
     @classmethod
     def from_params(cls, params: dict) -> SplitConfig:
-        unknown = set(params) - {"sigma1", "sigma2", "balance"}
-        if unknown:
-            raise ValueError(f"split: unknown parameter(s) {sorted(unknown)}; expected sigma1, sigma2, balance")
-        config = cls(**params)
+        config = section_from_params(cls, params, "split")
         split_masks(torch.zeros(1), torch.zeros(1), config.sigma1, config.sigma2)  # range checks
         return config
 

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from cgd_kedro.config import reject_unknown
 from cgd_kedro.metrics import predict_logits
 from cgd_kedro.models.classifier import build_classifier
 from cgd_kedro.models.registry import check_architecture
@@ -39,9 +40,7 @@ class SuspiciousConfig:
 
     @classmethod
     def from_params(cls, params: dict) -> SuspiciousConfig:
-        unknown = set(params) - {"architecture", "runs", "training"}
-        if unknown:
-            raise ValueError(f"suspicious: unknown parameter(s) {sorted(unknown)}; expected architecture, runs, training")
+        reject_unknown(cls, params, "suspicious")
         architecture = params.get("architecture", cls.architecture)
         check_architecture(architecture)
         runs = params.get("runs", cls.runs)

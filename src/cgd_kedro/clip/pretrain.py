@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import open_clip
 import torch
@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cgd_kedro.clip.zero_shot import clip_preprocess
+from cgd_kedro.config import section_from_params
 from cgd_kedro.training.augment import crop_and_flip
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,7 @@ class ContrastiveConfig:
 
     @classmethod
     def from_params(cls, params: dict) -> ContrastiveConfig:
-        unknown = set(params) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"clip.pretrain: unknown parameter(s) {sorted(unknown)}")
-        return cls(**params)
+        return section_from_params(cls, params, "clip.pretrain")
 
     def as_dict(self) -> dict:
         return asdict(self)

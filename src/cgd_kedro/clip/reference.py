@@ -34,6 +34,7 @@ from cgd_kedro.clip.factory import (
 )
 from cgd_kedro.clip.pretrain import ContrastiveConfig, train_contrastive
 from cgd_kedro.clip.zero_shot import class_text_embeddings, image_embeddings, zero_shot_logits
+from cgd_kedro.config import reject_unknown
 
 # Prompt templates per dataset (REFERENCE.md §1.1); the embedded world's are two of its caption forms.
 DEFAULT_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -68,10 +69,7 @@ class ClipConfig:
 
     @classmethod
     def from_params(cls, params: dict) -> ClipConfig:
-        known = {"model_name", "weights", "templates", "logit_scale", "batch_size", "pretrain"}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"clip: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        reject_unknown(cls, params, "clip")
         templates = params.get("templates")
         config = cls(
             **{k: v for k, v in params.items() if k not in ("templates", "pretrain")},

@@ -15,6 +15,7 @@ import time
 import torch
 
 from cgd_kedro.cgd.unlearn import UnlearnConfig, cgd_unlearn
+from cgd_kedro.config import check_share
 from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.defenses.abl import ABLConfig, anti_backdoor_learning
 from cgd_kedro.defenses.anp import ANPConfig, adversarial_neuron_pruning
@@ -89,8 +90,7 @@ def cgd_clean_data(poisoned_train: ImageSet, cgd_split: dict) -> ImageSet:
 def oracle_clean_data(train_set: ImageSet, oracle_fraction: float, runtime: dict) -> ImageSet:
     """A genuinely clean random slice (``oracle_fraction``, reference 5%) of the *unpoisoned* training set:
     what a clean-data defense is normally given."""
-    if not 0 < oracle_fraction <= 1:
-        raise ValueError(f"oracle_fraction: expected a share in (0, 1], got {oracle_fraction!r}")
+    check_share("oracle_fraction", oracle_fraction)
     n = train_set["labels"].shape[0]
     generator = seed_everything(derive_seed(RuntimeConfig.from_params(runtime).seed, "oracle_clean"))
     indices = torch.randperm(n, generator=generator)[: max(1, round(oracle_fraction * n))]
