@@ -23,8 +23,8 @@ from cgd_kedro.defenses.fine_pruning import FinePruningConfig, fine_prune
 from cgd_kedro.metrics import defense_effectiveness_rating, evaluate_backdoor
 from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
 from cgd_kedro.parameters import RuntimeConfig, VictimConfig
+from cgd_kedro.pipelines.poison.nodes import train_with_victim_recipe
 from cgd_kedro.runtime import derive_seed, seed_everything
-from cgd_kedro.training.classifier import train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,11 @@ def retrain_on_clean_subset(
     poisoned_train: ImageSet, cgd_split: dict, dataset_info: dict, victim: dict, runtime: dict
 ) -> tuple[dict, dict]:
     """A fresh model trained with the victim's recipe on CGD's (balanced) clean subset only."""
-    config = VictimConfig.from_params(victim)
-    run = RuntimeConfig.from_params(runtime)
     indices = cgd_split["clean_indices"]
-    model = build_classifier(config.architecture, dataset_info["num_classes"], dataset_info["mean"], dataset_info["std"])
-    start = time.perf_counter()
-    history = train_classifier(
-        model, poisoned_train["images"][indices], poisoned_train["labels"][indices], config.training,
-        device=run.torch_device, generator=seed_everything(derive_seed(run.seed, "retrain")), description="retrain",
-    )  # fmt: skip
-    return to_checkpoint(model, config.architecture, dataset_info["num_classes"]), {"seconds": time.perf_counter() - start, "history": history}
+    checkpoint, history = train_with_victim_recipe(
+        poisoned_train["images"][indices], poisoned_train["labels"][indices], dataset_info, victim, runtime, "retrain"
+    )
+    return checkpoint, {"seconds": history[-1]["seconds"], "history": history}
 
 
 def anti_backdoor_learning_defense(
@@ -123,19 +118,17 @@ def prune_neurons_victim(victim_model: dict, clean_data: ImageSet, anp: dict, ru
     return _defend_with_clean_data(victim_model, clean_data, runtime, adversarial_neuron_pruning, config, "anp")
 
 
-def evaluate_defenses(victim_model: dict, test_set: ImageSet, backdoor_test: ImageSet, runtime: dict, **defended) -> dict:
+def evaluate_defenses(attack_metrics: dict, test_set: ImageSet, backdoor_test: ImageSet, runtime: dict, **defended) -> dict:
     """``{defense: {clean_acc, asr, ra, der, seconds}}`` on the test sets, DER against the undefended
-    victim (``none``). ``defended`` holds ``<defense>_model`` checkpoints and ``<defense>_report`` dicts."""
+    victim (``none``, taken from its ``attack_metrics``, measured on the same test sets).
+    ``defended`` holds ``<defense>_model`` checkpoints and ``<defense>_report`` dicts."""
     device = RuntimeConfig.from_params(runtime).torch_device
-
-    def measure(checkpoint: dict, source: str) -> dict:
-        return evaluate_backdoor(from_checkpoint(checkpoint, device, source=source), test_set, backdoor_test, device=device)
-
-    before = measure(victim_model, "victim_model")
+    before = {key: attack_metrics[key] for key in ("clean_acc", "asr", "ra")}
     metrics = {"none": before | {"der": 0.5, "seconds": 0.0}}
     for key in sorted(k for k in defended if k.endswith("_model")):
         name = key.removesuffix("_model")
-        after = measure(defended[key], key)
+        model = from_checkpoint(defended[key], device, source=key)
+        after = evaluate_backdoor(model, test_set, backdoor_test, device=device)
         metrics[name] = after | {"der": defense_effectiveness_rating(before, after), "seconds": defended[f"{name}_report"]["seconds"]}
         log.info("%s: clean_acc %.4f, asr %.4f, ra %.4f, %.0f s", name, after["clean_acc"], after["asr"], after["ra"], metrics[name]["seconds"])
     return metrics

@@ -70,7 +70,7 @@ def create_defense_template() -> Pipeline:
             ),
             node(
                 nodes.evaluate_defenses,
-                {"victim_model": "victim_model", "test_set": "test_set", "backdoor_test": "backdoor_test",
+                {"attack_metrics": "attack_metrics", "test_set": "test_set", "backdoor_test": "backdoor_test",
                  "runtime": "params:runtime"}  # fmt: skip
                 | {f"{d}_{part}": f"{d}_{part}" for d in DEFENSES for part in ("model", "report")},
                 "defense_metrics",

@@ -42,7 +42,11 @@ def load_dataset(dataset: dict) -> tuple[ImageSet, ImageSet, dict]:
     return train_set, test_set, info
 
 
-def _train(images: torch.Tensor, labels: torch.Tensor, dataset_info: dict, victim: dict, runtime: dict, stream: str):
+def train_with_victim_recipe(
+    images: torch.Tensor, labels: torch.Tensor, dataset_info: dict, victim: dict, runtime: dict, stream: str
+) -> tuple[dict, list[dict]]:
+    """A fresh ``victim.architecture`` model trained with the victim's recipe, seeded by ``stream``;
+    its checkpoint and per-epoch history (the last record carries the training ``seconds``)."""
     config = VictimConfig.from_params(victim)
     run = RuntimeConfig.from_params(runtime)
     generator = seed_everything(derive_seed(run.seed, stream))
@@ -61,7 +65,7 @@ def train_clean_model(train_set: ImageSet, test_set: ImageSet, dataset_info: dic
     It is the yardstick for each victim's clean accuracy and the surrogate that LC, LF and
     TrojanNN optimise their triggers against. Returns its checkpoint and ``{clean_acc, seconds}``.
     """
-    checkpoint, history = _train(train_set["images"], train_set["labels"], dataset_info, victim, runtime, "clean_model")
+    checkpoint, history = train_with_victim_recipe(train_set["images"], train_set["labels"], dataset_info, victim, runtime, "clean_model")
     run = RuntimeConfig.from_params(runtime)
     model = from_checkpoint(checkpoint, run.torch_device, source="clean_model")
     predictions = predict_logits(model, test_set["images"], device=run.torch_device).argmax(1)
@@ -101,7 +105,7 @@ def build_backdoor_test_set(test_set: ImageSet, attack_state: State, dataset_inf
 
 def train_victim(poisoned_train: ImageSet, dataset_info: dict, victim: dict, runtime: dict) -> tuple[dict, list[dict]]:
     """Train the victim classifier on the poisoned set; returns its checkpoint and per-epoch history."""
-    return _train(poisoned_train["images"], poisoned_train["labels"], dataset_info, victim, runtime, "victim")
+    return train_with_victim_recipe(poisoned_train["images"], poisoned_train["labels"], dataset_info, victim, runtime, "victim")
 
 
 def evaluate_victim(
