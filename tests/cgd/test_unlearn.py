@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cgd_kedro.cgd.unlearn import UnlearnConfig, cgd_loss, cgd_unlearn, hold_out_validation, should_stop
+from cgd_kedro.cgd.unlearn import UnlearnConfig, best_unlearned_epoch, cgd_loss, cgd_unlearn, hold_out_validation, should_stop
 from cgd_kedro.defenses.abl import anti_backdoor_learning
 from cgd_kedro.defenses.anp import adversarial_neuron_pruning
 from cgd_kedro.defenses.fine_pruning import fine_prune
@@ -68,6 +68,60 @@ def test_early_stopping_rule_in_points():
     assert should_stop([0.90, 0.80], 5.0)
 
 
+def test_unlearned_best_keeps_the_best_validation_epoch_once_unlearning_has_levelled_off():
+    # Index 0 is the victim. Epoch 1 unlearns (agreement 0.93 -> 0.30) with the inflated accuracy,
+    # epoch 2 goes on unlearning (0.30 -> 0.20) in the accuracy dip, epochs 3-4 have levelled off.
+    accuracies, agreements = [0.99, 0.98, 0.94, 0.96, 0.97, 0.95], [0.93, 0.30, 0.20, 0.21, 0.19, 0.20]
+    assert [best_unlearned_epoch(accuracies[:n], agreements[:n], 0.05) for n in range(2, 7)] == [1, 2, 3, 4, 4]
+    # A steep fall again (epoch 3) revokes the earlier candidate, however good its accuracy.
+    assert best_unlearned_epoch([0.99, 0.9, 0.98, 0.91], [0.9, 0.5, 0.48, 0.2], 0.05) == 3
+    assert best_unlearned_epoch([0.99, 0.9, 0.98, 0.91, 0.92], [0.9, 0.5, 0.48, 0.2, 0.19], 0.05) == 4
+    # The margin decides what counts as levelled off: epoch 3's fall of 0.03 does at 0.05 (epoch 2
+    # stays kept for its accuracy), not at 0.02 (epoch 3 is still unlearning and revokes epoch 2).
+    accuracies, agreements = [0.99, 0.97, 0.98, 0.95], [0.9, 0.2, 0.19, 0.16]
+    assert best_unlearned_epoch(accuracies, agreements, 0.05) == 2
+    assert best_unlearned_epoch(accuracies, agreements, 0.02) == 3
+    with pytest.raises(ValueError, match="as many accuracies as agreements"):
+        best_unlearned_epoch([0.9], [0.9], 0.05)
+
+
+def _scripted_unlearning(monkeypatch, records, config):
+    """Run ``cgd_unlearn`` on the toy with scripted ``(validation CA, triggered agreement)`` per
+    record (epoch 0 first); returns the history, the final model and each epoch's weights."""
+    import cgd_kedro.cgd.unlearn as unlearn_module
+
+    images, labels, _, poison = _backdoored_toy()
+    model = build_classifier("compact_cnn", 4, (0.5,) * 3, (0.25,) * 3)
+    scripted = iter(value for record in records for value in record)
+    monkeypatch.setattr(unlearn_module, "accuracy", lambda predictions, labels: next(scripted))
+    snapshots = []
+
+    def snapshot(m):
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {}
+
+    clean_indices, triggered = (~poison).nonzero().squeeze(1), poison.nonzero().squeeze(1)
+    history = cgd_unlearn(model, images, labels, clean_indices, triggered, torch.zeros(400, 4), config,
+                          device=torch.device("cpu"), generator=torch.Generator().manual_seed(1), on_epoch_end=snapshot)  # fmt: skip
+    return history, model, snapshots
+
+
+def _same_weights(model, snapshot) -> bool:
+    return all(torch.equal(model.state_dict()[k], v) for k, v in snapshot.items())
+
+
+def test_unlearned_best_stops_after_patience_and_restores_the_kept_weights(monkeypatch):
+    # Epochs 1-2 are still unlearning (agreement 0.95 -> 0.70 -> 0.20), epoch 3 has levelled off and
+    # is kept, epochs 4-5 bring no better candidate, so patience 2 stops at epoch 5.
+    records = [(0.99, 0.95), (0.97, 0.70), (0.95, 0.20), (0.96, 0.20), (0.93, 0.21), (0.94, 0.20), (0.99, 0.20)]
+    config = UnlearnConfig(epochs=6, batch_size=64, max_batches_per_epoch=2, augment=False, patience=2)
+    history, model, snapshots = _scripted_unlearning(monkeypatch, records, config)
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3, 4, 5]
+    assert [h["triggered_agreement"] for h in history] == [0.95, 0.70, 0.20, 0.20, 0.21, 0.20]
+    assert history[-1]["stopped"] == "no better candidate for 2 epochs; kept epoch 3"
+    assert _same_weights(model, snapshots[3]) and not _same_weights(model, snapshots[5])
+
+
 def test_validation_is_held_out_of_distinct_clean_samples():
     clean = torch.tensor([0, 0, 1, 2, 3, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
     train, validation = hold_out_validation(clean, 0.1, torch.Generator().manual_seed(0))
@@ -80,6 +134,8 @@ def test_validation_is_held_out_of_distinct_clean_samples():
 def test_config_errors_name_the_parameter():
     assert UnlearnConfig.from_params({}) == UnlearnConfig()
     for params, name in (({"alpha": -1}, "cgd.alpha"), ({"tolerance": -0.5}, "cgd.tolerance"),
+                         ({"early_stopping": "best"}, "cgd.early_stopping: unknown rule 'best'"),
+                         ({"patience": 0}, "cgd.patience"), ({"agreement_margin": 2}, "cgd.agreement_margin"),
                          ({"epochs": 0}, "cgd.epochs"), ({"temp": 3}, "cgd: unknown")):  # fmt: skip
         with pytest.raises(ValueError, match=name):
             UnlearnConfig.from_params(params)
@@ -130,25 +186,12 @@ def test_unlearning_removes_a_toy_backdoor_and_reports_history():
     assert history[-1]["val_clean_acc"] > 0.8 and {"ce", "kl", "log_likelihood", "loss"} <= set(history[-1])
 
 
-def test_a_drop_below_the_best_fine_tuned_epoch_stops_and_restores_the_previous_weights(monkeypatch):
-    import cgd_kedro.cgd.unlearn as unlearn_module
-
-    images, labels, _, poison = _backdoored_toy()
-    model = build_classifier("compact_cnn", 4, (0.5,) * 3, (0.25,) * 3)
-    # Scripted validation accuracies: epoch 0 (inflated, not compared), then 0.90, 0.95, 0.93.
-    scripted = iter([0.99, 0.90, 0.95, 0.93, 0.97])
-    monkeypatch.setattr(unlearn_module, "accuracy", lambda predictions, labels: next(scripted))
-    snapshots = []
-
-    def snapshot(m):
-        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
-        return {}
-
-    clean_indices, triggered = (~poison).nonzero().squeeze(1), poison.nonzero().squeeze(1)
-    config = UnlearnConfig(epochs=5, batch_size=64, max_batches_per_epoch=2, augment=False)
-    history = cgd_unlearn(model, images, labels, clean_indices, triggered, torch.zeros(400, 4), config,
-                          device=torch.device("cpu"), generator=torch.Generator().manual_seed(1), on_epoch_end=snapshot)  # fmt: skip
+def test_tolerance_rule_stops_on_a_drop_below_the_best_fine_tuned_epoch_and_restores_the_previous_weights(monkeypatch):
+    # Validation accuracies: epoch 0 (inflated, not compared), then 0.90, 0.95, 0.93; the triggered
+    # agreement (0.5) is recorded but unused by this rule.
+    records = [(acc, 0.5) for acc in (0.99, 0.90, 0.95, 0.93, 0.97)]
+    config = UnlearnConfig(epochs=5, batch_size=64, max_batches_per_epoch=2, augment=False, early_stopping="tolerance")
+    history, model, snapshots = _scripted_unlearning(monkeypatch, records, config)
     assert [h["val_clean_acc"] for h in history] == [0.99, 0.90, 0.95, 0.93]  # 0.90 < 0.99 - 0.01 did not stop
-    assert "stopped" in history[-1] and all("stopped" not in h for h in history[:-1])
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[2].items())  # epoch 2's weights
-    assert not all(torch.equal(model.state_dict()[k], v) for k, v in snapshots[3].items())
+    assert history[-1]["stopped"].endswith("restored epoch 2") and all("stopped" not in h for h in history[:-1])
+    assert _same_weights(model, snapshots[2]) and not _same_weights(model, snapshots[3])

@@ -55,11 +55,12 @@ def test_backdoor_loss_is_low_when_patched_images_leave_their_captions_and_gathe
     assert float(backdoor_loss(texts, texts)) > float(backdoor_loss(gathered, texts))
 
 
-def test_adversarial_patch_stays_inside_its_corner_and_leaves_the_encoder_alone():
+@pytest.mark.parametrize("method", ["direct", "generator"])
+def test_adversarial_patch_stays_inside_its_corner_and_leaves_the_encoder_alone(method):
     torch.manual_seed(0)
     model = create_clip(EMBEDDED_CLIP)
     captions = ["a photo of a red circle", "a picture of a star", "a blue square"] * 4
-    config = AdversarialPatchConfig(patch_size=6, steps=8, lr=0.2, batch_size=8)
+    config = AdversarialPatchConfig(patch_size=6, steps=8, lr=0.2, batch_size=8, method=method)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     patch, losses = optimise_adversarial_patch(
         model, get_tokenizer(EMBEDDED_CLIP), IMAGES, captions, config, preprocess_config(model),
@@ -72,6 +73,18 @@ def test_adversarial_patch_stays_inside_its_corner_and_leaves_the_encoder_alone(
     assert torch.equal(patched[:, outside], IMAGES[:, outside]) and not torch.equal(patched, IMAGES)
     assert len(losses) == 8 and all(-2 <= loss <= 2 for loss in losses)  # two cosines: bounded
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the encoder is untouched
+    again, _ = optimise_adversarial_patch(
+        model, get_tokenizer(EMBEDDED_CLIP), IMAGES, captions, config, preprocess_config(model),
+        device=torch.device("cpu"), generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    assert torch.equal(again["pattern"], patch["pattern"])  # same seed, same patch
+
+
+def test_adversarial_patch_config_names_a_bad_method_or_value():
+    with pytest.raises(ValueError, match=r"abd.patch.method: unknown method 'gan'"):
+        AdversarialPatchConfig(method="gan")
+    with pytest.raises(ValueError, match=r"abd.patch.adversarial_weight"):
+        AdversarialPatchConfig(method="generator", adversarial_weight=-1)
 
 
 def test_defense_views_ft_none_cleanclip_augments_abd_patches():

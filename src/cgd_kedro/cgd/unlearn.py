@@ -8,12 +8,28 @@ of the triggered subset:
       + beta * mean log(softmax(f(x))[y] + 1e-6)              triggered samples
 
 The KL term distils CLIP's view of what a triggered image shows; the last term lowers the
-probability of the given (attacker's) label. Early stopping: after each epoch the clean accuracy
-is measured on a validation slice held out of the clean subset (never the test set, a departure
-from the reference); if it fell by ``tolerance`` points or more below the best of the earlier
-fine-tuned epochs, the previous epoch's weights are restored and training stops. The validation
-slice is held out of the fine-tuning only: the victim saw it while being poisoned, so its
-accuracy there before unlearning is inflated and is recorded but not compared against.
+probability of the given (attacker's) label.
+
+Stopping is decided on training-side quantities only, never on the test set (a departure from the
+reference, which watches test CA). After each epoch two figures are recorded:
+
+- ``val_clean_acc``: accuracy on a validation slice held out of the clean subset (held out of the
+  fine-tuning only: the victim saw it while being poisoned, so its accuracy there is inflated
+  until the fine-tuning has moved the model away from the victim);
+- ``triggered_agreement``: the share of the triggered subset still predicted as its given label,
+  the quantity the unlearning term drives down; it falls steeply while the backdoor is being
+  unlearnt and then levels off.
+
+Two rules (``early_stopping``):
+
+- ``unlearned_best`` (default): an epoch is a *candidate* when the triggered agreement fell by less
+  than ``agreement_margin`` during it, i.e. once the unlearning has levelled off (a steep fall
+  again revokes the earlier candidates); the candidate with the best validation CA is kept,
+  training stops after ``patience`` epochs without a better one, and the kept weights are restored.
+- ``tolerance`` (the reference's rule): stop when validation CA falls ``tolerance`` points or more
+  below the best earlier fine-tuned epoch and restore the previous epoch. On the embedded world
+  it stopped LC and LF in the dip of validation CA that accompanies the unlearning (restoring an
+  epoch with ASR 0.26 / 0.15), because the inflated accuracy of the first epoch was the best.
 
 The functions here receive the training images, the given labels, the split's indices and CLIP's
 logits, nothing else: no test data and no ground-truth poison flags.
@@ -38,6 +54,9 @@ from cgd_kedro.training.classifier import to_unit_float
 
 log = logging.getLogger(__name__)
 
+EARLY_STOPPING_RULES = ("unlearned_best", "tolerance")
+AGREEMENT_SAMPLE = 1024  # triggered samples the per-epoch triggered agreement is measured on
+
 
 @dataclass(frozen=True)
 class UnlearnConfig:
@@ -51,7 +70,11 @@ class UnlearnConfig:
         batch_size: samples per step, clean and triggered mixed (256).
         epochs: at most this many epochs (10).
         max_batches_per_epoch: an epoch stops after this many batches (200).
-        tolerance: early-stopping threshold in clean-accuracy *points* on the validation slice (1.0).
+        early_stopping: ``unlearned_best`` (default) or ``tolerance`` (the reference's rule); see above.
+        patience: ``unlearned_best``: stop after this many epochs without a better candidate (3).
+        agreement_margin: ``unlearned_best``: an epoch is a candidate when the triggered agreement
+            fell by less than this during it (0.05).
+        tolerance: ``tolerance``: threshold in clean-accuracy *points* on the validation slice (1.0).
         validation_fraction: share of the clean subset's distinct samples held out for validation (0.1).
         augment: random crop (pad 4) and horizontal flip of the training batches.
     """
@@ -65,11 +88,16 @@ class UnlearnConfig:
     batch_size: int = 256
     epochs: int = 10
     max_batches_per_epoch: int = 200
+    early_stopping: str = "unlearned_best"
+    patience: int = 3
+    agreement_margin: float = 0.05
     tolerance: float = 1.0
     validation_fraction: float = 0.1
     augment: bool = True
 
     def __post_init__(self) -> None:
+        if self.early_stopping not in EARLY_STOPPING_RULES:
+            raise ValueError(f"cgd.early_stopping: unknown rule {self.early_stopping!r}; expected one of {list(EARLY_STOPPING_RULES)}")
         checks = {
             "alpha": self.alpha >= 0,
             "beta": self.beta >= 0,
@@ -80,6 +108,8 @@ class UnlearnConfig:
             "batch_size": positive_int(self.batch_size) and self.batch_size >= 2,
             "epochs": positive_int(self.epochs),
             "max_batches_per_epoch": positive_int(self.max_batches_per_epoch),
+            "patience": positive_int(self.patience),
+            "agreement_margin": 0 <= self.agreement_margin <= 1,
             "tolerance": self.tolerance >= 0,
             "validation_fraction": 0 < self.validation_fraction < 1,
         }
@@ -142,6 +172,27 @@ def should_stop(accuracies: list[float], tolerance: float) -> bool:
     return len(accuracies) >= 2 and (max(accuracies[:-1]) - accuracies[-1]) * 100 >= tolerance
 
 
+def best_unlearned_epoch(accuracies: list[float], agreements: list[float], margin: float) -> int:
+    """The ``unlearned_best`` rule replayed over the epochs so far (index 0 = the victim, never kept).
+
+    Epoch ``e`` has *levelled off* when the triggered agreement fell by less than ``margin`` during
+    it. An epoch that has not (the unlearning is still under way) becomes the kept one
+    provisionally, revoking every earlier choice; a levelled-off epoch replaces a provisional kept
+    epoch, or a levelled-off one with a lower validation CA. Replayed in order, the kept epoch is
+    always the previous kept one or the newest, so one copy of the weights is enough while training.
+    """
+    if len(accuracies) != len(agreements) or len(accuracies) < 2:
+        raise ValueError("best_unlearned_epoch: expected as many accuracies as agreements, the victim's and at least one epoch's")
+    kept, provisional = 1, True
+    for epoch in range(1, len(accuracies)):
+        levelled = agreements[epoch - 1] - agreements[epoch] < margin
+        if not levelled:
+            kept, provisional = epoch, True
+        elif provisional or accuracies[epoch] > accuracies[kept]:
+            kept, provisional = epoch, False
+    return kept
+
+
 def cgd_unlearn(
     model: nn.Module,
     images: Tensor,
@@ -167,24 +218,32 @@ def cgd_unlearn(
     is_triggered = torch.cat([torch.zeros_like(train_clean, dtype=torch.bool), torch.ones_like(triggered_indices, dtype=torch.bool)])
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
-    def validation_acc() -> float:
-        return accuracy(predict_logits(model, images[validation], device=device).argmax(1), labels[validation])
+    # The agreement is measured on one fixed sample of the triggered subset, so its changes from
+    # epoch to epoch are the model's, not the sample's; 1,024 keeps the overhead under a second.
+    agreement_sample = triggered_indices[torch.randperm(triggered_indices.numel(), generator=generator)[:AGREEMENT_SAMPLE]]
+
+    def agreement(index: Tensor) -> float:
+        if index.numel() == 0:
+            return 0.0
+        return accuracy(predict_logits(model, images[index], device=device).argmax(1), labels[index])
 
     def record(epoch: int, parts: dict) -> dict:
-        entry = {"epoch": epoch, "val_clean_acc": validation_acc()} | parts
+        entry = {"epoch": epoch, "val_clean_acc": agreement(validation), "triggered_agreement": agreement(agreement_sample)} | parts
         if on_epoch_end is not None:
             entry |= on_epoch_end(model)
         return entry
 
     history = [record(0, {})]
-    # As in the reference, "best so far" starts with the first fine-tuned epoch: the victim's own
-    # accuracy on training samples it memorised is inflated, so comparing against it would stop
-    # every run after one epoch.
-    accuracies: list[float] = []
+    # Index 0 is the victim. Neither rule compares against its accuracy: on training samples it
+    # memorised it is inflated, so (as in the reference) the tolerance rule's "best so far" starts
+    # with the first fine-tuned epoch.
+    accuracies: list[float] = [history[0]["val_clean_acc"]]
+    agreements: list[float] = [history[0]["triggered_agreement"]]
+    kept_state: dict | None = None
     steps = min(config.max_batches_per_epoch, -(-pool.numel() // config.batch_size))
     progress = tqdm(total=config.epochs * steps, desc="cgd unlearn", unit="batch", disable=None, leave=False)
     for epoch in range(1, config.epochs + 1):
-        previous = copy.deepcopy(model.state_dict())
+        previous = copy.deepcopy(model.state_dict()) if config.early_stopping == "tolerance" else None
         model.train()
         order = torch.randperm(pool.numel(), generator=generator)[: steps * config.batch_size]
         sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "log_likelihood": 0.0}
@@ -209,11 +268,27 @@ def cgd_unlearn(
         n_batches = max(1, -(-order.numel() // config.batch_size))
         history.append(record(epoch, {key: value / n_batches for key, value in sums.items()}))
         accuracies.append(history[-1]["val_clean_acc"])
-        log.info("cgd epoch %d/%d: val clean acc %.4f, loss %.4f", epoch, config.epochs, accuracies[-1], history[-1]["loss"])
-        if should_stop(accuracies, config.tolerance):
-            model.load_state_dict(previous)
-            history[-1]["stopped"] = "validation clean accuracy fell by the tolerance; restored the previous epoch"
-            log.info("cgd: early stop at epoch %d, restored epoch %d", epoch, epoch - 1)
+        agreements.append(history[-1]["triggered_agreement"])
+        log.info(
+            "cgd epoch %d/%d: val clean acc %.4f, triggered agreement %.4f, loss %.4f",
+            epoch, config.epochs, accuracies[-1], agreements[-1], history[-1]["loss"],
+        )  # fmt: skip
+        if config.early_stopping == "tolerance":
+            if should_stop(accuracies[1:], config.tolerance):
+                model.load_state_dict(previous)
+                history[-1]["stopped"] = f"validation clean accuracy fell by the tolerance; restored epoch {epoch - 1}"
+                log.info("cgd: early stop at epoch %d, restored epoch %d", epoch, epoch - 1)
+                break
+            continue
+        kept = best_unlearned_epoch(accuracies, agreements, config.agreement_margin)
+        if kept == epoch:
+            kept_state = copy.deepcopy(model.state_dict())
+        if epoch - kept >= config.patience or epoch == config.epochs:
+            if kept != epoch:
+                model.load_state_dict(kept_state)
+            reason = f"no better candidate for {config.patience} epochs" if epoch - kept >= config.patience else "last epoch"
+            history[-1]["stopped"] = f"{reason}; kept epoch {kept}"
+            log.info("cgd: stopped at epoch %d (%s), kept epoch %d", epoch, reason, kept)
             break
     progress.close()
     model.eval()

@@ -25,7 +25,8 @@ evaluation only).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -138,6 +139,19 @@ def static_trigger(config: ClipAttackConfig, image_size: int, channels: int, gen
 PatchLoss = Callable[[Tensor, Tensor], Tensor]  # (unit image features of a batch, its indices) -> scalar
 
 
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode without parameter gradients while a patch is optimised through it."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+
+
 def optimise_corner_patch(
     model: nn.Module,
     images: Tensor,
@@ -161,11 +175,9 @@ def optimise_corner_patch(
     pool = torch.arange(images.shape[0]) if pool is None else pool
     logit = (torch.rand(channels, height, height, generator=generator) * 2 - 1).to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([logit], lr=lr)
-    model.to(device).eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
+    model.to(device)
     losses = []
-    try:
+    with frozen(model):
         for _ in tqdm(range(steps), desc=description, unit="step", disable=None, leave=False):
             batch = pool[torch.randint(pool.numel(), (batch_size,), generator=generator)]
             x = images[batch].to(device).float() / 255
@@ -175,9 +187,6 @@ def optimise_corner_patch(
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-    finally:
-        for parameter in model.parameters():
-            parameter.requires_grad_(True)
     log.info("%s: loss %.4f -> %.4f over %d steps", description, losses[0], losses[-1], steps)
     return {"pattern": torch.sigmoid(logit.detach()).cpu(), "mask": mask.cpu()}, losses
 

@@ -94,7 +94,8 @@ def implant_clip_backdoor(reference_clip: dict, poisoned_pairs: dict, clip_attac
     return to_clip_checkpoint(model, name), report
 
 
-def _metrics(model, model_name: str, test_set: ImageSet, dataset_info: dict, clip: dict, trigger: dict, target: int, device) -> dict:
+def zero_shot_metrics(model, model_name: str, test_set: ImageSet, dataset_info: dict, clip: dict, trigger: dict, target: int, device) -> dict:
+    """Zero-shot ``{clean_acc, asr}`` of ``model`` on the test set with the dataset's prompt templates."""
     templates = ClipConfig.from_params(clip).templates_for(dataset_info["name"])
     return zero_shot_backdoor_metrics(
         model, model_name, test_set["images"], test_set["labels"], dataset_info["class_names"], templates, trigger, target, device=device
@@ -131,7 +132,7 @@ def defend_backdoored_clip(
         # Timed apart: the per-epoch test evaluation is for the report, not the defense's cost.
         nonlocal reporting_seconds
         started = time.perf_counter()
-        figures = _metrics(m, name, test_set, dataset_info, clip, clip_trigger, target, run.torch_device)
+        figures = zero_shot_metrics(m, name, test_set, dataset_info, clip, clip_trigger, target, run.torch_device)
         reporting_seconds += time.perf_counter() - started
         return {f"test_{k}": v for k, v in figures.items()}
 
@@ -168,7 +169,7 @@ def evaluate_clip_defenses(
     config = ClipAttackConfig.from_shared(clip_attack, own_attack)
     run = RuntimeConfig.from_params(runtime)
     model = model_from_checkpoint(backdoored_clip)
-    none = _metrics(model, backdoored_clip["model_name"], test_set, dataset_info, clip, clip_trigger, config.target, run.torch_device)
+    none = zero_shot_metrics(model, backdoored_clip["model_name"], test_set, dataset_info, clip, clip_trigger, config.target, run.torch_device)
     log.info("backdoored CLIP (%s): clean_acc %.4f, asr %.4f", config.attack, none["clean_acc"], none["asr"])
     rows = {"none": none | {"seconds": 0.0, "implant_seconds": backdoor_report["seconds"]}}
     for name, report in (("ft", ft_report), ("cleanclip", cleanclip_report), ("abd", abd_report)):
