@@ -1,19 +1,24 @@
 """Project pipelines: every package under ``pipelines/`` is found and registered.
 
-- ``kedro run`` (``__default__``): every pipeline, for the default attacks only.
+- ``kedro run`` (``__default__``): every pipeline for the default attacks (``DEFAULT_ATTACKS``) and
+  ABD for the default CLIP attacks (``DEFAULT_CLIP_ATTACKS``), then the report.
 - ``kedro run --pipelines full``: every pipeline for every attack in the library (the full grid).
 - ``kedro run --pipelines <name>``: one pipeline, every attack; add ``--namespaces`` to narrow it.
+  ``reporting`` covers the default attacks, ``reporting_full`` every attack.
 - ``backdoorbench_import`` runs only when asked for: it needs a BackdoorBench record on disk.
-- ``abd_defense`` is in ``full`` but not yet in ``__default__``: its embedded-world budgets are
-  still being calibrated (see the README).
 """
 
 from __future__ import annotations
 
-from kedro.framework.project import find_pipelines
+import importlib
+import pkgutil
+
 from kedro.pipeline import Pipeline
 
+from cgd_kedro.pipelines import abd_defense, reporting
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES, DEFAULT_ATTACKS
+
+DEFAULT_CLIP_ATTACKS: tuple[str, ...] = ("clip_badnet", "clip_blended")
 
 
 def default_subset(pipeline: Pipeline) -> Pipeline:
@@ -22,11 +27,28 @@ def default_subset(pipeline: Pipeline) -> Pipeline:
     return Pipeline([n for n in pipeline.nodes if not n.namespace or n.namespace.split(".")[0] not in excluded])
 
 
+def find_all_pipelines() -> dict[str, Pipeline]:
+    """``create_pipeline()`` of every package under ``cgd_kedro.pipelines``, by package name.
+
+    Not Kedro's ``find_pipelines``: it loads only the pipelines named on the command line, and
+    ``full``, ``reporting_full`` and ``__default__`` are assembled here from all of them.
+    """
+    package = importlib.import_module("cgd_kedro.pipelines")
+    return {
+        module.name: importlib.import_module(f"{package.__name__}.{module.name}").create_pipeline()
+        for module in pkgutil.iter_modules(package.__path__)
+        if module.ispkg
+    }
+
+
 def register_pipelines() -> dict[str, Pipeline]:
-    pipelines = find_pipelines(raise_errors=True)
+    pipelines = find_all_pipelines()
     on_request = {"backdoorbench_import"}
-    full = sum((p for name, p in pipelines.items() if name not in on_request), Pipeline([]))
-    default = sum((p for name, p in pipelines.items() if name not in on_request | {"abd_defense"}), Pipeline([]))
-    pipelines["full"] = full
-    pipelines["__default__"] = default_subset(default)
+    grid = sum((p for name, p in pipelines.items() if name not in on_request | {"reporting"}), Pipeline([]))
+    pipelines["reporting_full"] = reporting.create_pipeline(attacks=ATTACK_NAMESPACES)
+    pipelines["full"] = grid + pipelines["reporting_full"]
+    per_attack = sum((p for name, p in pipelines.items() if name in {"poison", "reference_clip", "clip_split", "cgd_unlearn"}), Pipeline([]))
+    pipelines["__default__"] = (
+        default_subset(per_attack) + abd_defense.create_pipeline(namespaces=list(DEFAULT_CLIP_ATTACKS)) + pipelines["reporting"]
+    )
     return pipelines

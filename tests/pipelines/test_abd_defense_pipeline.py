@@ -124,14 +124,19 @@ def test_session_run_persists_every_artefact_through_the_catalog(tmp_project):
     assert len(report) == 12 and set(report["attack"]) == {"badnet", "blended", "badclip"}
 
 
-def test_abd_defense_is_in_full_but_not_yet_in_the_default_run():
+def test_the_default_run_defends_two_clip_attacks_and_full_all_three():
     from conftest import PROJECT_ROOT
     from kedro.framework.startup import bootstrap_project
 
-    from cgd_kedro.pipeline_registry import register_pipelines
+    from cgd_kedro.pipeline_registry import DEFAULT_CLIP_ATTACKS, register_pipelines
 
     bootstrap_project(PROJECT_ROOT)
     pipelines = register_pipelines()
     namespaces = lambda p: {(n.namespace or "").split(".")[0] for n in p.nodes}  # noqa: E731
     assert set(CLIP_ATTACK_NAMESPACES) <= namespaces(pipelines["full"])
-    assert not set(CLIP_ATTACK_NAMESPACES) & namespaces(pipelines["__default__"])
+    assert set(CLIP_ATTACK_NAMESPACES) & namespaces(pipelines["__default__"]) == set(DEFAULT_CLIP_ATTACKS) == {"clip_badnet", "clip_blended"}
+    # the default's abd_report collects exactly its two CLIP attacks
+    collect = next(n for n in pipelines["__default__"].nodes if n.name == "collect_abd_report")
+    assert sorted(i for i in collect.inputs if i.endswith("clip_defense_metrics")) == [
+        "clip_badnet.clip_defense_metrics", "clip_blended.clip_defense_metrics",
+    ]  # fmt: skip

@@ -4,26 +4,31 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from test_cgd_unlearn_pipeline import TINY_ABL, TINY_ANP, TINY_CGD, TINY_FP
-from test_clip_split_pipeline import tiny_clip_parameters
+from test_abd_defense_pipeline import tiny_abd_parameters
 
+from cgd_kedro.pipeline_registry import DEFAULT_CLIP_ATTACKS
 from cgd_kedro.pipelines.poison.pipeline import DEFAULT_ATTACKS
 
 
 @pytest.mark.slow
 def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_project):
     bootstrap_project(tmp_project)
-    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "anp": TINY_ANP}
+    params = tiny_abd_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "anp": TINY_ANP}
     with KedroSession.create(project_path=tmp_project, runtime_params=params) as session:
         session.run()
     reporting = tmp_project / "data/08_reporting/embedded"
-    folders = {p.name for p in reporting.iterdir() if p.is_dir() and not p.name.endswith((".json", ".csv"))}
-    assert folders == set(DEFAULT_ATTACKS)
+    folders = {p.name for p in reporting.iterdir() if p.is_dir() and not p.name.endswith((".json", ".csv", ".html", ".md"))}
+    assert folders == set(DEFAULT_ATTACKS) | set(DEFAULT_CLIP_ATTACKS) | {"figures"}
     for attack in DEFAULT_ATTACKS:
         for name in ("attack_metrics.json", "split_metrics.json", "entropy_map.png", "defense_metrics.json"):
             assert len(list((reporting / attack / name).iterdir())) == 1, (attack, name)
+    report = pd.read_csv(next((reporting / "defense_report.csv").rglob("*.csv")))
+    assert set(report["attack"]) == set(DEFAULT_ATTACKS) | {"badnet", "blended"} and len(report) == 4 * 8 + 2 * 4
+    assert next((reporting / "report.html").rglob("*.html")).read_text().count("<img") == 4
     zero_shot = json.loads(next((reporting / "reference_clip_metrics.json").rglob("*.json")).read_text())
     assert zero_shot["pretraining"]["pairs"] == 96 and 0 <= zero_shot["zero_shot_acc"] <= 1

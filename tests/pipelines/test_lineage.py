@@ -23,13 +23,15 @@ def test_kedro_viz_build_shows_namespaces_and_layers(tmp_project):
     lineage = json.loads((tmp_project / "build" / "api" / "main").read_text())
 
     # The landing view is the default run: the shared `dataset` group and one group per default attack.
-    assert {"dataset", "clip", *DEFAULT_ATTACKS} <= set(lineage["modular_pipelines"])
-    pipelines = {"__default__", "poison", "full", "reference_clip", "clip_split", "cgd_unlearn"}
+    assert {"dataset", "clip", *DEFAULT_ATTACKS, "clip_badnet", "clip_blended"} <= set(lineage["modular_pipelines"])
+    # all five pipelines of the project (and the groupings built from them) are in the lineage
+    pipelines = {"__default__", "full", "poison", "reference_clip", "clip_split", "cgd_unlearn", "abd_defense", "reporting", "reporting_full"}
     assert pipelines <= {p["id"] for p in lineage["pipelines"]}
     # kedro-viz drops every layer when the layers' order has a cycle: all must be there, in order.
     layers = lineage["layers"]
     assert {"intermediate", "feature", "primary", "models", "model_output", "defended_models", "reporting"} <= set(layers)
     assert layers.index("models") < layers.index("model_output") < layers.index("defended_models") < layers.index("reporting")
     datasets = {n["name"]: n for n in lineage["nodes"] if n["type"] == "data"}
-    assert {"badnets.attack_metrics", "badnets.split_metrics", "badnets.defense_metrics", "reference_clip"} <= set(datasets)
+    assert {"badnets.attack_metrics", "badnets.split_metrics", "badnets.defense_metrics", "reference_clip",
+            "clip_badnet.backdoored_clip", "abd_report", "defense_report", "split_report", "report_html"} <= set(datasets)  # fmt: skip
     assert all(node.get("layer") for node in datasets.values()), [k for k, v in datasets.items() if not v.get("layer")]

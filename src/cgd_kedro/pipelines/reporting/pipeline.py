@@ -1,0 +1,55 @@
+"""The ``reporting`` pipeline: the last step, reading the latest artefacts of every other pipeline.
+
+Per attack it reads ``defense_metrics``, ``split_metrics``, ``cgd_report`` and ``entropy_scores``;
+for the CLIP defenses ``abd_report``. ``kedro run --pipelines reporting`` rebuilds the tables,
+figures and report of the default attacks without recomputing anything; ``reporting_full`` does
+the same for every attack in the library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kedro.pipeline import Pipeline, node
+
+from cgd_kedro.pipelines.poison.pipeline import DEFAULT_ATTACKS
+from cgd_kedro.pipelines.reporting import nodes
+
+SEP = nodes.SEPARATOR
+
+
+def per_attack(group: str, dataset: str, attacks: Sequence[str]) -> dict[str, str]:
+    """Node inputs ``{<group>__<attack>: <attack>.<dataset>}``."""
+    return {f"{group}{SEP}{attack}": f"{attack}.{dataset}" for attack in attacks}
+
+
+def create_pipeline(attacks: Sequence[str] = DEFAULT_ATTACKS, **kwargs) -> Pipeline:
+    curves = per_attack("cgd", "cgd_report", attacks)
+    entropy = per_attack("entropy", "entropy_scores", attacks)
+    return Pipeline(
+        [
+            node(
+                nodes.make_defense_report,
+                {"dataset_info": "dataset_info", "runtime": "params:runtime", "abd_report": "abd_report"}
+                | per_attack("defense", "defense_metrics", attacks),
+                "defense_report",
+                name="make_defense_report",
+            ),
+            node(
+                nodes.make_split_report,
+                {"dataset_info": "dataset_info", "runtime": "params:runtime"} | per_attack("split", "split_metrics", attacks),
+                "split_report",
+                name="make_split_report",
+            ),
+            node(nodes.plot_classifier_defenses, "defense_report", "defense_bars_png", name="plot_classifier_defenses"),
+            node(nodes.plot_clip_defenses, "defense_report", "clip_defense_bars_png", name="plot_clip_defenses"),
+            node(nodes.plot_unlearning_curves, curves, "unlearning_curves_png", name="plot_unlearning_curves"),
+            node(nodes.plot_entropy_panel, entropy, "entropy_panel_png", name="plot_entropy_panel"),
+            node(
+                nodes.render_report,
+                {"defense_report": "defense_report", "split_report": "split_report"} | curves | entropy,
+                ["report_html", "report_md"],
+                name="render_report",
+            ),
+        ]
+    )

@@ -1,0 +1,91 @@
+"""The report's summary figures: CA/ASR bars per defense and attack, CGD's unlearning curves, and
+every attack's entropy map in one panel."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files; no display is needed or assumed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def plot_defense_bars(report: pd.DataFrame, model: str) -> Figure:
+    """Clean accuracy and ASR of each defense (bars) per attack (groups), for the rows of
+    ``defense_report`` with ``model`` (``classifier`` or ``clip``); mean over seeds."""
+    rows = report[report["model"] == model]
+    if rows.empty:
+        raise ValueError(f"plot_defense_bars: defense_report has no rows for model {model!r}")
+    means = rows.groupby(["attack", "defense"], sort=False)[["clean_acc", "asr"]].mean()
+    attacks = list(dict.fromkeys(rows["attack"]))
+    defenses = list(dict.fromkeys(rows["defense"]))
+    width = 0.8 / len(defenses)
+    x = np.arange(len(attacks))
+    figure, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.9 * len(attacks) * max(1, len(defenses) / 4)), 5.5), sharex=True)
+    colours = plt.get_cmap("tab10")
+    for axis, metric, label in zip(axes, ("clean_acc", "asr"), ("clean accuracy", "attack success rate"), strict=True):
+        for i, defense in enumerate(defenses):
+            heights = [means[metric].get((attack, defense), np.nan) for attack in attacks]
+            axis.bar(x + (i - (len(defenses) - 1) / 2) * width, heights, width, label=defense, color=colours(i % 10))
+        axis.set_ylabel(label)
+        axis.set_ylim(0, 1)
+        axis.grid(axis="y", alpha=0.3)
+    axes[1].set_xticks(x, attacks, rotation=30, ha="right")
+    axes[0].legend(ncol=min(len(defenses), 8), fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.02))
+    figure.suptitle(f"{model} defenses: clean accuracy and ASR per attack", y=1.08 if len(defenses) > 4 else 1.0)
+    figure.tight_layout()
+    return figure
+
+
+def plot_unlearning_curves(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> Figure:
+    """Test CA and ASR (recorded for the report) per epoch of CGD's unlearning, one line per
+    attack; the kept epoch is marked."""
+    figure, (ca_axis, asr_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colours = plt.get_cmap("tab20")
+    for i, (attack, history) in enumerate(sorted(histories.items())):
+        epochs = [entry["epoch"] for entry in history]
+        colour = colours(i % 20)
+        ca_axis.plot(epochs, [entry.get("test_clean_acc", np.nan) for entry in history], "-o", ms=3, color=colour, label=attack)
+        asr_axis.plot(epochs, [entry.get("test_asr", np.nan) for entry in history], "-o", ms=3, color=colour, label=attack)
+    for axis, label in ((ca_axis, "clean accuracy"), (asr_axis, "attack success rate")):
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(label)
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+    asr_axis.legend(fontsize=7, ncol=2)
+    figure.suptitle("CGD unlearning (test figures, recorded for the report only)")
+    figure.tight_layout()
+    return figure
+
+
+def plot_entropy_panel(scores: Mapping[str, pd.DataFrame], *, max_points: int = 4000, seed: int = 0) -> Figure:
+    """Every attack's entropy map (``r_clip`` vs ``r_sus``, poisoned samples in red) in one grid;
+    at most ``max_points`` samples per map, drawn with ``seed``."""
+    if not scores:
+        raise ValueError("plot_entropy_panel: no entropy scores")
+    n = len(scores)
+    columns = min(4, n)
+    rows = -(-n // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    rng = np.random.default_rng(seed)
+    for axis, (attack, frame) in zip(axes.flat, sorted(scores.items())):
+        sample = frame.iloc[rng.permutation(len(frame))[:max_points]]
+        poisoned = sample["is_poisoned"].astype(bool).to_numpy()
+        axis.scatter(sample["r_clip"][~poisoned], sample["r_sus"][~poisoned], s=2, c="#1f77b4", alpha=0.4, label="clean")
+        axis.scatter(sample["r_clip"][poisoned], sample["r_sus"][poisoned], s=2, c="#d62728", alpha=0.6, label="poisoned")
+        axis.set_title(attack, fontsize=9)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("r_clip", fontsize=8)
+        axis.set_ylabel("r_sus", fontsize=8)
+    for axis in list(axes.flat)[n:]:
+        axis.set_visible(False)
+    axes[0][0].legend(fontsize=7, markerscale=4)
+    figure.suptitle("entropy maps: CLIP's and the suspicious model's rank-normalised NLL")
+    figure.tight_layout()
+    return figure

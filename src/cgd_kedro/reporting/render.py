@@ -1,0 +1,80 @@
+"""The self-contained HTML report (figures embedded as PNG data URIs, tables sortable by clicking a
+header, no server or network needed) and the Markdown summary."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+# Clicking a header sorts its table (numbers numerically, text alphabetically; again = reverse).
+_SORT_SCRIPT = """
+document.querySelectorAll("table.sortable th").forEach((th, column) => th.addEventListener("click", () => {
+  const body = th.closest("table").tBodies[0];
+  const ascending = th.dataset.order !== "asc";
+  th.dataset.order = ascending ? "asc" : "desc";
+  const key = row => { const text = row.cells[column].textContent; const n = parseFloat(text);
+                       return isNaN(n) ? text : n; };
+  [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
+    return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1); }).forEach(row => body.appendChild(row));
+}));
+"""
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; font-size: 0.85rem; margin-bottom: 1.5rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+th { background: #f0f0f0; cursor: pointer; }
+td:nth-child(-n+4) { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin-bottom: 1rem; }
+"""
+
+
+def figure_to_data_uri(figure: Figure, dpi: int = 110) -> str:
+    """``data:image/png;base64,...`` of ``figure`` (which is closed afterwards)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a sortable HTML table, floats with 3 decimals."""
+    return frame.to_html(index=False, classes="sortable", float_format=lambda v: f"{v:.3f}", na_rep="-", border=0)
+
+
+def render_html(title: str, sections: Mapping[str, str], tables: Mapping[str, pd.DataFrame], figures: Mapping[str, str]) -> str:
+    """One HTML page: ``sections`` (heading -> paragraph text), then each table, then each figure
+    (caption -> data URI)."""
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
+    parts += [f"<h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>" for heading, text in sections.items()]
+    parts += [f"<h2>{html.escape(name)}</h2>{html_table(frame)}" for name, frame in tables.items()]
+    parts += [f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='{uri}'>" for caption, uri in figures.items()]
+    parts.append(f"<script>{_SORT_SCRIPT}</script></body></html>")
+    return "\n".join(parts)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a GitHub Markdown table, floats with 3 decimals."""
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "-" if pd.isna(value) else f"{value:.3f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def ca_asr_matrix(report: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Attack x defense matrix of ``"CA / ASR"`` strings (mean over seeds) for one ``model``."""
+    rows = report[report["model"] == model]
+    means = rows.groupby(["attack", "defense"], sort=False)[["clean_acc", "asr"]].mean()
+    cells = means.apply(lambda r: f"{r['clean_acc']:.3f} / {r['asr']:.3f}", axis=1).unstack("defense")
+    defenses = list(dict.fromkeys(rows["defense"]))
+    return cells.reindex(index=list(dict.fromkeys(rows["attack"])), columns=defenses).fillna("-").reset_index()

@@ -1,0 +1,87 @@
+"""The reporting contract's two tables (DESIGN.md), built from the per-attack artefacts.
+
+- ``defense_report``: one row per (dataset, attack, defense) with ``dataset, attack, model,
+  defense, clean_acc, asr, ra, der, seconds, seed``. ``model`` is ``classifier`` for the
+  ``cgd_unlearn`` defenses (attack = the poisoning attack) and ``clip`` for the ``abd_defense`` ones
+  (attack = the CLIP attack). ``defense = "none"`` is the undefended model. CLIP rows have no RA
+  (the zero-shot evaluation does not measure it); their DER is computed against ``none`` like the
+  classifiers'.
+- ``split_report``: one row per (dataset, attack): the CLIP split's quality against ground truth.
+
+Accuracies are fractions in [0, 1]. ``summarise_over_seeds`` turns a report with several seeds into
+mean and standard deviation per key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from cgd_kedro.metrics import defense_effectiveness_rating
+
+DEFENSE_COLUMNS = ["dataset", "attack", "model", "defense", "clean_acc", "asr", "ra", "der", "seconds", "seed"]
+DEFENSE_KEYS = ["dataset", "attack", "model", "defense"]
+SPLIT_KEYS = ["dataset", "attack"]
+METRICS = ("clean_acc", "asr", "ra")
+
+
+def classifier_rows(dataset: str, seed: int, defense_metrics: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[dict]:
+    """Rows of ``defense_report`` from each attack's ``defense_metrics`` (``{defense: {clean_acc, asr,
+    ra, der, seconds}}``), ``none`` first within an attack."""
+    rows = []
+    for attack, metrics in sorted(defense_metrics.items()):
+        if "none" not in metrics:
+            raise ValueError(f"defense_metrics of {attack!r}: no 'none' entry (the undefended victim)")
+        for defense in sorted(metrics, key=lambda name: (name != "none", name)):
+            values = metrics[defense]
+            rows.append({"dataset": dataset, "attack": attack, "model": "classifier", "defense": defense}
+                        | {key: float(values[key]) for key in (*METRICS, "der", "seconds")} | {"seed": seed})  # fmt: skip
+    return rows
+
+
+def clip_rows(abd_report: pd.DataFrame) -> list[dict]:
+    """Rows of ``defense_report`` from ``abd_report`` (``dataset, attack, defense, clean_acc, asr,
+    seconds, seed``); DER against each attack's ``none`` row, RA missing."""
+    rows = []
+    for (dataset, attack, seed), group in abd_report.groupby(["dataset", "attack", "seed"], sort=True):
+        undefended = group[group["defense"] == "none"]
+        if undefended.empty:
+            raise ValueError(f"abd_report: no 'none' row for CLIP attack {attack!r} (seed {seed})")
+        before = undefended.iloc[0][["clean_acc", "asr"]].astype(float).to_dict()
+        for _, row in group.sort_values("defense", key=lambda s: s.map(lambda name: (name != "none", name))).iterrows():
+            after = {"clean_acc": float(row["clean_acc"]), "asr": float(row["asr"])}
+            rows.append({
+                "dataset": dataset, "attack": attack, "model": "clip", "defense": row["defense"], **after, "ra": float("nan"),
+                "der": defense_effectiveness_rating(before, after), "seconds": float(row["seconds"]), "seed": int(seed),
+            })  # fmt: skip
+    return rows
+
+
+def build_defense_report(
+    dataset: str, seed: int, defense_metrics: Mapping[str, Mapping[str, Mapping[str, float]]], abd_report: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """``defense_report`` for one seed: the classifier defenses of every attack, then the CLIP ones."""
+    rows = classifier_rows(dataset, seed, defense_metrics) + (clip_rows(abd_report) if abd_report is not None else [])
+    return pd.DataFrame(rows, columns=DEFENSE_COLUMNS)
+
+
+def build_split_report(dataset: str, seed: int, split_metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """``split_report``: one row per attack with every figure of its ``split_metrics``."""
+    rows = [{"dataset": dataset, "attack": attack} | dict(metrics) | {"seed": seed} for attack, metrics in sorted(split_metrics.items())]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return pd.DataFrame(rows, columns=columns or [*SPLIT_KEYS, "seed"])
+
+
+def summarise_over_seeds(report: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean and standard deviation of every numeric column per ``keys`` across seeds: columns
+    ``<name>_mean`` and ``<name>_std`` (sample std; NaN with one seed) plus ``n_seeds``."""
+    missing = [key for key in [*keys, "seed"] if key not in report.columns]
+    if missing:
+        raise ValueError(f"summarise_over_seeds: the report has no column(s) {missing}")
+    values = [c for c in report.columns if c not in [*keys, "seed"] and pd.api.types.is_numeric_dtype(report[c])]
+    grouped = report.groupby(keys, sort=False, dropna=False)
+    summary = grouped[values].agg(["mean", "std"])
+    summary.columns = [f"{name}_{stat}" for name, stat in summary.columns]
+    summary["n_seeds"] = grouped["seed"].nunique()
+    return summary.reset_index()

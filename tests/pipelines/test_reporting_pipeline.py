@@ -1,0 +1,85 @@
+"""The ``reporting`` pipeline on an in-memory catalog: tables, figures, the HTML report and the
+Markdown summary from hand-made per-attack artefacts; and its place in the registry."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from matplotlib.figure import Figure
+from test_clip_split_pipeline import _KeptMemoryDataset
+
+from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES, DEFAULT_ATTACKS
+from cgd_kedro.pipelines.reporting.pipeline import create_pipeline
+
+ATTACKS = ("badnets", "sig")
+
+
+def _metrics(asr_cgd: float) -> dict:
+    return {"none": {"clean_acc": 0.93, "asr": 0.99, "ra": 0.01, "der": 0.5, "seconds": 0.0},
+            "cgd": {"clean_acc": 0.92, "asr": asr_cgd, "ra": 0.9, "der": 0.99, "seconds": 40.0}}  # fmt: skip
+
+
+def _entropy(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"r_clip": rng.random(50), "r_sus": rng.random(50), "is_poisoned": rng.random(50) < 0.1})
+
+
+def _inputs() -> dict:
+    abd = pd.DataFrame(
+        [["embedded", "badnet", d, ca, asr, s, 0] for d, ca, asr, s in (("none", 0.8, 0.99, 0), ("abd", 0.79, 0.2, 80), ("ft", 0.81, 0.98, 40))],
+        columns=["dataset", "attack", "defense", "clean_acc", "asr", "seconds", "seed"],
+    )
+    entries = {"dataset_info": {"name": "embedded"}, "params:runtime": {"seed": 0, "device": "cpu"}, "abd_report": abd}
+    for i, attack in enumerate(ATTACKS):
+        entries |= {
+            f"{attack}.defense_metrics": _metrics(0.001 * (i + 1)),
+            f"{attack}.split_metrics": {"auroc_combined": 0.99 - i / 100, "clean_size": 16000 + i},
+            f"{attack}.cgd_report": {"history": [{"epoch": e, "test_clean_acc": 0.9, "test_asr": 1.0 / (e + 1)} for e in range(3)]},
+            f"{attack}.entropy_scores": _entropy(i),
+        }
+    return entries
+
+
+def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
+    pipeline = create_pipeline(attacks=ATTACKS)
+    catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in _inputs().items()})
+    for name in pipeline.all_outputs():
+        catalog[name] = _KeptMemoryDataset(copy_mode="assign")
+    SequentialRunner().run(pipeline, catalog)
+
+    report = catalog.load("defense_report")
+    assert report[["attack", "model", "defense"]].values.tolist() == [
+        ["badnets", "classifier", "none"], ["badnets", "classifier", "cgd"], ["sig", "classifier", "none"], ["sig", "classifier", "cgd"],
+        ["badnet", "clip", "none"], ["badnet", "clip", "abd"], ["badnet", "clip", "ft"],
+    ]  # fmt: skip
+    assert report.loc[5, "der"] == pytest.approx((0.99 - 0.2 - (0.8 - 0.79) + 1) / 2)  # ABD against the backdoored CLIP
+    split = catalog.load("split_report")
+    assert split["attack"].tolist() == ["badnets", "sig"] and split["clean_size"].tolist() == [16000, 16001]
+    for figure in ("defense_bars_png", "clip_defense_bars_png", "unlearning_curves_png", "entropy_panel_png"):
+        assert isinstance(catalog.load(figure), Figure), figure
+    page, markdown = catalog.load("report_html"), catalog.load("report_md")
+    assert page.startswith("<!DOCTYPE html>") and page.count("<img") == 4 and "src='data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page  # nothing fetched: opens offline
+    assert page.count("class=\"dataframe sortable\"") == 4
+    assert "| badnets | 0.930 / 0.990 | 0.920 / 0.001 |" in markdown and "| badnet | 0.800 / 0.990 | 0.790 / 0.200 | 0.810 / 0.980 |" in markdown
+    assert re.search(r"\| embedded \| sig \| 0\.980 \| 16001 \| 0 \|", markdown)
+
+
+def test_registry_reporting_covers_the_default_attacks_and_reporting_full_all():
+    from conftest import PROJECT_ROOT
+    from kedro.framework.startup import bootstrap_project
+
+    from cgd_kedro.pipeline_registry import register_pipelines
+
+    bootstrap_project(PROJECT_ROOT)
+    pipelines = register_pipelines()
+    defense_inputs = lambda p: {i.split(".")[0] for n in p.nodes if n.name == "make_defense_report" for i in n.inputs if "." in i}  # noqa: E731
+    assert defense_inputs(pipelines["reporting"]) == set(DEFAULT_ATTACKS)
+    assert defense_inputs(pipelines["reporting_full"]) == defense_inputs(pipelines["full"]) == set(ATTACK_NAMESPACES)
+    assert defense_inputs(pipelines["__default__"]) == set(DEFAULT_ATTACKS)
+    assert {"report_html", "defense_report", "split_report"} <= pipelines["__default__"].all_outputs()

@@ -1,0 +1,71 @@
+"""The reporting tables: rows, DER of CLIP defenses, the split report and the summary over seeds."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from cgd_kedro.reporting.tables import (
+    DEFENSE_COLUMNS,
+    build_defense_report,
+    build_split_report,
+    summarise_over_seeds,
+)
+
+METRICS = {
+    "badnets": {
+        "cgd": {"clean_acc": 0.93, "asr": 0.0, "ra": 0.9, "der": 0.9995, "seconds": 40.0},
+        "none": {"clean_acc": 0.933, "asr": 0.999, "ra": 0.001, "der": 0.5, "seconds": 0.0},
+    },
+    "blended": {"none": {"clean_acc": 0.932, "asr": 0.999, "ra": 0.001, "der": 0.5, "seconds": 0.0}},
+}
+ABD = pd.DataFrame(
+    [
+        ["embedded", "badnet", "abd", 0.798, 0.195, 87.0, 0],
+        ["embedded", "badnet", "none", 0.795, 0.998, 0.0, 0],
+        ["embedded", "badnet", "cleanclip", 0.767, 1.0, 77.0, 0],
+    ],
+    columns=["dataset", "attack", "defense", "clean_acc", "asr", "seconds", "seed"],
+)
+
+
+def test_defense_report_has_the_contract_columns_none_first_and_clip_der():
+    report = build_defense_report("embedded", 0, METRICS, ABD)
+    assert list(report.columns) == DEFENSE_COLUMNS
+    assert report[["attack", "defense"]].values.tolist() == [
+        ["badnets", "none"], ["badnets", "cgd"], ["blended", "none"], ["badnet", "none"], ["badnet", "abd"], ["badnet", "cleanclip"],
+    ]  # fmt: skip
+    assert report["model"].tolist() == ["classifier"] * 3 + ["clip"] * 3
+    clip = report[report["model"] == "clip"].set_index("defense")
+    # DER = (max(0, ASR drop) - max(0, CA drop) + 1) / 2 against the backdoored CLIP
+    assert clip.loc["abd", "der"] == pytest.approx((0.998 - 0.195 + 1) / 2)
+    assert clip.loc["cleanclip", "der"] == pytest.approx((0 - (0.795 - 0.767) + 1) / 2)
+    assert clip.loc["none", "der"] == pytest.approx(0.5) and math.isnan(clip.loc["abd", "ra"])
+    assert report.loc[1, "der"] == pytest.approx(0.9995) and set(report["seed"]) == {0}
+
+
+def test_a_missing_undefended_row_is_named():
+    with pytest.raises(ValueError, match="defense_metrics of 'lc': no 'none' entry"):
+        build_defense_report("embedded", 0, {"lc": {"cgd": METRICS["badnets"]["cgd"]}})
+    with pytest.raises(ValueError, match="no 'none' row for CLIP attack 'badnet'"):
+        build_defense_report("embedded", 0, {}, ABD[ABD["defense"] != "none"])
+
+
+def test_split_report_one_row_per_attack():
+    report = build_split_report("embedded", 1, {"wanet": {"auroc_combined": 0.99, "clean_size": 15620}, "badnets": {"auroc_combined": 0.999}})
+    assert report["attack"].tolist() == ["badnets", "wanet"]
+    assert list(report.columns) == ["dataset", "attack", "auroc_combined", "seed", "clean_size"]
+    assert report.loc[1, "clean_size"] == 15620 and math.isnan(report.loc[0, "clean_size"])
+
+
+def test_summary_over_seeds_gives_mean_and_sample_std():
+    reports = [build_defense_report("embedded", seed, {"badnets": {"none": {**METRICS["badnets"]["none"], "asr": asr}}})
+               for seed, asr in ((0, 0.9), (1, 1.0), (2, 0.95))]  # fmt: skip
+    summary = summarise_over_seeds(pd.concat(reports, ignore_index=True), ["dataset", "attack", "model", "defense"])
+    row = summary.iloc[0]
+    assert row["n_seeds"] == 3 and row["asr_mean"] == pytest.approx(0.95) and row["asr_std"] == pytest.approx(0.05)
+    assert row["clean_acc_std"] == pytest.approx(0.0) and "seed_mean" not in summary.columns
+    with pytest.raises(ValueError, match=r"no column\(s\) \['variant'\]"):
+        summarise_over_seeds(reports[0], ["variant"])
