@@ -15,6 +15,7 @@ from test_clip_split_pipeline import _KeptMemoryDataset
 
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES, DEFAULT_ATTACKS
 from cgd_kedro.pipelines.reporting.pipeline import create_pipeline
+from cgd_kedro.reporting.tables import DEFENSE_COLUMNS
 
 ATTACKS = ("badnets", "sig")
 
@@ -34,7 +35,8 @@ def _inputs() -> dict:
         [["embedded", "badnet", d, ca, asr, s, 0] for d, ca, asr, s in (("none", 0.8, 0.99, 0), ("abd", 0.79, 0.2, 80), ("ft", 0.81, 0.98, 40))],
         columns=["dataset", "attack", "defense", "clean_acc", "asr", "seconds", "seed"],
     )
-    entries = {"dataset_info": {"name": "embedded"}, "params:runtime": {"seed": 0, "device": "cpu"}, "abd_report": abd}
+    entries = {"dataset_info": {"name": "embedded"}, "params:runtime": {"seed": 0, "device": "cpu"}, "abd_report": abd,
+               "defense_report_versions": {}}  # fmt: skip
     for i, attack in enumerate(ATTACKS):
         entries |= {
             f"{attack}.defense_metrics": _metrics(0.001 * (i + 1)),
@@ -53,6 +55,9 @@ def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
     SequentialRunner().run(pipeline, catalog)
 
     report = catalog.load("defense_report")
+    summary = catalog.load("defense_summary")
+    assert summary["n_seeds"].tolist() == [1] * len(report)  # one seed: std undefined
+    assert summary["asr_std"].isna().all() and summary["asr_mean"].tolist() == report["asr"].tolist()
     assert report[["attack", "model", "defense"]].values.tolist() == [
         ["badnets", "classifier", "none"], ["badnets", "classifier", "cgd"], ["sig", "classifier", "none"], ["sig", "classifier", "cgd"],
         ["badnet", "clip", "none"], ["badnet", "clip", "abd"], ["badnet", "clip", "ft"],
@@ -65,9 +70,31 @@ def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
     page, markdown = catalog.load("report_html"), catalog.load("report_md")
     assert page.startswith("<!DOCTYPE html>") and page.count("<img") == 4 and "src='data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # nothing fetched: opens offline
-    assert page.count("class=\"dataframe sortable\"") == 4
+    assert page.count("class=\"dataframe sortable\"") == 5  # 2 matrices, defense_report, defense_summary, split_report
     assert "| badnets | 0.930 / 0.990 | 0.920 / 0.001 |" in markdown and "| badnet | 0.800 / 0.990 | 0.790 / 0.200 | 0.810 / 0.980 |" in markdown
     assert re.search(r"\| embedded \| sig \| 0\.980 \| 16001 \| 0 \|", markdown)
+
+
+def test_a_second_seed_makes_the_report_lead_with_mean_and_std():
+    pipeline = create_pipeline(attacks=ATTACKS)
+    inputs = _inputs()
+    catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in inputs.items()})
+    for name in pipeline.all_outputs():
+        catalog[name] = _KeptMemoryDataset(copy_mode="assign")
+    # A first run of seed 0 is replaced by this run's; seed 1 (ASR of CGD 0.003 on badnets) stays.
+    seed_1 = pd.DataFrame([["embedded", "badnets", "classifier", "cgd", 0.94, 0.003, 0.9, 0.99, 38.0, 1]], columns=DEFENSE_COLUMNS)
+    stale_seed_0 = seed_1.assign(seed=0, asr=0.5)
+    catalog["defense_report_versions"] = MemoryDataset(
+        {"2026-01-01T00.00.00.000Z/defense_report": lambda: stale_seed_0, "2026-01-02T00.00.00.000Z/defense_report": lambda: seed_1}
+    )
+    SequentialRunner().run(pipeline, catalog)
+    summary = catalog.load("defense_summary").set_index(["attack", "model", "defense"])
+    cgd = summary.loc[("badnets", "classifier", "cgd")]
+    assert cgd["n_seeds"] == 2 and cgd["asr_mean"] == pytest.approx(0.002) and cgd["asr_std"] == pytest.approx(0.001414, abs=1e-5)
+    assert summary.loc[("sig", "classifier", "cgd"), "n_seeds"] == 1
+    markdown = catalog.load("report_md")
+    assert "mean ± standard deviation over 2 seeds" in markdown and "| badnets | 0.930 / 0.990 | 0.930 ± 0.014" in markdown
+    assert "| 0.930 ± 0.014 / 0.002 ± 0.001 |" in markdown  # CGD: CA 0.92 and 0.94, ASR 0.001 and 0.003
 
 
 def test_registry_reporting_covers_the_default_attacks_and_reporting_full_all():

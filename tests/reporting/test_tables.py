@@ -11,6 +11,7 @@ from cgd_kedro.reporting.tables import (
     DEFENSE_COLUMNS,
     build_defense_report,
     build_split_report,
+    latest_per_seed,
     summarise_over_seeds,
 )
 
@@ -69,3 +70,13 @@ def test_summary_over_seeds_gives_mean_and_sample_std():
     assert row["clean_acc_std"] == pytest.approx(0.0) and "seed_mean" not in summary.columns
     with pytest.raises(ValueError, match=r"no column\(s\) \['variant'\]"):
         summarise_over_seeds(reports[0], ["variant"])
+
+
+def test_latest_per_seed_keeps_the_newest_version_of_each_seed():
+    old = build_defense_report("embedded", 0, {"badnets": {"none": METRICS["badnets"]["none"] | {"asr": 0.5}}})
+    new = build_defense_report("embedded", 0, {"badnets": {"none": METRICS["badnets"]["none"]}})
+    other = build_defense_report("embedded", 1, {"badnets": {"none": METRICS["badnets"]["none"] | {"asr": 0.9}}})
+    merged = latest_per_seed({"2026-11-24T02/defense_report": new, "2026-11-24T01/defense_report": old, "2026-11-23T09/x": other})
+    assert merged[["seed", "asr"]].values.tolist() == [[0, 0.999], [1, 0.9]]
+    with pytest.raises(ValueError, match="no saved report versions"):
+        latest_per_seed({})

@@ -78,3 +78,18 @@ def ca_asr_matrix(report: pd.DataFrame, model: str) -> pd.DataFrame:
     cells = means.apply(lambda r: f"{r['clean_acc']:.3f} / {r['asr']:.3f}", axis=1).unstack("defense")
     defenses = list(dict.fromkeys(rows["defense"]))
     return cells.reindex(index=list(dict.fromkeys(rows["attack"])), columns=defenses).fillna("-").reset_index()
+
+
+def ca_asr_summary_matrix(summary: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Attack x defense matrix of ``"CA mean ± std / ASR mean ± std"`` from ``summarise_over_seeds``
+    (the ``± std`` left out where a cell has a single seed)."""
+    rows = summary[summary["model"] == model]
+
+    def spread(mean: float, std: float) -> str:  # one seed: no spread to show
+        return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
+
+    def cell(r) -> str:
+        return f"{spread(r['clean_acc_mean'], r['clean_acc_std'])} / {spread(r['asr_mean'], r['asr_std'])}"
+
+    cells = rows.set_index(["attack", "defense"]).apply(cell, axis=1).unstack("defense")
+    return cells.reindex(index=list(dict.fromkeys(rows["attack"])), columns=list(dict.fromkeys(rows["defense"]))).fillna("-").reset_index()

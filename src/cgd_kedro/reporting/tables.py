@@ -85,3 +85,18 @@ def summarise_over_seeds(report: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     summary.columns = [f"{name}_{stat}" for name, stat in summary.columns]
     summary["n_seeds"] = grouped["seed"].nunique()
     return summary.reset_index()
+
+
+def latest_per_seed(versions: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One report per seed from several saved versions (``{version key: report}``, keys sortable by
+    time as Kedro's version timestamps are): for each seed, the rows of the newest version holding it."""
+    if not versions:
+        raise ValueError("latest_per_seed: no saved report versions")
+    newest: dict[int, pd.DataFrame] = {}
+    for key in sorted(versions):  # oldest first: newer versions overwrite
+        report = versions[key]
+        if "seed" not in report.columns:
+            raise ValueError(f"latest_per_seed: version {key!r} has no 'seed' column")
+        for seed, rows in report.groupby("seed"):
+            newest[int(seed)] = rows
+    return pd.concat([newest[seed] for seed in sorted(newest)], ignore_index=True)

@@ -1,7 +1,8 @@
 """The ``reporting`` pipeline: the last step, reading the latest artefacts of every other pipeline.
 
 Per attack it reads ``defense_metrics``, ``split_metrics``, ``cgd_report`` and ``entropy_scores``;
-for the CLIP defenses ``abd_report``. ``kedro run --pipelines reporting`` rebuilds the tables,
+for the CLIP defenses ``abd_report``; for the summary over seeds every saved ``defense_report``
+(run once per seed with ``--params runtime.seed=<s>``). ``kedro run --pipelines reporting`` rebuilds the tables,
 figures and report of the default attacks without recomputing anything; ``reporting_full`` does
 the same for every attack in the library.
 """
@@ -41,13 +42,18 @@ def create_pipeline(attacks: Sequence[str] = DEFAULT_ATTACKS, **kwargs) -> Pipel
                 "split_report",
                 name="make_split_report",
             ),
+            node(
+                nodes.summarise_seeds, ["defense_report", "defense_report_versions"], "defense_summary", name="summarise_seeds"
+            ),
             node(nodes.plot_classifier_defenses, "defense_report", "defense_bars_png", name="plot_classifier_defenses"),
             node(nodes.plot_clip_defenses, "defense_report", "clip_defense_bars_png", name="plot_clip_defenses"),
             node(nodes.plot_unlearning_curves, curves, "unlearning_curves_png", name="plot_unlearning_curves"),
             node(nodes.plot_entropy_panel, entropy, "entropy_panel_png", name="plot_entropy_panel"),
             node(
                 nodes.render_report,
-                {"defense_report": "defense_report", "split_report": "split_report"} | curves | entropy,
+                {"defense_report": "defense_report", "split_report": "split_report", "defense_summary": "defense_summary"}
+                | curves
+                | entropy,
                 ["report_html", "report_md"],
                 name="render_report",
             ),
