@@ -16,9 +16,10 @@ import pkgutil
 from kedro.pipeline import Pipeline
 
 from cgd_kedro.pipelines import abd_defense, reporting
+from cgd_kedro.pipelines.abd_defense.pipeline import CLIP_ATTACK_NAMESPACES, DEFAULT_CLIP_ATTACKS
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES, DEFAULT_ATTACKS
 
-DEFAULT_CLIP_ATTACKS: tuple[str, ...] = ("clip_badnet", "clip_blended")
+__all__ = ["DEFAULT_CLIP_ATTACKS", "register_pipelines"]
 
 
 def default_subset(pipeline: Pipeline) -> Pipeline:
@@ -45,7 +46,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines = find_all_pipelines()
     on_request = {"backdoorbench_import"}
     grid = sum((p for name, p in pipelines.items() if name not in on_request | {"reporting"}), Pipeline([]))
-    pipelines["reporting_full"] = reporting.create_pipeline(attacks=ATTACK_NAMESPACES)
+    pipelines["reporting_full"] = reporting.create_pipeline(attacks=ATTACK_NAMESPACES, clip_attacks=CLIP_ATTACK_NAMESPACES)
     pipelines["full"] = grid + pipelines["reporting_full"]
     per_attack = sum((p for name, p in pipelines.items() if name in {"poison", "reference_clip", "clip_split", "cgd_unlearn"}), Pipeline([]))
     pipelines["__default__"] = (

@@ -29,6 +29,6 @@ def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_
             assert len(list((reporting / attack / name).iterdir())) == 1, (attack, name)
     report = pd.read_csv(next((reporting / "defense_report.csv").rglob("*.csv")))
     assert set(report["attack"]) == set(DEFAULT_ATTACKS) | {"badnet", "blended"} and len(report) == 4 * 8 + 2 * 4
-    assert next((reporting / "report.html").rglob("*.html")).read_text().count("<img") == 4
+    assert next((reporting / "report.html").rglob("*.html")).read_text().count("<img") == 5
     zero_shot = json.loads(next((reporting / "reference_clip_metrics.json").rglob("*.json")).read_text())
     assert zero_shot["pretraining"]["pairs"] == 96 and 0 <= zero_shot["zero_shot_acc"] <= 1

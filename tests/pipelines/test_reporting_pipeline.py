@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
@@ -18,6 +19,7 @@ from cgd_kedro.pipelines.reporting.pipeline import create_pipeline
 from cgd_kedro.reporting.tables import DEFENSE_COLUMNS
 
 ATTACKS = ("badnets", "sig")
+CLIP_ATTACKS = ("clip_badnet",)
 
 
 def _metrics(asr_cgd: float) -> dict:
@@ -35,8 +37,13 @@ def _inputs() -> dict:
         [["embedded", "badnet", d, ca, asr, s, 0] for d, ca, asr, s in (("none", 0.8, 0.99, 0), ("abd", 0.79, 0.2, 80), ("ft", 0.81, 0.98, 40))],
         columns=["dataset", "attack", "defense", "clean_acc", "asr", "seconds", "seed"],
     )
+    mask = torch.zeros(1, 32, 32)
+    mask[:, -4:, -4:] = 1
     entries = {"dataset_info": {"name": "embedded"}, "params:runtime": {"seed": 0, "device": "cpu"}, "abd_report": abd,
-               "defense_report_versions": {}}  # fmt: skip
+               "defense_report_versions": {},
+               "clip_defense_pairs": {"images": torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8), "captions": ["x"] * 10},
+               "clip_badnet.clip_trigger": {"pattern": torch.ones(3, 32, 32), "mask": mask},
+               "clip_badnet.adversarial_patch": {"pattern": torch.zeros(3, 32, 32), "mask": mask}}  # fmt: skip
     for i, attack in enumerate(ATTACKS):
         entries |= {
             f"{attack}.defense_metrics": _metrics(0.001 * (i + 1)),
@@ -48,7 +55,7 @@ def _inputs() -> dict:
 
 
 def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
-    pipeline = create_pipeline(attacks=ATTACKS)
+    pipeline = create_pipeline(attacks=ATTACKS, clip_attacks=CLIP_ATTACKS)
     catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in _inputs().items()})
     for name in pipeline.all_outputs():
         catalog[name] = _KeptMemoryDataset(copy_mode="assign")
@@ -65,10 +72,10 @@ def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
     assert report.loc[5, "der"] == pytest.approx((0.99 - 0.2 - (0.8 - 0.79) + 1) / 2)  # ABD against the backdoored CLIP
     split = catalog.load("split_report")
     assert split["attack"].tolist() == ["badnets", "sig"] and split["clean_size"].tolist() == [16000, 16001]
-    for figure in ("defense_bars_png", "clip_defense_bars_png", "unlearning_curves_png", "entropy_panel_png"):
+    for figure in ("defense_bars_png", "clip_defense_bars_png", "unlearning_curves_png", "entropy_panel_png", "abd_grid_png"):
         assert isinstance(catalog.load(figure), Figure), figure
     page, markdown = catalog.load("report_html"), catalog.load("report_md")
-    assert page.startswith("<!DOCTYPE html>") and page.count("<img") == 4 and "src='data:image/png;base64," in page
+    assert page.startswith("<!DOCTYPE html>") and page.count("<img") == 5 and "src='data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # nothing fetched: opens offline
     assert page.count("class=\"dataframe sortable\"") == 5  # 2 matrices, defense_report, defense_summary, split_report
     assert "| badnets | 0.930 / 0.990 | 0.920 / 0.001 |" in markdown and "| badnet | 0.800 / 0.990 | 0.790 / 0.200 | 0.810 / 0.980 |" in markdown
@@ -76,7 +83,7 @@ def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
 
 
 def test_a_second_seed_makes_the_report_lead_with_mean_and_std():
-    pipeline = create_pipeline(attacks=ATTACKS)
+    pipeline = create_pipeline(attacks=ATTACKS, clip_attacks=CLIP_ATTACKS)
     inputs = _inputs()
     catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in inputs.items()})
     for name in pipeline.all_outputs():

@@ -16,6 +16,7 @@ from cgd_kedro.pipelines.abd_defense import nodes
 # One namespace per CLIP attack, prefixed so it never merges with a classifier attack's namespace
 # (e.g. `blended`) in kedro-viz or `--namespaces`.
 CLIP_ATTACK_NAMESPACES: tuple[str, ...] = tuple(CLIP_NAMESPACE_PREFIX + attack for attack in CLIP_ATTACKS)
+DEFAULT_CLIP_ATTACKS: tuple[str, ...] = ("clip_badnet", "clip_blended")  # the ones `kedro run` defends
 SHARED_INPUTS = {"reference_clip", "clip_finetune_pairs", "clip_defense_pairs", "test_set", "dataset_info"}
 SHARED_PARAMETERS = {"params:clip_attack", "params:clip_defense", "params:clip", "params:abd", "params:runtime"}
 ATTACK = ["params:clip_attack", "params:attack"]  # shared defaults, then the namespace's own section

@@ -1,5 +1,6 @@
 """Thin Kedro adapters over ``cgd_kedro.reporting``: every per-attack artefact arrives as a keyword
-argument ``<group>__<attack>`` (group = ``defense``, ``split``, ``cgd``, ``entropy``)."""
+argument ``<group>__<attack>`` (group = ``defense``, ``split``, ``cgd``, ``entropy``, and for the
+CLIP attacks ``trigger`` and ``patch``)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,13 @@ def plot_entropy_panel(**artefacts) -> Figure:
     return figures.plot_entropy_panel(by_attack("entropy", artefacts))
 
 
-def render_report(defense_report: pd.DataFrame, split_report: pd.DataFrame, defense_summary: pd.DataFrame, **artefacts) -> tuple[str, str]:
+def plot_abd_grid(clip_defense_pairs: dict, **artefacts) -> Figure:
+    return figures.plot_abd_grid(clip_defense_pairs["images"], by_attack("trigger", artefacts), by_attack("patch", artefacts))
+
+
+def render_report(
+    defense_report: pd.DataFrame, split_report: pd.DataFrame, defense_summary: pd.DataFrame, clip_defense_pairs: dict, **artefacts
+) -> tuple[str, str]:
     """The HTML report (figures embedded) and the Markdown summary; with several seeds, the
     mean ± std over seeds leads."""
     dataset = defense_report["dataset"].iloc[0] if len(defense_report) else "?"
@@ -78,6 +85,7 @@ def render_report(defense_report: pd.DataFrame, split_report: pd.DataFrame, defe
         "CA and ASR per CLIP defense": render.figure_to_data_uri(figures.plot_defense_bars(defense_report, "clip")),
         "CGD unlearning curves": render.figure_to_data_uri(plot_unlearning_curves(**artefacts)),
         "entropy maps": render.figure_to_data_uri(plot_entropy_panel(**artefacts)),
+        "ABD samples": render.figure_to_data_uri(plot_abd_grid(clip_defense_pairs, **artefacts)),
     }
     page = render.render_html(f"cgd_kedro report: {dataset}", {"summary": summary}, tables, uris)
     markdown = "\n\n".join([

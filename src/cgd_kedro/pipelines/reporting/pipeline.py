@@ -1,7 +1,7 @@
 """The ``reporting`` pipeline: the last step, reading the latest artefacts of every other pipeline.
 
 Per attack it reads ``defense_metrics``, ``split_metrics``, ``cgd_report`` and ``entropy_scores``;
-for the CLIP defenses ``abd_report``; for the summary over seeds every saved ``defense_report``
+for the CLIP defenses ``abd_report`` and, per CLIP attack, its trigger and ABD's patch; for the summary over seeds every saved ``defense_report``
 (run once per seed with ``--params runtime.seed=<s>``). ``kedro run --pipelines reporting`` rebuilds the tables,
 figures and report of the default attacks without recomputing anything; ``reporting_full`` does
 the same for every attack in the library.
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from kedro.pipeline import Pipeline, node
 
+from cgd_kedro.pipelines.abd_defense.pipeline import DEFAULT_CLIP_ATTACKS
 from cgd_kedro.pipelines.poison.pipeline import DEFAULT_ATTACKS
 from cgd_kedro.pipelines.reporting import nodes
 
@@ -24,9 +25,12 @@ def per_attack(group: str, dataset: str, attacks: Sequence[str]) -> dict[str, st
     return {f"{group}{SEP}{attack}": f"{attack}.{dataset}" for attack in attacks}
 
 
-def create_pipeline(attacks: Sequence[str] = DEFAULT_ATTACKS, **kwargs) -> Pipeline:
+def create_pipeline(attacks: Sequence[str] = DEFAULT_ATTACKS, clip_attacks: Sequence[str] = DEFAULT_CLIP_ATTACKS, **kwargs) -> Pipeline:
     curves = per_attack("cgd", "cgd_report", attacks)
     entropy = per_attack("entropy", "entropy_scores", attacks)
+    samples = {"clip_defense_pairs": "clip_defense_pairs"} | per_attack("trigger", "clip_trigger", clip_attacks) | per_attack(
+        "patch", "adversarial_patch", clip_attacks
+    )
     return Pipeline(
         [
             node(
@@ -49,11 +53,13 @@ def create_pipeline(attacks: Sequence[str] = DEFAULT_ATTACKS, **kwargs) -> Pipel
             node(nodes.plot_clip_defenses, "defense_report", "clip_defense_bars_png", name="plot_clip_defenses"),
             node(nodes.plot_unlearning_curves, curves, "unlearning_curves_png", name="plot_unlearning_curves"),
             node(nodes.plot_entropy_panel, entropy, "entropy_panel_png", name="plot_entropy_panel"),
+            node(nodes.plot_abd_grid, samples, "abd_grid_png", name="plot_abd_grid"),
             node(
                 nodes.render_report,
                 {"defense_report": "defense_report", "split_report": "split_report", "defense_summary": "defense_summary"}
                 | curves
-                | entropy,
+                | entropy
+                | samples,
                 ["report_html", "report_md"],
                 name="render_report",
             ),
