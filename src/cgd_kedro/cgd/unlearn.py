@@ -222,13 +222,13 @@ def cgd_unlearn(
     # epoch to epoch are the model's, not the sample's; 1,024 keeps the overhead under a second.
     agreement_sample = triggered_indices[torch.randperm(triggered_indices.numel(), generator=generator)[:AGREEMENT_SAMPLE]]
 
-    def agreement(index: Tensor) -> float:
+    def accuracy_on(index: Tensor) -> float:  # share of `index` predicted as its given label
         if index.numel() == 0:
             return 0.0
         return accuracy(predict_logits(model, images[index], device=device).argmax(1), labels[index])
 
     def record(epoch: int, parts: dict) -> dict:
-        entry = {"epoch": epoch, "val_clean_acc": agreement(validation), "triggered_agreement": agreement(agreement_sample)} | parts
+        entry = {"epoch": epoch, "val_clean_acc": accuracy_on(validation), "triggered_agreement": accuracy_on(agreement_sample)} | parts
         if on_epoch_end is not None:
             entry |= on_epoch_end(model)
         return entry

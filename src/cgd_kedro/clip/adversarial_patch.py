@@ -141,9 +141,12 @@ def _discriminator(channels: int, patch_size: int, hidden: int = 128) -> nn.Modu
 def _random_crops(images: Tensor, size: int, generator: torch.Generator) -> Tensor:
     """One random ``size x size`` crop of each image (the discriminator's real samples)."""
     height, width = images.shape[-2:]
-    tops = torch.randint(height - size + 1, (images.shape[0],), generator=generator).tolist()
-    lefts = torch.randint(width - size + 1, (images.shape[0],), generator=generator).tolist()
-    return torch.stack([image[:, t : t + size, l : l + size] for image, t, l in zip(images, tops, lefts)])
+    n, channels = images.shape[:2]
+    offsets = torch.arange(size)
+    rows = (torch.randint(height - size + 1, (n,), generator=generator)[:, None] + offsets).to(images.device)
+    cols = (torch.randint(width - size + 1, (n,), generator=generator)[:, None] + offsets).to(images.device)
+    batch, channel = torch.arange(n, device=images.device), torch.arange(channels, device=images.device)
+    return images[batch[:, None, None, None], channel[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def _generate_patch(

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from cgd_kedro.clip.triggers import ClipTrigger, apply_trigger  # noqa: E402
+
 DEFENSE_COLOURS = {"ft": "#7f7f7f", "cleanclip": "#1f77b4", "abd": "#d62728"}
 
 
@@ -32,6 +34,19 @@ def plot_sample_grid(rows: Mapping[str, Tensor], *, title: str = "") -> Figure:
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def plot_abd_sample_grid(
+    images: Tensor, triggers: Mapping[str, ClipTrigger], patches: Mapping[str, ClipTrigger], *, title: str, n: int = 8
+) -> Figure:
+    """The first ``n`` clean uint8 images, then per CLIP attack the same with its trigger and with
+    ABD's adversarial patch."""
+    rows = {"clean": images[:n]}
+    for attack in sorted(triggers):
+        name = attack.removeprefix("clip_")  # short row labels: they sit beside 32-pixel images
+        rows[f"{name}\nbackdoor"] = apply_trigger(images[:n], triggers[attack])
+        rows[f"{name}\nABD patch"] = apply_trigger(images[:n], patches[attack])
+    return plot_sample_grid(rows, title=title)
 
 
 def plot_similarity_panel(similarities: Mapping[str, Mapping[str, Sequence[float]]], *, title: str = "") -> Figure:

@@ -1,5 +1,5 @@
-"""The report's summary figures: CA/ASR bars per defense and attack, CGD's unlearning curves,
-every attack's entropy map in one panel, and the ABD sample grid of every CLIP attack."""
+"""The report's summary figures: CA/ASR bars per defense and attack, CGD's unlearning curves and
+every attack's entropy map in one panel (the ABD sample grid is ``clip.figures.plot_abd_sample_grid``)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from cgd_kedro.clip.figures import plot_sample_grid  # noqa: E402
-from cgd_kedro.clip.triggers import ClipTrigger, apply_trigger  # noqa: E402
 
 
 def plot_defense_bars(report: pd.DataFrame, model: str) -> Figure:
@@ -94,13 +90,3 @@ def plot_entropy_panel(scores: Mapping[str, pd.DataFrame], *, max_points: int = 
     figure.tight_layout()
     return figure
 
-
-def plot_abd_grid(images: Tensor, triggers: Mapping[str, ClipTrigger], patches: Mapping[str, ClipTrigger], n: int = 8) -> Figure:
-    """The first ``n`` clean images, then per CLIP attack the same with its trigger and with ABD's
-    adversarial patch."""
-    rows = {"clean": images[:n]}
-    for attack in sorted(triggers):
-        name = attack.removeprefix("clip_")  # short row labels: they sit beside 32-pixel images
-        rows[f"{name}\nbackdoor"] = apply_trigger(images[:n], triggers[attack])
-        rows[f"{name}\nABD patch"] = apply_trigger(images[:n], patches[attack])
-    return plot_sample_grid(rows, title="clean, backdoored and ABD-adversarial samples")

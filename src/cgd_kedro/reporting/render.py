@@ -71,13 +71,18 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _attack_by_defense(rows: pd.DataFrame, cells: pd.Series) -> pd.DataFrame:
+    """``cells`` (indexed by attack and defense) as an attack x defense table, both in the order
+    they appear in ``rows``; missing cells are ``-``."""
+    table = cells.unstack("defense").reindex(index=list(dict.fromkeys(rows["attack"])), columns=list(dict.fromkeys(rows["defense"])))
+    return table.fillna("-").reset_index()
+
+
 def ca_asr_matrix(report: pd.DataFrame, model: str) -> pd.DataFrame:
     """Attack x defense matrix of ``"CA / ASR"`` strings (mean over seeds) for one ``model``."""
     rows = report[report["model"] == model]
     means = rows.groupby(["attack", "defense"], sort=False)[["clean_acc", "asr"]].mean()
-    cells = means.apply(lambda r: f"{r['clean_acc']:.3f} / {r['asr']:.3f}", axis=1).unstack("defense")
-    defenses = list(dict.fromkeys(rows["defense"]))
-    return cells.reindex(index=list(dict.fromkeys(rows["attack"])), columns=defenses).fillna("-").reset_index()
+    return _attack_by_defense(rows, means.apply(lambda r: f"{r['clean_acc']:.3f} / {r['asr']:.3f}", axis=1))
 
 
 def ca_asr_summary_matrix(summary: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -91,5 +96,4 @@ def ca_asr_summary_matrix(summary: pd.DataFrame, model: str) -> pd.DataFrame:
     def cell(r) -> str:
         return f"{spread(r['clean_acc_mean'], r['clean_acc_std'])} / {spread(r['asr_mean'], r['asr_std'])}"
 
-    cells = rows.set_index(["attack", "defense"]).apply(cell, axis=1).unstack("defense")
-    return cells.reindex(index=list(dict.fromkeys(rows["attack"])), columns=list(dict.fromkeys(rows["defense"]))).fillna("-").reset_index()
+    return _attack_by_defense(rows, rows.set_index(["attack", "defense"]).apply(cell, axis=1))

@@ -19,7 +19,7 @@ from cgd_kedro.clip.corpora import ClipCorpusConfig, templated_corpora, world_co
 from cgd_kedro.clip.backdoor_metrics import zero_shot_backdoor_metrics
 from cgd_kedro.clip.defenses import ClipDefenseConfig, defend_clip
 from cgd_kedro.clip.factory import get_tokenizer, preprocess_config, to_clip_checkpoint
-from cgd_kedro.clip.figures import plot_defense_curves, plot_sample_grid, plot_similarity_panel
+from cgd_kedro.clip.figures import plot_abd_sample_grid, plot_defense_curves, plot_similarity_panel
 from cgd_kedro.clip.pretrain import train_contrastive
 from cgd_kedro.clip.reference import ClipConfig, model_from_checkpoint
 from cgd_kedro.clip.triggers import ClipAttackConfig, apply_trigger, static_trigger, optimise_badclip_patch, poison_pairs
@@ -180,11 +180,9 @@ def evaluate_clip_defenses(
 
 def plot_abd_samples(clip_defense_pairs: dict, clip_trigger: dict, adversarial_patch: dict, clip_attack: dict, own_attack: dict) -> Figure:
     """Clean images, the same with the attack's trigger, and with ABD's adversarial patch."""
-    config = ClipAttackConfig.from_shared(clip_attack, own_attack)
-    images = clip_defense_pairs["images"][:8]
-    return plot_sample_grid(
-        {"clean": images, f"backdoor ({config.attack})": apply_trigger(images, clip_trigger), "ABD adversarial": apply_trigger(images, adversarial_patch)},
-        title=f"{config.attack}: clean, backdoored and adversarial samples",
+    attack = ClipAttackConfig.from_shared(clip_attack, own_attack).attack
+    return plot_abd_sample_grid(
+        clip_defense_pairs["images"], {attack: clip_trigger}, {attack: adversarial_patch}, title=f"{attack}: clean, backdoored and adversarial samples"
     )
 
 

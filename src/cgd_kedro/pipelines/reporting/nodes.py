@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
+from cgd_kedro.clip.figures import plot_abd_sample_grid
 from cgd_kedro.parameters import RuntimeConfig
 from cgd_kedro.reporting import figures, render
 from cgd_kedro.reporting.tables import DEFENSE_KEYS, build_defense_report, build_split_report, latest_per_seed, summarise_over_seeds
@@ -39,31 +40,37 @@ def summarise_seeds(defense_report: pd.DataFrame, defense_report_versions: dict)
     return summarise_over_seeds(latest_per_seed(versions), DEFENSE_KEYS)
 
 
-def plot_classifier_defenses(defense_report: pd.DataFrame) -> Figure:
-    return figures.plot_defense_bars(defense_report, "classifier")
+# The report's figures: catalog name -> caption in the HTML report. They are drawn once, in
+# `render_report`, which embeds them and returns them for the catalog to save as PNGs
+# (MatplotlibDataset cannot be loaded back, so a separate plotting node would mean drawing twice).
+REPORT_FIGURES = {
+    "defense_bars_png": "CA and ASR per classifier defense",
+    "clip_defense_bars_png": "CA and ASR per CLIP defense",
+    "unlearning_curves_png": "CGD unlearning curves",
+    "entropy_panel_png": "entropy maps",
+    "abd_grid_png": "ABD samples",
+}
 
 
-def plot_clip_defenses(defense_report: pd.DataFrame) -> Figure:
-    return figures.plot_defense_bars(defense_report, "clip")
-
-
-def plot_unlearning_curves(**artefacts) -> Figure:
-    return figures.plot_unlearning_curves({attack: report["history"] for attack, report in by_attack("cgd", artefacts).items()})
-
-
-def plot_entropy_panel(**artefacts) -> Figure:
-    return figures.plot_entropy_panel(by_attack("entropy", artefacts))
-
-
-def plot_abd_grid(clip_defense_pairs: dict, **artefacts) -> Figure:
-    return figures.plot_abd_grid(clip_defense_pairs["images"], by_attack("trigger", artefacts), by_attack("patch", artefacts))
+def draw_report_figures(defense_report: pd.DataFrame, clip_defense_pairs: dict, **artefacts) -> dict[str, Figure]:
+    """Every figure of ``REPORT_FIGURES``, by catalog name."""
+    return {
+        "defense_bars_png": figures.plot_defense_bars(defense_report, "classifier"),
+        "clip_defense_bars_png": figures.plot_defense_bars(defense_report, "clip"),
+        "unlearning_curves_png": figures.plot_unlearning_curves({a: r["history"] for a, r in by_attack("cgd", artefacts).items()}),
+        "entropy_panel_png": figures.plot_entropy_panel(by_attack("entropy", artefacts)),
+        "abd_grid_png": plot_abd_sample_grid(
+            clip_defense_pairs["images"], by_attack("trigger", artefacts), by_attack("patch", artefacts),
+            title="clean, backdoored and ABD-adversarial samples",
+        ),
+    }  # fmt: skip
 
 
 def render_report(
     defense_report: pd.DataFrame, split_report: pd.DataFrame, defense_summary: pd.DataFrame, clip_defense_pairs: dict, **artefacts
-) -> tuple[str, str]:
-    """The HTML report (figures embedded) and the Markdown summary; with several seeds, the
-    mean ± std over seeds leads."""
+) -> tuple:
+    """The HTML report (figures embedded), the Markdown summary, then the figures in the order of
+    ``REPORT_FIGURES``; with several seeds, the mean ± std over seeds leads."""
     dataset = defense_report["dataset"].iloc[0] if len(defense_report) else "?"
     n_seeds = int(defense_summary["n_seeds"].max()) if len(defense_summary) else 1
     if n_seeds > 1:
@@ -80,13 +87,8 @@ def render_report(
     tables = {"classifier defenses (CA / ASR)": classifier, "CLIP defenses (CA / ASR)": clip,
               "defense_report (this run's seed)": defense_report, "defense_summary (over seeds)": defense_summary,
               "split_report": split_report}  # fmt: skip
-    uris = {
-        "CA and ASR per classifier defense": render.figure_to_data_uri(figures.plot_defense_bars(defense_report, "classifier")),
-        "CA and ASR per CLIP defense": render.figure_to_data_uri(figures.plot_defense_bars(defense_report, "clip")),
-        "CGD unlearning curves": render.figure_to_data_uri(plot_unlearning_curves(**artefacts)),
-        "entropy maps": render.figure_to_data_uri(plot_entropy_panel(**artefacts)),
-        "ABD samples": render.figure_to_data_uri(plot_abd_grid(clip_defense_pairs, **artefacts)),
-    }
+    drawn = draw_report_figures(defense_report, clip_defense_pairs, **artefacts)
+    uris = {caption: render.figure_to_data_uri(drawn[name]) for name, caption in REPORT_FIGURES.items()}
     page = render.render_html(f"cgd_kedro report: {dataset}", {"summary": summary}, tables, uris)
     markdown = "\n\n".join([
         f"# cgd_kedro report: {dataset}", summary,
@@ -94,4 +96,4 @@ def render_report(
         "## CLIP defenses (CA / ASR)", render.markdown_table(clip),
         "## CLIP split quality", render.markdown_table(split_report),
     ])  # fmt: skip
-    return page, markdown + "\n"
+    return (page, markdown + "\n", *(drawn[name] for name in REPORT_FIGURES))

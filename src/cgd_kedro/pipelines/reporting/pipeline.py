@@ -49,18 +49,13 @@ def create_pipeline(attacks: Sequence[str] = DEFAULT_ATTACKS, clip_attacks: Sequ
             node(
                 nodes.summarise_seeds, ["defense_report", "defense_report_versions"], "defense_summary", name="summarise_seeds"
             ),
-            node(nodes.plot_classifier_defenses, "defense_report", "defense_bars_png", name="plot_classifier_defenses"),
-            node(nodes.plot_clip_defenses, "defense_report", "clip_defense_bars_png", name="plot_clip_defenses"),
-            node(nodes.plot_unlearning_curves, curves, "unlearning_curves_png", name="plot_unlearning_curves"),
-            node(nodes.plot_entropy_panel, entropy, "entropy_panel_png", name="plot_entropy_panel"),
-            node(nodes.plot_abd_grid, samples, "abd_grid_png", name="plot_abd_grid"),
             node(
                 nodes.render_report,
                 {"defense_report": "defense_report", "split_report": "split_report", "defense_summary": "defense_summary"}
                 | curves
                 | entropy
                 | samples,
-                ["report_html", "report_md"],
+                ["report_html", "report_md", *nodes.REPORT_FIGURES],
                 name="render_report",
             ),
         ]
