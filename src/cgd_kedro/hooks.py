@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from kedro.framework.hooks import hook_impl
 
 from cgd_kedro.parameters import check_run_parameters
+
+logger = logging.getLogger(__name__)
 
 
 class ParameterCheckHooks:
@@ -19,3 +24,52 @@ class ParameterCheckHooks:
         namespaces = {node.namespace.split(".")[0] for node in pipeline.nodes if node.namespace}
         builds_reference_clip = any(node.name == "clip.build_reference_clip" for node in pipeline.nodes)
         check_run_parameters(catalog.load("parameters"), namespaces, builds_reference_clip)
+
+
+class NodeTimingHooks:
+    """Log the run's wall time and its slowest nodes when the run ends.
+
+    Node times include loading inputs and saving outputs, as a user waiting on the run sees them.
+    """
+
+    def __init__(self, slowest: int = 10) -> None:
+        self.slowest = slowest
+        self.run_started = 0.0
+        self.node_started: dict[str, float] = {}
+        self.node_seconds: dict[str, float] = {}
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        self.run_started = time.perf_counter()
+        self.node_started.clear()
+        self.node_seconds.clear()
+
+    @hook_impl
+    def before_dataset_loaded(self, node) -> None:  # the first input load starts the node's clock
+        if node is not None:
+            self.node_started.setdefault(node.name, time.perf_counter())
+
+    @hook_impl
+    def before_node_run(self, node) -> None:
+        self.node_started.setdefault(node.name, time.perf_counter())
+
+    @hook_impl
+    def after_dataset_saved(self, node) -> None:  # the last output save stops it
+        if node is not None and node.name in self.node_started:
+            self.node_seconds[node.name] = time.perf_counter() - self.node_started[node.name]
+
+    @hook_impl
+    def after_node_run(self, node) -> None:
+        self.node_seconds.setdefault(node.name, time.perf_counter() - self.node_started[node.name])
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        logger.info(self.summary())
+
+    def summary(self) -> str:
+        """The run's wall time and a table of its ``slowest`` nodes (seconds, share of the run)."""
+        total = time.perf_counter() - self.run_started
+        ranked = sorted(self.node_seconds.items(), key=lambda item: item[1], reverse=True)[: self.slowest]
+        lines = [f"Run finished in {total / 60:.1f} min ({len(self.node_seconds)} nodes); slowest nodes:"]
+        lines += [f"  {seconds:8.1f} s  {100 * seconds / max(total, 1e-9):5.1f} %  {name}" for name, seconds in ranked]
+        return "\n".join(lines)

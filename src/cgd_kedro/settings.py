@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from cgd_kedro.hooks import ParameterCheckHooks
+from cgd_kedro.hooks import NodeTimingHooks, ParameterCheckHooks
 
-HOOKS = (ParameterCheckHooks(),)
+HOOKS = (ParameterCheckHooks(), NodeTimingHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

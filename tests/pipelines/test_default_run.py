@@ -12,6 +12,7 @@ from test_cgd_unlearn_pipeline import TINY_ABL, TINY_ANP, TINY_CGD, TINY_FP
 from test_abd_defense_pipeline import tiny_abd_parameters
 
 from cgd_kedro.pipeline_registry import DEFAULT_CLIP_ATTACKS
+from cgd_kedro.pipelines.cgd_robustness.pipeline import DEFAULT_ROBUSTNESS_ATTACKS
 from cgd_kedro.pipelines.poison.pipeline import DEFAULT_ATTACKS
 
 
@@ -27,8 +28,15 @@ def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_
     for attack in DEFAULT_ATTACKS:
         for name in ("attack_metrics.json", "split_metrics.json", "entropy_map.png", "defense_metrics.json"):
             assert len(list((reporting / attack / name).iterdir())) == 1, (attack, name)
+        # CGD with a backdoored CLIP as reference: the default run repeats it on DEFAULT_ROBUSTNESS_ATTACKS
+        assert (reporting / attack / "cgd_robustness.json").exists() == (attack in DEFAULT_ROBUSTNESS_ATTACKS), attack
     report = pd.read_csv(next((reporting / "defense_report.csv").rglob("*.csv")))
-    assert set(report["attack"]) == set(DEFAULT_ATTACKS) | {"badnet", "blended"} and len(report) == 4 * 8 + 2 * 4
+    assert set(report["attack"]) == set(DEFAULT_ATTACKS) | {"badnet", "blended"} and len(report) == 24
+    # CGD's peers on BadNets only (DEFAULT_PEER_ATTACKS): none + 7 defenses; elsewhere none + CGD
+    classifier = report[report["model"] == "classifier"]
+    assert classifier.groupby("attack").size()[["badnets", "blended", "wanet", "sig"]].tolist() == [9, 3, 2, 2]
+    # CGD with clip_badnet's backdoored CLIP as reference, beside the normal CGD, on BadNets and Blended
+    assert sorted(report.loc[report["defense"] == "cgd_bdclip", "attack"]) == ["badnets", "blended"]
     assert next((reporting / "report.html").rglob("*.html")).read_text().count("<img") == 5
     zero_shot = json.loads(next((reporting / "reference_clip_metrics.json").rglob("*.json")).read_text())
     assert zero_shot["pretraining"]["pairs"] == 96 and 0 <= zero_shot["zero_shot_acc"] <= 1

@@ -25,7 +25,8 @@ def test_kedro_viz_build_shows_namespaces_and_layers(tmp_project):
     # The landing view is the default run: the shared `dataset` group and one group per default attack.
     assert {"dataset", "clip", *DEFAULT_ATTACKS, "clip_badnet", "clip_blended"} <= set(lineage["modular_pipelines"])
     # all five pipelines of the project (and the groupings built from them) are in the lineage
-    pipelines = {"__default__", "full", "poison", "reference_clip", "clip_split", "cgd_unlearn", "abd_defense", "reporting", "reporting_full"}
+    pipelines = {"__default__", "full", "poison", "reference_clip", "clip_split", "cgd_unlearn", "cgd_robustness", "abd_defense",
+                 "reporting", "reporting_full"}  # fmt: skip
     assert pipelines <= {p["id"] for p in lineage["pipelines"]}
     # kedro-viz drops every layer when the layers' order has a cycle: all must be there, in order.
     layers = lineage["layers"]
@@ -33,5 +34,6 @@ def test_kedro_viz_build_shows_namespaces_and_layers(tmp_project):
     assert layers.index("models") < layers.index("model_output") < layers.index("defended_models") < layers.index("reporting")
     datasets = {n["name"]: n for n in lineage["nodes"] if n["type"] == "data"}
     assert {"badnets.attack_metrics", "badnets.split_metrics", "badnets.defense_metrics", "reference_clip",
-            "clip_badnet.backdoored_clip", "abd_report", "defense_report", "split_report", "report_html"} <= set(datasets)  # fmt: skip
+            "clip_badnet.backdoored_clip", "badnets.cgd_robustness", "abd_report", "defense_report", "split_report",
+            "report_html"} <= set(datasets)  # fmt: skip
     assert all(node.get("layer") for node in datasets.values()), [k for k, v in datasets.items() if not v.get("layer")]

@@ -47,15 +47,21 @@ def _inputs() -> dict:
     for i, attack in enumerate(ATTACKS):
         entries |= {
             f"{attack}.defense_metrics": _metrics(0.001 * (i + 1)),
-            f"{attack}.split_metrics": {"auroc_combined": 0.99 - i / 100, "clean_size": 16000 + i},
+            f"{attack}.split_metrics": {"auroc_combined": 0.99 - i / 100, "clean_size": 16000 + i, "auroc_clip": 0.98,
+                                        "triggered_recall": 0.99, "clean_poisoned_fraction": 0.0},
             f"{attack}.cgd_report": {"history": [{"epoch": e, "test_clean_acc": 0.9, "test_asr": 1.0 / (e + 1)} for e in range(3)]},
             f"{attack}.entropy_scores": _entropy(i),
+            f"{attack}.cgd_robustness": {
+                "reference": "clip_badnet",
+                "split": {"auroc_clip": 0.7, "auroc_combined": 0.96, "triggered_recall": 0.95, "clean_poisoned_fraction": 0.001},
+                "cgd": {"clean_acc": 0.91, "asr": 0.002, "ra": 0.88, "der": 0.99, "seconds": 30.0},
+            },
         }
     return entries
 
 
 def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
-    pipeline = create_pipeline(attacks=ATTACKS, clip_attacks=CLIP_ATTACKS)
+    pipeline = create_pipeline(attacks=ATTACKS, clip_attacks=CLIP_ATTACKS, robustness_attacks=ATTACKS)
     catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in _inputs().items()})
     for name in pipeline.all_outputs():
         catalog[name] = _KeptMemoryDataset(copy_mode="assign")
@@ -66,10 +72,12 @@ def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
     assert summary["n_seeds"].tolist() == [1] * len(report)  # one seed: std undefined
     assert summary["asr_std"].isna().all() and summary["asr_mean"].tolist() == report["asr"].tolist()
     assert report[["attack", "model", "defense"]].values.tolist() == [
-        ["badnets", "classifier", "none"], ["badnets", "classifier", "cgd"], ["sig", "classifier", "none"], ["sig", "classifier", "cgd"],
+        ["badnets", "classifier", "none"], ["badnets", "classifier", "cgd"], ["badnets", "classifier", "cgd_bdclip"],
+        ["sig", "classifier", "none"], ["sig", "classifier", "cgd"], ["sig", "classifier", "cgd_bdclip"],
         ["badnet", "clip", "none"], ["badnet", "clip", "abd"], ["badnet", "clip", "ft"],
     ]  # fmt: skip
-    assert report.loc[5, "der"] == pytest.approx((0.99 - 0.2 - (0.8 - 0.79) + 1) / 2)  # ABD against the backdoored CLIP
+    assert report.loc[2, ["clean_acc", "asr", "ra"]].tolist() == [0.91, 0.002, 0.88]  # CGD with the backdoored CLIP
+    assert report.loc[7, "der"] == pytest.approx((0.99 - 0.2 - (0.8 - 0.79) + 1) / 2)  # ABD against the backdoored CLIP
     split = catalog.load("split_report")
     assert split["attack"].tolist() == ["badnets", "sig"] and split["clean_size"].tolist() == [16000, 16001]
     for figure in ("defense_bars_png", "clip_defense_bars_png", "unlearning_curves_png", "entropy_panel_png", "abd_grid_png"):
@@ -77,13 +85,16 @@ def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
     page, markdown = catalog.load("report_html"), catalog.load("report_md")
     assert page.startswith("<!DOCTYPE html>") and page.count("<img") == 5 and "src='data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # nothing fetched: opens offline
-    assert page.count("class=\"dataframe sortable\"") == 5  # 2 matrices, defense_report, defense_summary, split_report
-    assert "| badnets | 0.930 / 0.990 | 0.920 / 0.001 |" in markdown and "| badnet | 0.800 / 0.990 | 0.790 / 0.200 | 0.810 / 0.980 |" in markdown
-    assert re.search(r"\| embedded \| sig \| 0\.980 \| 16001 \| 0 \|", markdown)
+    assert page.count("class=\"dataframe sortable\"") == 6  # 2 matrices, robustness, defense_report, defense_summary, split_report
+    assert "| badnets | 0.930 / 0.990 | 0.920 / 0.001 | 0.910 / 0.002 |" in markdown and "| badnet | 0.800 / 0.990 | 0.790 / 0.200 | 0.810 / 0.980 |" in markdown
+    assert re.search(r"\| embedded \| sig \| 0\.980 \| 16001 \|", markdown)
+    # robustness: the normal CGD (split_report, cgd row) beside CGD with the backdoored CLIP
+    assert "| sig | reference | 0.980 | 0.980 | 0.990 | 0.000 | 0.920 | 0.002 | 0.900 |" in markdown
+    assert "| sig | backdoored (clip_badnet) | 0.700 | 0.960 | 0.950 | 0.001 | 0.910 | 0.002 | 0.880 |" in markdown
 
 
 def test_a_second_seed_makes_the_report_lead_with_mean_and_std():
-    pipeline = create_pipeline(attacks=ATTACKS, clip_attacks=CLIP_ATTACKS)
+    pipeline = create_pipeline(attacks=ATTACKS, clip_attacks=CLIP_ATTACKS, robustness_attacks=ATTACKS)
     inputs = _inputs()
     catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in inputs.items()})
     for name in pipeline.all_outputs():
@@ -112,7 +123,7 @@ def test_registry_reporting_covers_the_default_attacks_and_reporting_full_all():
 
     bootstrap_project(PROJECT_ROOT)
     pipelines = register_pipelines()
-    defense_inputs = lambda p: {i.split(".")[0] for n in p.nodes if n.name == "make_defense_report" for i in n.inputs if "." in i}  # noqa: E731
+    defense_inputs = lambda p: {i.split(".")[0] for n in p.nodes if n.name == "make_defense_report" for i in n.inputs if i.endswith(".defense_metrics")}  # noqa: E731
     assert defense_inputs(pipelines["reporting"]) == set(DEFAULT_ATTACKS)
     assert defense_inputs(pipelines["reporting_full"]) == defense_inputs(pipelines["full"]) == set(ATTACK_NAMESPACES)
     assert defense_inputs(pipelines["__default__"]) == set(DEFAULT_ATTACKS)

@@ -10,6 +10,7 @@ import pytest
 from cgd_kedro.reporting.tables import (
     DEFENSE_COLUMNS,
     build_defense_report,
+    build_robustness_table,
     build_split_report,
     latest_per_seed,
     summarise_over_seeds,
@@ -80,3 +81,27 @@ def test_latest_per_seed_keeps_the_newest_version_of_each_seed():
     assert merged[["seed", "asr"]].values.tolist() == [[0, 0.999], [1, 0.9]]
     with pytest.raises(ValueError, match="no saved report versions"):
         latest_per_seed({})
+
+
+ROBUSTNESS = {"badnets": {"reference": "clip_badnet",
+                          "split": {"auroc_clip": 0.708, "auroc_combined": 0.964, "triggered_recall": 0.964, "clean_poisoned_fraction": 2e-4},
+                          "cgd": {"clean_acc": 0.925, "asr": 0.001, "ra": 0.919, "der": 0.999, "seconds": 32.0}}}  # fmt: skip
+
+
+def test_robustness_adds_cgd_bdclip_rows_and_a_side_by_side_table():
+    report = build_defense_report("embedded", 0, METRICS, robustness=ROBUSTNESS)
+    assert report["defense"].tolist() == ["none", "cgd", "cgd_bdclip", "none"]
+    assert report.loc[2, ["clean_acc", "asr", "ra", "seconds"]].tolist() == [0.925, 0.001, 0.919, 32.0]
+    split = build_split_report("embedded", 0, {"badnets": {"auroc_clip": 0.981, "auroc_combined": 0.999, "triggered_recall": 0.99,
+                                                           "clean_poisoned_fraction": 0.0}})  # fmt: skip
+    table = build_robustness_table(report, split, ROBUSTNESS)
+    assert table["reference_clip"].tolist() == ["reference", "backdoored (clip_badnet)"]
+    assert table["auroc_clip"].tolist() == [0.981, 0.708] and table["asr"].tolist() == [0.0, 0.001]
+    assert table["clean_acc"].tolist() == [0.93, 0.925]
+
+
+def test_robustness_of_an_unknown_attack_is_named():
+    with pytest.raises(ValueError, match=r"cgd_robustness of \['lc'\]: no defense_metrics"):
+        build_defense_report("embedded", 0, METRICS, robustness={"lc": ROBUSTNESS["badnets"]})
+    with pytest.raises(ValueError, match="robustness table: attack 'badnets' has no split_report row"):
+        build_robustness_table(build_defense_report("embedded", 0, METRICS), build_split_report("embedded", 0, {}), ROBUSTNESS)

@@ -59,11 +59,40 @@ def clip_rows(abd_report: pd.DataFrame) -> list[dict]:
 
 
 def build_defense_report(
-    dataset: str, seed: int, defense_metrics: Mapping[str, Mapping[str, Mapping[str, float]]], abd_report: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """``defense_report`` for one seed: the classifier defenses of every attack, then the CLIP ones."""
-    rows = classifier_rows(dataset, seed, defense_metrics) + (clip_rows(abd_report) if abd_report is not None else [])
+    dataset: str, seed: int, defense_metrics: Mapping[str, Mapping[str, Mapping[str, float]]], abd_report: pd.DataFrame | None = None,
+    robustness: Mapping[str, Mapping] | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """``defense_report`` for one seed: the classifier defenses of every attack (with ``cgd_bdclip``,
+    CGD whose reference was a backdoored CLIP, where ``robustness`` has the attack), then the CLIP ones."""
+    robustness = robustness or {}
+    unknown = sorted(set(robustness) - set(defense_metrics))
+    if unknown:
+        raise ValueError(f"cgd_robustness of {unknown}: no defense_metrics for these attacks")
+    merged = {a: {**m, **({"cgd_bdclip": robustness[a]["cgd"]} if a in robustness else {})} for a, m in defense_metrics.items()}
+    rows = classifier_rows(dataset, seed, merged) + (clip_rows(abd_report) if abd_report is not None else [])
     return pd.DataFrame(rows, columns=DEFENSE_COLUMNS)
+
+
+ROBUSTNESS_COLUMNS = ["attack", "reference_clip", "auroc_clip", "auroc_combined", "triggered_recall",
+                      "clean_poisoned_fraction", "clean_acc", "asr", "ra"]  # fmt: skip
+
+
+def build_robustness_table(defense_report: pd.DataFrame, split_report: pd.DataFrame, robustness: Mapping[str, Mapping]) -> pd.DataFrame:
+    """CGD with the reference CLIP and with a backdoored one, side by side: for each attack in
+    ``robustness`` (``{attack: {reference, split, cgd}}``) two rows, each with the split's quality
+    and the CGD model's CA / ASR / RA."""
+    split_columns = ROBUSTNESS_COLUMNS[2:6]
+    rows = []
+    for attack, result in sorted(robustness.items()):
+        splits = split_report[split_report["attack"] == attack]
+        cgd = defense_report[(defense_report["attack"] == attack) & (defense_report["defense"] == "cgd")]
+        if splits.empty or cgd.empty:
+            raise ValueError(f"robustness table: attack {attack!r} has no split_report row or no 'cgd' row in defense_report")
+        rows.append({"attack": attack, "reference_clip": "reference"} | splits.iloc[0][split_columns].to_dict()
+                    | cgd.iloc[0][list(METRICS)].to_dict())  # fmt: skip
+        rows.append({"attack": attack, "reference_clip": f"backdoored ({result['reference']})"}
+                    | {key: result["split"][key] for key in split_columns} | {key: result["cgd"][key] for key in METRICS})  # fmt: skip
+    return pd.DataFrame(rows, columns=ROBUSTNESS_COLUMNS)
 
 
 def build_split_report(dataset: str, seed: int, split_metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:

@@ -7,6 +7,8 @@ or ``clip_split``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kedro.pipeline import Pipeline, node
 
 from cgd_kedro.pipelines.cgd_unlearn import nodes
@@ -18,6 +20,8 @@ SHARED_PARAMETERS = {
 }  # fmt: skip
 # Defenses whose model and report go into `<attack>.defense_metrics`, by name.
 DEFENSES: tuple[str, ...] = ("cgd", "retrain", "abl", "fp_cgd", "fp_oracle", "anp_cgd", "anp_oracle")
+# The attacks the default run compares CGD's peers on (CGD itself runs on every default attack).
+DEFAULT_PEER_ATTACKS: tuple[str, ...] = ("badnets",)
 
 
 # Clean-data defenses, each run on CGD's clean subset and on oracle clean data:
@@ -28,61 +32,72 @@ CLEAN_DATA_DEFENSES = (
 )
 
 
-def create_defense_template() -> Pipeline:
-    """CGD unlearning, its peers and the clean-data defenses fed by CGD or by oracle clean data."""
-    return Pipeline(
-        [
-            node(
-                nodes.unlearn_with_cgd,
-                ["victim_model", "poisoned_train", "cgd_split", "clip_logits", "test_set", "backdoor_test",
-                 "params:cgd", "params:runtime"],  # fmt: skip
-                ["cgd_model", "cgd_report"],
-                name="unlearn_with_cgd",
-            ),
-            node(
-                nodes.retrain_on_clean_subset,
-                ["poisoned_train", "cgd_split", "dataset_info", "params:victim", "params:runtime"],
-                ["retrain_model", "retrain_report"],
-                name="retrain_on_clean_subset",
-            ),
-            node(
-                nodes.anti_backdoor_learning_defense,
-                ["poisoned_train", "dataset_info", "params:abl", "params:victim", "params:runtime"],
-                ["abl_model", "abl_report"],
-                name="anti_backdoor_learning",
-            ),
-            node(nodes.cgd_clean_data, ["poisoned_train", "cgd_split"], "cgd_clean_data", name="cgd_clean_data"),
-            node(
-                nodes.oracle_clean_data,
-                ["train_set", "params:oracle_fraction", "params:runtime"],
-                "oracle_clean_data",
-                name="oracle_clean_data",
-            ),
-            *(
-                node(
-                    function,
-                    ["victim_model", f"{source}_clean_data", f"params:{section}", "params:runtime"],
-                    [f"{prefix}_{source}_model", f"{prefix}_{source}_report"],
-                    name=f"{name}_{source}",
-                )
-                for prefix, function, section, name in CLEAN_DATA_DEFENSES
-                for source in ("cgd", "oracle")
-            ),
-            node(
-                nodes.evaluate_defenses,
-                {"attack_metrics": "attack_metrics", "test_set": "test_set", "backdoor_test": "backdoor_test",
-                 "runtime": "params:runtime"}  # fmt: skip
-                | {f"{d}_{part}": f"{d}_{part}" for d in DEFENSES for part in ("model", "report")},
-                "defense_metrics",
-                name="evaluate_defenses",
-            ),
-        ]
-    )
+def create_defense_template(defenses: Sequence[str] = DEFENSES) -> Pipeline:
+    """CGD unlearning and those of its peers named in ``defenses`` (retraining, ABL, the clean-data
+    defenses fed by CGD or by oracle clean data), then one evaluation of them all."""
+    unknown = set(defenses) - set(DEFENSES)
+    if "cgd" not in defenses or unknown:
+        raise ValueError(f"defenses {sorted(defenses)}: must include 'cgd' and name only {list(DEFENSES)}")
+    nodes_ = [
+        node(
+            nodes.unlearn_with_cgd,
+            ["victim_model", "poisoned_train", "cgd_split", "clip_logits", "test_set", "backdoor_test",
+             "params:cgd", "params:runtime"],  # fmt: skip
+            ["cgd_model", "cgd_report"],
+            name="unlearn_with_cgd",
+        )
+    ]
+    if "retrain" in defenses:
+        nodes_.append(node(
+            nodes.retrain_on_clean_subset,
+            ["poisoned_train", "cgd_split", "dataset_info", "params:victim", "params:runtime"],
+            ["retrain_model", "retrain_report"],
+            name="retrain_on_clean_subset",
+        ))  # fmt: skip
+    if "abl" in defenses:
+        nodes_.append(node(
+            nodes.anti_backdoor_learning_defense,
+            ["poisoned_train", "dataset_info", "params:abl", "params:victim", "params:runtime"],
+            ["abl_model", "abl_report"],
+            name="anti_backdoor_learning",
+        ))  # fmt: skip
+    clean_data = [(p, f, section, name, source) for p, f, section, name in CLEAN_DATA_DEFENSES for source in ("cgd", "oracle")
+                  if f"{p}_{source}" in defenses]  # fmt: skip
+    sources = {source for *_, source in clean_data}
+    if "cgd" in sources:
+        nodes_.append(node(nodes.cgd_clean_data, ["poisoned_train", "cgd_split"], "cgd_clean_data", name="cgd_clean_data"))
+    if "oracle" in sources:
+        nodes_.append(node(
+            nodes.oracle_clean_data, ["train_set", "params:oracle_fraction", "params:runtime"], "oracle_clean_data",
+            name="oracle_clean_data",
+        ))  # fmt: skip
+    nodes_ += [
+        node(
+            function,
+            ["victim_model", f"{source}_clean_data", f"params:{section}", "params:runtime"],
+            [f"{prefix}_{source}_model", f"{prefix}_{source}_report"],
+            name=f"{name}_{source}",
+        )
+        for prefix, function, section, name, source in clean_data
+    ]
+    nodes_.append(node(
+        nodes.evaluate_defenses,
+        {"attack_metrics": "attack_metrics", "test_set": "test_set", "backdoor_test": "backdoor_test", "runtime": "params:runtime"}
+        | {f"{d}_{part}": f"{d}_{part}" for d in DEFENSES if d in defenses for part in ("model", "report")},
+        "defense_metrics",
+        name="evaluate_defenses",
+    ))  # fmt: skip
+    return Pipeline(nodes_)
 
 
-def create_defense_pipeline(name: str) -> Pipeline:
-    return Pipeline(create_defense_template(), namespace=name, inputs=SHARED_INPUTS, parameters=SHARED_PARAMETERS)
+def create_defense_pipeline(name: str, defenses: Sequence[str] = DEFENSES) -> Pipeline:
+    template = create_defense_template(defenses)
+    used = template.inputs()  # a template without some peers reads fewer shared inputs
+    return Pipeline(template, namespace=name, inputs=SHARED_INPUTS & used, parameters=SHARED_PARAMETERS & used)
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    return sum((create_defense_pipeline(n) for n in ATTACK_NAMESPACES), Pipeline([]))
+def create_pipeline(attacks: Sequence[str] = ATTACK_NAMESPACES, peer_attacks: Sequence[str] | None = None, **kwargs) -> Pipeline:
+    """Every defense for each of ``attacks``; with ``peer_attacks``, the peers only for those (CGD alone
+    for the rest: the default run keeps its 15 minutes that way)."""
+    peers = set(attacks if peer_attacks is None else peer_attacks)
+    return sum((create_defense_pipeline(a, DEFENSES if a in peers else ("cgd",)) for a in attacks), Pipeline([]))

@@ -1,6 +1,6 @@
 """Thin Kedro adapters over ``cgd_kedro.reporting``: every per-attack artefact arrives as a keyword
-argument ``<group>__<attack>`` (group = ``defense``, ``split``, ``cgd``, ``entropy``, and for the
-CLIP attacks ``trigger`` and ``patch``)."""
+argument ``<group>__<attack>`` (group = ``defense``, ``split``, ``cgd``, ``entropy``, ``robustness``,
+and for the CLIP attacks ``trigger`` and ``patch``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from matplotlib.figure import Figure
 from cgd_kedro.clip.figures import plot_abd_sample_grid
 from cgd_kedro.parameters import RuntimeConfig
 from cgd_kedro.reporting import figures, render
-from cgd_kedro.reporting.tables import DEFENSE_KEYS, build_defense_report, build_split_report, latest_per_seed, summarise_over_seeds
+from cgd_kedro.reporting.tables import (
+    DEFENSE_KEYS, build_defense_report, build_robustness_table, build_split_report, latest_per_seed, summarise_over_seeds,
+)  # fmt: skip
 
 SEPARATOR = "__"
 
@@ -22,8 +24,12 @@ def by_attack(group: str, artefacts: dict) -> dict:
 
 
 def make_defense_report(dataset_info: dict, runtime: dict, abd_report: pd.DataFrame, **artefacts) -> pd.DataFrame:
-    """``defense_report``: every classifier defense of every attack, then every CLIP defense."""
-    return build_defense_report(dataset_info["name"], RuntimeConfig.from_params(runtime).seed, by_attack("defense", artefacts), abd_report)
+    """``defense_report``: every classifier defense of every attack (``cgd_bdclip``: CGD with a
+    backdoored reference CLIP), then every CLIP defense."""
+    return build_defense_report(
+        dataset_info["name"], RuntimeConfig.from_params(runtime).seed, by_attack("defense", artefacts), abd_report,
+        by_attack("robustness", artefacts),
+    )  # fmt: skip
 
 
 def make_split_report(dataset_info: dict, runtime: dict, **artefacts) -> pd.DataFrame:
@@ -82,9 +88,13 @@ def render_report(
         what = f"seed {int(defense_report['seed'].iloc[0])}" if len(defense_report) else "no rows"
     summary = (
         f"Dataset {dataset}, {what}. Each cell: clean accuracy / attack success rate on the test set "
-        "(none = the undefended model). Classifier defenses come from cgd_unlearn, CLIP defenses from abd_defense."
+        "(none = the undefended model). Classifier defenses come from cgd_unlearn, CLIP defenses from abd_defense; "
+        "cgd_bdclip is CGD with a backdoored CLIP as its reference (cgd_robustness). To explore the experiments, "
+        "compare versions and launch runs, start the platform: kedro platform (then open 127.0.0.1:8000 in a browser)."
     )
+    robustness = build_robustness_table(defense_report, split_report, by_attack("robustness", artefacts)).round(4)
     tables = {"classifier defenses (CA / ASR)": classifier, "CLIP defenses (CA / ASR)": clip,
+              "CGD with the reference CLIP and with a backdoored CLIP": robustness,
               "defense_report (this run's seed)": defense_report, "defense_summary (over seeds)": defense_summary,
               "split_report": split_report}  # fmt: skip
     drawn = draw_report_figures(defense_report, clip_defense_pairs, **artefacts)
@@ -94,6 +104,7 @@ def render_report(
         f"# cgd_kedro report: {dataset}", summary,
         "## Classifier defenses (CA / ASR)", render.markdown_table(classifier),
         "## CLIP defenses (CA / ASR)", render.markdown_table(clip),
+        "## CGD with the reference CLIP and with a backdoored CLIP", render.markdown_table(robustness),
         "## CLIP split quality", render.markdown_table(split_report),
     ])  # fmt: skip
     return (page, markdown + "\n", *(drawn[name] for name in REPORT_FIGURES))
