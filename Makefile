@@ -4,12 +4,13 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Kedro and kedro-viz must never try to send telemetry (CI and offline machines).
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test viz benchmark clean-data
+.PHONY: install browser run test viz platform benchmark clean-data
 
 install: $(STAMP)
 
@@ -22,11 +23,20 @@ $(STAMP): pyproject.toml
 run: install  ## the main job on the embedded default
 	$(BIN)/kedro run
 
-test: install  ## the test suite
+# The platform's browser tests drive the system's Chromium with Playwright (never a downloaded browser).
+browser:  ## Debian's chromium, if missing
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "no chromium: the browser tests will be skipped (CGD_REQUIRE_BROWSER=1 makes them fail instead)"
+
+test: install browser  ## the test suite
 	$(BIN)/python -m pytest
 
 viz: install  ## build the kedro-viz lineage into build/ (open with `kedro viz run`)
 	$(BIN)/kedro viz build
+
+platform: install  ## the web platform on http://127.0.0.1:8000
+	$(BIN)/kedro platform
 
 benchmark: install  ## throughput tables on the current device
 	$(BIN)/python benchmarks/train_throughput.py

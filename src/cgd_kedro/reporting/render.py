@@ -13,7 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 # Clicking a header sorts its table (numbers numerically, text alphabetically; again = reverse).
-_SORT_SCRIPT = """
+SORT_SCRIPT = """
 document.querySelectorAll("table.sortable th").forEach((th, column) => th.addEventListener("click", () => {
   const body = th.closest("table").tBodies[0];
   const ascending = th.dataset.order !== "asc";
@@ -24,7 +24,7 @@ document.querySelectorAll("table.sortable th").forEach((th, column) => th.addEve
     return (x < y ? -1 : x > y ? 1 : 0) * (ascending ? 1 : -1); }).forEach(row => body.appendChild(row));
 }));
 """
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
 table { border-collapse: collapse; font-size: 0.85rem; margin-bottom: 1.5rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
@@ -51,11 +51,11 @@ def render_html(title: str, sections: Mapping[str, str], tables: Mapping[str, pd
     """One HTML page: ``sections`` (heading -> paragraph text), then each table, then each figure
     (caption -> data URI)."""
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
     parts += [f"<h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>" for heading, text in sections.items()]
     parts += [f"<h2>{html.escape(name)}</h2>{html_table(frame)}" for name, frame in tables.items()]
     parts += [f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='{uri}'>" for caption, uri in figures.items()]
-    parts.append(f"<script>{_SORT_SCRIPT}</script></body></html>")
+    parts.append(f"<script>{SORT_SCRIPT}</script></body></html>")
     return "\n".join(parts)
 
 

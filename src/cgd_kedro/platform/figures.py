@@ -1,0 +1,42 @@
+"""Figures the platform draws on request from catalog data (the pipelines save the others)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from cgd_kedro.platform.project import ProjectView
+
+# Reports whose per-epoch history carries test CA / ASR: defense name -> dataset of an attack.
+CURVE_REPORTS = {"cgd": "{attack}.cgd_report", "cgd_bdclip": "{attack}.cgd_bdclip_report"}
+
+
+def classifier_samples(view: ProjectView, attack: str, n: int = 8) -> Figure:
+    """Clean test images (top row) and the attack's triggered test images (bottom row)."""
+    test_set, backdoor_test = view.load("test_set"), view.load(f"{attack}.backdoor_test")
+    figure, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.0), squeeze=False)
+    for row, (images, caption) in enumerate(((test_set, "clean"), (backdoor_test, f"{attack} triggered"))):
+        for column, axis in enumerate(axes[row]):
+            axis.axis("off")
+            if images is not None and column < len(images["images"]):
+                axis.imshow(images["images"][column].permute(1, 2, 0).numpy())
+        axes[row][0].set_title(caption, loc="left", fontsize=9)
+    return figure
+
+
+def defense_curves(view: ProjectView, attack: str) -> Figure:
+    """Test CA and ASR over the epochs of each defense that records them (CGD, CGD with a backdoored CLIP)."""
+    figure, (ca_axis, asr_axis) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for defense, report_name in CURVE_REPORTS.items():
+        report = view.load(report_name.format(attack=attack))
+        if not report:
+            continue
+        history = [h for h in report.get("history", []) if "test_clean_acc" in h]
+        epochs = [h["epoch"] for h in history]
+        ca_axis.plot(epochs, [h["test_clean_acc"] for h in history], "-o", ms=3, label=defense)
+        asr_axis.plot(epochs, [h["test_asr"] for h in history], "-o", ms=3, label=defense)
+    for axis, name in ((ca_axis, "clean accuracy"), (asr_axis, "attack success rate")):
+        axis.set(xlabel="epoch", ylabel=name, ylim=(-0.02, 1.02), title=f"{attack}: {name}")
+        if axis.lines:
+            axis.legend(fontsize=8)
+    return figure

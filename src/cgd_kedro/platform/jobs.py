@@ -1,0 +1,175 @@
+"""Background jobs of the platform: pipeline runs and submission evaluations, one at a time, queued.
+
+A pipeline run is ``kedro run`` in a child process, so a failing or crashing run cannot take the
+server down, and Kedro's versioning means it never overwrites an earlier version: a failed run
+leaves every earlier output as it was. Each job keeps its state (``job.json``) and its log
+(``log.txt``) in its own folder under the platform's folder in ``data/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# What the Run form offers: label -> the pipelines it runs.
+RUNNABLE: dict[str, tuple[str, ...]] = {
+    "poison": ("poison",),
+    "split": ("reference_clip", "clip_split"),
+    "cgd": ("cgd_unlearn",),
+    "cgd_robustness": ("cgd_robustness",),
+    "abd": ("abd_defense",),
+    "reporting": ("reporting",),
+    "default": ("__default__",),
+}
+PARAM_KEY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+PARAM_VALUE = re.compile(r"^[\w.+-]+$")  # numbers, names, true / false / null: no lists, no spaces
+NAME = re.compile(r"^[A-Za-z_]\w*$")
+PROGRESS = re.compile(r"Completed (\d+) out of (\d+) tasks")
+
+
+def parse_overrides(text: str) -> dict[str, str]:
+    """``{key: value}`` from lines ``key=value`` (``#`` starts a comment), e.g.
+    ``cgd.epochs=2``; a malformed line is an error naming it."""
+    overrides = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, sep, value = (part.strip() for part in line.partition("="))
+        if not sep or not PARAM_KEY.match(key) or not PARAM_VALUE.match(value):
+            raise ValueError(f"parameter override line {number} {raw.strip()!r}: expected key=value, e.g. cgd.epochs=2 (scalar values only)")
+        overrides[key] = value
+    return overrides
+
+
+def run_command(run: str, namespaces: list[str], overrides: dict[str, str], env: str | None) -> list[str]:
+    """The ``kedro run`` command line of a Run-form submission, after checking every part."""
+    if run not in RUNNABLE:
+        raise ValueError(f"run {run!r}: unknown; choose one of {sorted(RUNNABLE)}")
+    bad = [n for n in namespaces if not NAME.match(n)]
+    if bad or (env is not None and not NAME.match(env)):
+        raise ValueError(f"namespaces {bad} / env {env!r}: names are letters, digits and '_' only")
+    command = [sys.executable, "-m", "kedro", "run", "--pipelines", ",".join(RUNNABLE[run])]
+    if namespaces:
+        command += ["--namespaces", ",".join(namespaces)]
+    if overrides:
+        command += ["--params", ",".join(f"{k}={v}" for k, v in overrides.items())]
+    if env:
+        command += ["--env", env]
+    return command
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str  # run | submission
+    title: str
+    status: str = "queued"  # queued | running | succeeded | failed
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    done: int = 0  # tasks completed, of `total` (pipeline runs)
+    total: int = 0
+    error: str = ""
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return ((self.finished or time.time()) - self.started) if self.started else 0.0
+
+
+class JobQueue:
+    """Jobs run one at a time in a worker thread, in the order submitted."""
+
+    def __init__(self, project_path: Path, jobs_dir: Path) -> None:
+        self.project_path = Path(project_path)
+        self.jobs_dir = Path(jobs_dir)
+        self.jobs: dict[str, Job] = {}
+        self._calls: dict[str, Callable[[Callable[[str], None]], None]] = {}
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._lock = threading.Lock()
+        self._worker = threading.Thread(target=self._work, name="cgd-platform-jobs", daemon=True)
+        self._worker.start()
+
+    def submit_run(self, title: str, command: list[str]) -> Job:
+        return self._submit(Job(id=self._new_id(), kind="run", title=title, command=command))
+
+    def submit_call(self, title: str, call: Callable[[Callable[[str], None]], None], kind: str = "submission", job_id: str | None = None) -> Job:
+        """Queue ``call(log)``; ``log(line)`` appends to the job's log."""
+        job = Job(id=job_id or self._new_id(), kind=kind, title=title)
+        self._calls[job.id] = call
+        return self._submit(job)
+
+    def log_path(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id / "log.txt"
+
+    def log_tail(self, job_id: str, max_chars: int = 20000) -> str:
+        path = self.log_path(job_id)
+        return path.read_text(errors="replace")[-max_chars:] if path.exists() else ""
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        """Block until the job has finished (for tests and scripts)."""
+        deadline = time.time() + timeout
+        while self.jobs[job_id].status in ("queued", "running") and time.time() < deadline:
+            time.sleep(0.2)
+        return self.jobs[job_id]
+
+    def _new_id(self) -> str:
+        return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+    def _submit(self, job: Job) -> Job:
+        (self.jobs_dir / job.id).mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self.jobs[job.id] = job
+        self._save(job)
+        self._queue.put(job.id)
+        return job
+
+    def _save(self, job: Job) -> None:
+        (self.jobs_dir / job.id / "job.json").write_text(json.dumps(asdict(job), indent=1))
+
+    def _work(self) -> None:
+        while True:
+            job = self.jobs[self._queue.get()]
+            job.status, job.started = "running", time.time()
+            self._save(job)
+            with self.log_path(job.id).open("a", buffering=1) as log:
+                try:
+                    if job.kind == "run":
+                        self._run_command(job, log)
+                    else:
+                        self._calls.pop(job.id)(lambda line: log.write(line.rstrip("\n") + "\n"))
+                        job.status = "succeeded"
+                except Exception as error:  # the job fails, the server and the queue go on
+                    log.write(traceback.format_exc())
+                    job.status, job.error = "failed", f"{type(error).__name__}: {error}"
+            job.finished = time.time()
+            self._save(job)
+
+    def _run_command(self, job: Job, log) -> None:
+        env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
+        log.write("$ " + " ".join(job.command[1:]) + "\n")
+        process = subprocess.Popen(job.command, cwd=self.project_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        for line in process.stdout:
+            log.write(line)
+            lines = (lines + [line.rstrip()])[-200:]
+            if match := PROGRESS.search(line):
+                job.done, job.total = int(match[1]), int(match[2])
+        if process.wait() == 0:
+            job.status = "succeeded"
+            return
+        job.status = "failed"
+        errors = [line.strip() for line in lines if re.search(r"(Error|error:|Exception)", line)]
+        job.error = (errors[-1] if errors else f"kedro run exited with status {process.returncode}")[:500]

@@ -1,0 +1,103 @@
+"""The project's artefacts as the platform reads them: through the Kedro catalog, one env at a time.
+
+Every read builds a fresh catalog, so "latest" always means the newest version on disk, including
+the outputs of a run that finished a moment ago. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from kedro.io.core import DatasetError
+
+from cgd_kedro.pipelines.abd_defense.pipeline import CLIP_ATTACK_NAMESPACES
+from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
+from cgd_kedro.reporting.tables import build_defense_report
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One attack on one dataset, with the versions of its undefended result."""
+
+    attack: str
+    model: str  # classifier | clip
+    versions: tuple[str, ...]  # newest first
+
+    @property
+    def latest(self) -> str:
+        return self.versions[0]
+
+
+class ProjectView:
+    """Read-only access to one Kedro environment's catalog (``env`` None: the default run's)."""
+
+    def __init__(self, project_path: Path, env: str | None = None) -> None:
+        self.project_path = Path(project_path).resolve()
+        self.env = env
+        bootstrap_project(self.project_path)
+        with KedroSession.create(project_path=self.project_path, env=env) as session:
+            self._context = session.load_context()
+        self.dataset = str(self._context.config_loader["globals"]["dataset"])
+        self.params: dict[str, Any] = self._context.params
+
+    @cached_property
+    def catalog(self):
+        # One catalog per view, and one view per request: "latest" is looked up afresh each request.
+        return self._context.catalog
+
+    def file_path(self, name: str, version: str | None = None) -> Path | None:
+        """The file of dataset ``name`` at ``version`` (None: the newest), or None if there is none."""
+        dataset = self.catalog.get(name)
+        if dataset is None or not hasattr(dataset, "_filepath"):
+            return None
+        base = self.project_path / str(dataset._filepath)
+        versions = self.versions(name)
+        if not versions:
+            return base if base.is_file() else None
+        chosen = version or versions[0]
+        if chosen not in versions:
+            return None
+        return base / chosen / base.name
+
+    def versions(self, name: str) -> tuple[str, ...]:
+        """Saved versions of the versioned dataset ``name``, newest first (timestamps sort by time)."""
+        dataset = self.catalog.get(name)
+        if dataset is None or not hasattr(dataset, "_filepath"):
+            return ()
+        base = self.project_path / str(dataset._filepath)
+        if not base.is_dir():
+            return ()
+        return tuple(sorted((d.name for d in base.iterdir() if (d / base.name).is_file()), reverse=True))
+
+    def load(self, name: str, version: str | None = None, default: Any = None) -> Any:
+        """Dataset ``name`` at ``version`` (None: the newest), or ``default`` if it was never saved."""
+        try:
+            return self.catalog.load(name, version=version)
+        except DatasetError:
+            return default
+
+    def experiments(self) -> list[Experiment]:
+        """Every attack with a saved undefended result: classifier attacks, then CLIP attacks."""
+        found = []
+        for attack in ATTACK_NAMESPACES:
+            if versions := self.versions(f"{attack}.attack_metrics"):
+                found.append(Experiment(attack, "classifier", versions))
+        for clip_attack in CLIP_ATTACK_NAMESPACES:
+            if versions := self.versions(f"{clip_attack}.backdoor_report"):
+                found.append(Experiment(clip_attack, "clip", versions))
+        return found
+
+    def leaderboard(self) -> pd.DataFrame:
+        """``defense_report`` from the newest saved results of every attack and CLIP attack: the same
+        table the reporting pipeline builds, without waiting for a reporting run."""
+        defense_metrics = {a: m for a in ATTACK_NAMESPACES if (m := self.load(f"{a}.defense_metrics")) is not None}
+        robustness = {a: r for a in defense_metrics if (r := self.load(f"{a}.cgd_robustness")) is not None}
+        abd_report = self.load("abd_report")
+        seed = int(self.params.get("runtime", {}).get("seed", 0))
+        return build_defense_report(self.dataset, seed, defense_metrics, abd_report, robustness)
