@@ -103,12 +103,12 @@ def create_app(project_path: Path | str = ".", env: str | None = None, max_uploa
         split = v.load(f"{attack}.split_metrics", same_run(f"{attack}.split_metrics"), {})
         defense = v.load(f"{attack}.defense_metrics", same_run(f"{attack}.defense_metrics"), {})
         robustness = f"{attack}.cgd_robustness"
-        maps = [f"{attack}.entropy_map", f"{attack}.bdclip_entropy_map"]  # with the reference / the backdoored CLIP
+        maps = {f"{attack}.entropy_map": "with the reference CLIP", f"{attack}.bdclip_entropy_map": "with a backdoored CLIP (cgd_robustness)"}
         defense_table = pd.DataFrame([{"defense": d} | m for d, m in defense.items()])
         return page(request, "experiment.html", dataset=v.dataset, e=e, version=version or e.latest, attack_metrics=attack_metrics,
                     split=split, defense_table=html_table(defense_table) if len(defense_table) else "",
                     robustness=v.load(robustness, same_run(robustness), None),
-                    entropy_maps={name: same_run(name) for name in maps if v.versions(name)})  # fmt: skip
+                    entropy_maps=[(caption, name, same_run(name)) for name, caption in maps.items() if v.versions(name)])  # fmt: skip
 
     @app.get("/figures/{name}")
     def figure_file(name: str, version: str | None = None, env: str | None = None):

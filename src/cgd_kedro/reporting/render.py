@@ -75,6 +75,7 @@ def _attack_by_defense(rows: pd.DataFrame, cells: pd.Series) -> pd.DataFrame:
     """``cells`` (indexed by attack and defense) as an attack x defense table, both in the order
     they appear in ``rows``; missing cells are ``-``."""
     table = cells.unstack("defense").reindex(index=list(dict.fromkeys(rows["attack"])), columns=list(dict.fromkeys(rows["defense"])))
+    table.columns.name = None  # else the HTML shows an empty "defense" column
     return table.fillna("-").reset_index()
 
 

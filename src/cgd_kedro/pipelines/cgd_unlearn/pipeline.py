@@ -24,6 +24,14 @@ DEFENSES: tuple[str, ...] = ("cgd", "retrain", "abl", "fp_cgd", "fp_oracle", "an
 DEFAULT_PEER_ATTACKS: tuple[str, ...] = ("badnets",)
 
 
+# Peers that need no clean data: defense name -> (node function, inputs, node name).
+PEERS_WITHOUT_CLEAN_DATA = {
+    "retrain": (nodes.retrain_on_clean_subset, ["poisoned_train", "cgd_split", "dataset_info", "params:victim", "params:runtime"],
+                "retrain_on_clean_subset"),
+    "abl": (nodes.anti_backdoor_learning_defense, ["poisoned_train", "dataset_info", "params:abl", "params:victim", "params:runtime"],
+            "anti_backdoor_learning"),
+}  # fmt: skip
+
 # Clean-data defenses, each run on CGD's clean subset and on oracle clean data:
 # (defense-name prefix, node function, parameter section, node name).
 CLEAN_DATA_DEFENSES = (
@@ -47,20 +55,11 @@ def create_defense_template(defenses: Sequence[str] = DEFENSES) -> Pipeline:
             name="unlearn_with_cgd",
         )
     ]
-    if "retrain" in defenses:
-        nodes_.append(node(
-            nodes.retrain_on_clean_subset,
-            ["poisoned_train", "cgd_split", "dataset_info", "params:victim", "params:runtime"],
-            ["retrain_model", "retrain_report"],
-            name="retrain_on_clean_subset",
-        ))  # fmt: skip
-    if "abl" in defenses:
-        nodes_.append(node(
-            nodes.anti_backdoor_learning_defense,
-            ["poisoned_train", "dataset_info", "params:abl", "params:victim", "params:runtime"],
-            ["abl_model", "abl_report"],
-            name="anti_backdoor_learning",
-        ))  # fmt: skip
+    nodes_ += [
+        node(function, inputs, [f"{defense}_model", f"{defense}_report"], name=name)
+        for defense, (function, inputs, name) in PEERS_WITHOUT_CLEAN_DATA.items()
+        if defense in defenses
+    ]
     clean_data = [(p, f, section, name, source) for p, f, section, name in CLEAN_DATA_DEFENSES for source in ("cgd", "oracle")
                   if f"{p}_{source}" in defenses]  # fmt: skip
     sources = {source for *_, source in clean_data}
