@@ -28,6 +28,7 @@ from cgd_kedro.defenses.abl import ABLConfig
 from cgd_kedro.defenses.anp import ANPConfig
 from cgd_kedro.defenses.fine_pruning import FinePruningConfig
 from cgd_kedro.models.registry import check_architecture
+from cgd_kedro.reporting.tables import check_seeds
 from cgd_kedro.runtime import resolve_device
 from cgd_kedro.training.classifier import TrainingConfig
 
@@ -110,6 +111,10 @@ def check_run_parameters(params: dict, namespaces: set[str], builds_reference_cl
         AdversarialPatchConfig.from_params(dict(params["abd"].get("patch") or {}))
     if "clip_corpus" in params:
         ClipCorpusConfig.from_params(params["clip_corpus"])
+    if "reporting" in params:
+        if set(params["reporting"]) - {"seeds"}:
+            raise ValueError(f"reporting: unknown parameter(s) {sorted(set(params['reporting']) - {'seeds'})}; expected ['seeds']")
+        check_seeds(params["reporting"].get("seeds"))
     for namespace in sorted(namespaces):
         section = params.get(namespace, {})
         if namespace.startswith(CLIP_NAMESPACE_PREFIX):

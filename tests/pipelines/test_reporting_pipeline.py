@@ -40,7 +40,7 @@ def _inputs() -> dict:
     mask = torch.zeros(1, 32, 32)
     mask[:, -4:, -4:] = 1
     entries = {"dataset_info": {"name": "embedded"}, "params:runtime": {"seed": 0, "device": "cpu"}, "abd_report": abd,
-               "defense_report_versions": {},
+               "defense_report_versions": {}, "params:reporting": {"seeds": None},
                "clip_defense_pairs": {"images": torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8), "captions": ["x"] * 10},
                "clip_badnet.clip_trigger": {"pattern": torch.ones(3, 32, 32), "mask": mask},
                "clip_badnet.adversarial_patch": {"pattern": torch.zeros(3, 32, 32), "mask": mask}}  # fmt: skip
@@ -113,6 +113,28 @@ def test_a_second_seed_makes_the_report_lead_with_mean_and_std():
     markdown = catalog.load("report_md")
     assert "mean ± standard deviation over 2 seeds" in markdown and "| badnets | 0.930 / 0.990 | 0.930 ± 0.014" in markdown
     assert "| 0.930 ± 0.014 / 0.002 ± 0.001 |" in markdown  # CGD: CA 0.92 and 0.94, ASR 0.001 and 0.003
+
+
+def test_the_seeds_parameter_chooses_the_seeds_summarised_and_names_missing_ones(caplog):
+    pipeline = create_pipeline(attacks=ATTACKS, clip_attacks=CLIP_ATTACKS, robustness_attacks=ATTACKS)
+    seed_1 = pd.DataFrame([["embedded", "badnets", "classifier", "cgd", 0.94, 0.003, 0.9, 0.99, 38.0, 1]], columns=DEFENSE_COLUMNS)
+    seed_2 = seed_1.assign(seed=2, asr=0.5)
+    summaries = {}
+    for seeds in ([0, 1], [1, 7]):
+        catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in _inputs().items()})
+        for name in pipeline.all_outputs():
+            catalog[name] = _KeptMemoryDataset(copy_mode="assign")
+        catalog["params:reporting"] = MemoryDataset({"seeds": seeds})
+        catalog["defense_report_versions"] = MemoryDataset(
+            {"2026-01-01T00.00.00.000Z/defense_report": lambda: seed_1, "2026-01-02T00.00.00.000Z/defense_report": lambda: seed_2}
+        )
+        SequentialRunner().run(pipeline, catalog)
+        summaries[tuple(seeds)] = catalog.load("defense_summary").set_index(["attack", "model", "defense"])
+    cgd = ("badnets", "classifier", "cgd")
+    assert summaries[(0, 1)].loc[cgd, "n_seeds"] == 2 and summaries[(0, 1)].loc[cgd, "asr_mean"] == pytest.approx(0.002)  # not seed 2
+    # seed 7 was never run: the summary holds seed 1 alone (this run is seed 0) and the log names seed 7
+    assert summaries[(1, 7)].loc[cgd, "n_seeds"] == 1 and summaries[(1, 7)].loc[cgd, "asr_mean"] == pytest.approx(0.003)
+    assert "no saved defense_report for seed(s) [7]" in caplog.text
 
 
 def test_registry_reporting_covers_the_default_attacks_and_reporting_full_all():

@@ -12,6 +12,7 @@ from cgd_kedro.reporting.tables import (
     build_defense_report,
     build_robustness_table,
     build_split_report,
+    check_seeds,
     latest_per_seed,
     summarise_over_seeds,
 )
@@ -105,3 +106,10 @@ def test_robustness_of_an_unknown_attack_is_named():
         build_defense_report("embedded", 0, METRICS, robustness={"lc": ROBUSTNESS["badnets"]})
     with pytest.raises(ValueError, match="robustness table: attack 'badnets' has no split_report row"):
         build_robustness_table(build_defense_report("embedded", 0, METRICS), build_split_report("embedded", 0, {}), ROBUSTNESS)
+
+
+@pytest.mark.parametrize("bad", [[], [1, 1], [-1], [0.5], 3, "0,1", [True]])
+def test_bad_seeds_lists_are_named(bad):
+    with pytest.raises(ValueError, match="reporting.seeds: expected null or a list of distinct non-negative integers"):
+        check_seeds(bad)
+    assert check_seeds(None) is None and check_seeds([2, 0]) == [2, 0]

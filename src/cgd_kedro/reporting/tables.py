@@ -116,6 +116,17 @@ def summarise_over_seeds(report: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return summary.reset_index()
 
 
+def check_seeds(seeds) -> list[int] | None:
+    """``reporting.seeds``: null or a non-empty list of distinct non-negative integers."""
+    if seeds is None:
+        return None
+    if not isinstance(seeds, list | tuple) or not seeds or len(set(seeds)) != len(seeds) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+    ):
+        raise ValueError(f"reporting.seeds: expected null or a list of distinct non-negative integers, got {seeds!r}")
+    return list(seeds)
+
+
 def latest_per_seed(versions: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """One report per seed from several saved versions (``{version key: report}``, keys sortable by
     time as Kedro's version timestamps are): for each seed, the rows of the newest version holding it."""

@@ -4,6 +4,8 @@ and for the CLIP attacks ``trigger`` and ``patch``)."""
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -11,10 +13,11 @@ from cgd_kedro.clip.figures import plot_abd_sample_grid
 from cgd_kedro.parameters import RuntimeConfig
 from cgd_kedro.reporting import figures, render
 from cgd_kedro.reporting.tables import (
-    DEFENSE_KEYS, build_defense_report, build_robustness_table, build_split_report, latest_per_seed, summarise_over_seeds,
+    DEFENSE_KEYS, build_defense_report, build_robustness_table, build_split_report, check_seeds, latest_per_seed, summarise_over_seeds,
 )  # fmt: skip
 
 SEPARATOR = "__"
+log = logging.getLogger(__name__)
 
 
 def by_attack(group: str, artefacts: dict) -> dict:
@@ -37,13 +40,21 @@ def make_split_report(dataset_info: dict, runtime: dict, **artefacts) -> pd.Data
     return build_split_report(dataset_info["name"], RuntimeConfig.from_params(runtime).seed, by_attack("split", artefacts))
 
 
-def summarise_seeds(defense_report: pd.DataFrame, defense_report_versions: dict) -> pd.DataFrame:
+def summarise_seeds(defense_report: pd.DataFrame, defense_report_versions: dict, reporting: dict) -> pd.DataFrame:
     """``defense_summary``: mean and std over seeds, from the newest saved ``defense_report`` of each
     seed (``defense_report_versions``: every saved version, loaded lazily) with this run's report
-    standing for its own seed."""
+    standing for its own seed; only the seeds of ``reporting.seeds`` when it is a list."""
     versions = {key: load() for key, load in defense_report_versions.items()}
     versions["~this run"] = defense_report  # "~" sorts after every timestamp: this run is the newest
-    return summarise_over_seeds(latest_per_seed(versions), DEFENSE_KEYS)
+    report = latest_per_seed(versions)
+    seeds = check_seeds(reporting.get("seeds"))
+    if seeds is not None:
+        missing = sorted(set(seeds) - set(report["seed"]))
+        if missing:  # a warning, not an error: the report of the seeds that were run is still worth having
+            log.warning("reporting.seeds: no saved defense_report for seed(s) %s; run kedro run --params runtime.seed=<seed>", missing)
+        report = report[report["seed"].isin(seeds)]
+    return summarise_over_seeds(report, DEFENSE_KEYS)
+
 
 
 # The report's figures: catalog name -> caption in the HTML report. They are drawn once, in

@@ -54,7 +54,8 @@ def create_pipeline(
                 name="make_split_report",
             ),
             node(
-                nodes.summarise_seeds, ["defense_report", "defense_report_versions"], "defense_summary", name="summarise_seeds"
+                nodes.summarise_seeds, ["defense_report", "defense_report_versions", "params:reporting"], "defense_summary",
+                name="summarise_seeds",
             ),
             node(
                 nodes.render_report,
