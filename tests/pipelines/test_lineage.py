@@ -37,3 +37,7 @@ def test_kedro_viz_build_shows_namespaces_and_layers(tmp_project):
             "clip_badnet.backdoored_clip", "badnets.cgd_robustness", "abd_report", "defense_report", "split_report",
             "report_html"} <= set(datasets)  # fmt: skip
     assert all(node.get("layer") for node in datasets.values()), [k for k, v in datasets.items() if not v.get("layer")]
+    # Every pipeline's view keeps its layers (kedro-viz drops them all when a view's layer order has a cycle).
+    for pipeline in pipelines:
+        view = json.loads((tmp_project / "build" / "api" / "pipelines" / pipeline).read_text())
+        assert set(view["layers"]) >= {"intermediate", "feature", "primary", "models", "reporting"}, pipeline
