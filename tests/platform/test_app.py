@@ -90,3 +90,4 @@ def test_a_good_upload_is_stored_under_data_and_evaluated(client, platform_proje
     assert stored.is_file()
     page = client.get(f"/jobs/{job_id}").text
     assert "<td>badnets</td><td>submitted</td>" in page
+

@@ -54,6 +54,18 @@ def browser_page():
         browser.close()
 
 
+def test_concurrent_requests_all_succeed(server):
+    # A browser fetches a page's figures at once, and the server answers them in several threads
+    # (Kedro's config loader and pyplot are not safe to use from two threads at once).
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.request import urlopen
+
+    urls = ["/plots/badnets/samples.png", "/plots/badnets/curves.png", "/figures/badnets.entropy_map", "/experiments/badnets"] * 4
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda url: urlopen(server + url, timeout=120).status, urls))
+    assert codes == [200] * len(urls)
+
+
 def test_pages_then_a_run_whose_result_reaches_the_leaderboard(server, browser_page, tmp_path):
     page = browser_page
     page.goto(server + "/")

@@ -13,24 +13,19 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
 
-matplotlib.use("Agg")  # the server draws figures without a screen
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile  # noqa: E402
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response  # noqa: E402
-from fastapi.templating import Jinja2Templates  # noqa: E402
-
-from cgd_kedro.datasets.safetensors_datasets import ClassifierCheckpointDataset  # noqa: E402
-from cgd_kedro.models.registry import list_models  # noqa: E402
-from cgd_kedro.platform import figures  # noqa: E402
-from cgd_kedro.platform.evaluation import evaluate_submission  # noqa: E402
-from cgd_kedro.platform.jobs import RUNNABLE, JobQueue, parse_overrides, run_command  # noqa: E402
-from cgd_kedro.platform.project import ProjectView  # noqa: E402
-from cgd_kedro.platform.submissions import MAX_UPLOAD_BYTES, SubmissionError, checked_checkpoint, inside  # noqa: E402
-from cgd_kedro.reporting.render import SORT_SCRIPT, STYLE, html_table  # noqa: E402
+from cgd_kedro.datasets.safetensors_datasets import ClassifierCheckpointDataset
+from cgd_kedro.models.registry import list_models
+from cgd_kedro.platform import figures
+from cgd_kedro.platform.evaluation import evaluate_submission
+from cgd_kedro.platform.jobs import RUNNABLE, JobQueue, parse_overrides, run_command
+from cgd_kedro.platform.project import ProjectView
+from cgd_kedro.platform.submissions import MAX_UPLOAD_BYTES, SubmissionError, checked_checkpoint, inside
+from cgd_kedro.reporting.render import SORT_SCRIPT, STYLE, html_table
 
 PLATFORM_DIR = Path("data") / "09_platform"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -216,5 +211,4 @@ def _result(platform_dir: Path, job_id: str) -> dict | None:
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()

@@ -1,8 +1,9 @@
-"""Figures the platform draws on request from catalog data (the pipelines save the others)."""
+"""Figures the platform draws on request from catalog data (the pipelines save the others).
+
+They are plain ``Figure`` objects, never pyplot's global state: the server draws in several threads."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from cgd_kedro.platform.project import ProjectView
@@ -14,7 +15,8 @@ CURVE_REPORTS = {"cgd": "{attack}.cgd_report", "cgd_bdclip": "{attack}.cgd_bdcli
 def classifier_samples(view: ProjectView, attack: str, n: int = 8) -> Figure:
     """Clean test images (top row) and the attack's triggered test images (bottom row)."""
     test_set, backdoor_test = view.load("test_set"), view.load(f"{attack}.backdoor_test")
-    figure, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.0), squeeze=False)
+    figure = Figure(figsize=(1.3 * n, 3.0))
+    axes = figure.subplots(2, n, squeeze=False)
     for row, (images, caption) in enumerate(((test_set, "clean"), (backdoor_test, f"{attack} triggered"))):
         for column, axis in enumerate(axes[row]):
             axis.axis("off")
@@ -26,7 +28,8 @@ def classifier_samples(view: ProjectView, attack: str, n: int = 8) -> Figure:
 
 def defense_curves(view: ProjectView, attack: str) -> Figure:
     """Test CA and ASR over the epochs of each defense that records them (CGD, CGD with a backdoored CLIP)."""
-    figure, (ca_axis, asr_axis) = plt.subplots(1, 2, figsize=(9, 3.2))
+    figure = Figure(figsize=(9, 3.2))
+    ca_axis, asr_axis = figure.subplots(1, 2)
     for defense, report_name in CURVE_REPORTS.items():
         report = view.load(report_name.format(attack=attack))
         if not report:

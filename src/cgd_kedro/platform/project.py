@@ -6,8 +6,8 @@ the outputs of a run that finished a moment ago. Nothing here writes.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ from kedro.io.core import DatasetError
 from cgd_kedro.pipelines.abd_defense.pipeline import CLIP_ATTACK_NAMESPACES
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 from cgd_kedro.reporting.tables import build_defense_report
+
+_CONFIG_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -40,16 +42,16 @@ class ProjectView:
     def __init__(self, project_path: Path, env: str | None = None) -> None:
         self.project_path = Path(project_path).resolve()
         self.env = env
-        bootstrap_project(self.project_path)
-        with KedroSession.create(project_path=self.project_path, env=env) as session:
-            self._context = session.load_context()
-        self.dataset = str(self._context.config_loader["globals"]["dataset"])
-        self.params: dict[str, Any] = self._context.params
-
-    @cached_property
-    def catalog(self):
-        # One catalog per view, and one view per request: "latest" is looked up afresh each request.
-        return self._context.catalog
+        # Kedro's config loader registers process-wide OmegaConf resolvers: the server's threads
+        # must not build two at once. One catalog per view, one view per request, so "latest" is
+        # looked up afresh each request.
+        with _CONFIG_LOCK:
+            bootstrap_project(self.project_path)
+            with KedroSession.create(project_path=self.project_path, env=env) as session:
+                context = session.load_context()
+            self.dataset = str(context.config_loader["globals"]["dataset"])
+            self.params: dict[str, Any] = context.params
+            self.catalog = context.catalog
 
     def file_path(self, name: str, version: str | None = None) -> Path | None:
         """The file of dataset ``name`` at ``version`` (None: the newest), or None if there is none."""
