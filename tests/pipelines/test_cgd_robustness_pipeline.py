@@ -10,6 +10,7 @@ from kedro.runner import SequentialRunner
 from test_cgd_unlearn_pipeline import TINY_CGD
 from test_clip_split_pipeline import _KeptMemoryDataset, tiny_clip_parameters
 
+from cgd_kedro.metrics import defense_effectiveness_rating
 from cgd_kedro.pipeline_registry import register_pipelines
 from cgd_kedro.pipelines.cgd_robustness.pipeline import (
     DEFAULT_ROBUSTNESS_ATTACKS, ROBUSTNESS_CLIP_ATTACK, create_pipeline, create_robustness_pipeline,
@@ -56,4 +57,5 @@ def test_with_the_reference_clip_standing_in_the_split_is_the_normal_one():
     assert result["split"]["auroc_combined"] == catalog.load("badnets.split_metrics")["auroc_combined"]
     assert set(result["cgd"]) == {"clean_acc", "asr", "ra", "der", "seconds"}
     assert all(0 <= result["cgd"][k] <= 1 for k in ("clean_acc", "asr", "ra", "der"))
+    assert result["cgd"]["der"] == defense_effectiveness_rating(catalog.load("badnets.attack_metrics"), result["cgd"])
     assert len(catalog.load("badnets.cgd_bdclip_report")["history"]) >= 1

@@ -4,20 +4,15 @@
 from __future__ import annotations
 
 from cgd_kedro.data.imageset import ImageSet
-from cgd_kedro.metrics import evaluate_backdoor
-from cgd_kedro.models.classifier import from_checkpoint
-from cgd_kedro.parameters import RuntimeConfig
 from cgd_kedro.pipelines.cgd_unlearn.nodes import evaluate_defenses
 
 
 def evaluate_robustness(
-    reference: str, victim_model: dict, split_metrics: dict, test_set: ImageSet, backdoor_test: ImageSet,
+    reference: str, attack_metrics: dict, split_metrics: dict, test_set: ImageSet, backdoor_test: ImageSet,
     runtime: dict, cgd_model: dict, cgd_report: dict,
 ) -> dict:  # fmt: skip
     """``{reference, split, cgd}``: which backdoored CLIP was the reference, the split's quality
     against the ground truth, and the defended model's ``{clean_acc, asr, ra, der, seconds}``
-    (DER against the victim, measured here on the same test sets)."""
-    device = RuntimeConfig.from_params(runtime).torch_device
-    before = evaluate_backdoor(from_checkpoint(victim_model, device, source="victim_model"), test_set, backdoor_test, device=device)
-    metrics = evaluate_defenses(before, test_set, backdoor_test, runtime, cgd_model=cgd_model, cgd_report=cgd_report)
+    (DER against the victim's ``attack_metrics``, as in ``cgd_unlearn``)."""
+    metrics = evaluate_defenses(attack_metrics, test_set, backdoor_test, runtime, cgd_model=cgd_model, cgd_report=cgd_report)
     return {"reference": reference, "split": split_metrics, "cgd": metrics["cgd"]}

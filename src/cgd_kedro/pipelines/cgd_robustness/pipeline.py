@@ -5,7 +5,7 @@ with the backdoored CLIP that ``abd_defense`` implants (``ROBUSTNESS_CLIP_ATTACK
 reference CLIP, so the report can show both side by side (defense ``cgd_bdclip``). The suspicious
 models are not retrained: their logits do not depend on CLIP. Its nodes sit in the attack's
 namespace and its datasets are the attack's, prefixed ``bdclip_``; it reads the latest
-``poisoned_train``, ``suspicious_logits``, ``victim_model`` and backdoored CLIP, so
+``poisoned_train``, ``suspicious_logits``, ``victim_model``, ``attack_metrics`` and backdoored CLIP, so
 ``kedro run --pipelines cgd_robustness`` recomputes nothing else.
 """
 
@@ -61,7 +61,7 @@ def create_robustness_template(clip_attack: str = ROBUSTNESS_CLIP_ATTACK) -> Pip
             ),
             node(
                 evaluate,
-                {"victim_model": "victim_model", "split_metrics": "bdclip_split_metrics", "test_set": "test_set",
+                {"attack_metrics": "attack_metrics", "split_metrics": "bdclip_split_metrics", "test_set": "test_set",
                  "backdoor_test": "backdoor_test", "runtime": "params:runtime", "cgd_model": "cgd_bdclip_model",
                  "cgd_report": "cgd_bdclip_report"},  # fmt: skip
                 "cgd_robustness",
