@@ -7,6 +7,7 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 from cgd_kedro.platform.project import ProjectView
+from cgd_kedro.reporting.figures import plot_unlearning_curves
 
 # Reports whose per-epoch history carries test CA / ASR: defense name -> dataset of an attack.
 CURVE_REPORTS = {"cgd": "{attack}.cgd_report", "cgd_bdclip": "{attack}.cgd_bdclip_report"}
@@ -28,18 +29,5 @@ def classifier_samples(view: ProjectView, attack: str, n: int = 8) -> Figure:
 
 def defense_curves(view: ProjectView, attack: str) -> Figure:
     """Test CA and ASR over the epochs of each defense that records them (CGD, CGD with a backdoored CLIP)."""
-    figure = Figure(figsize=(9, 3.2))
-    ca_axis, asr_axis = figure.subplots(1, 2)
-    for defense, report_name in CURVE_REPORTS.items():
-        report = view.load(report_name.format(attack=attack))
-        if not report:
-            continue
-        history = [h for h in report.get("history", []) if "test_clean_acc" in h]
-        epochs = [h["epoch"] for h in history]
-        ca_axis.plot(epochs, [h["test_clean_acc"] for h in history], "-o", ms=3, label=defense)
-        asr_axis.plot(epochs, [h["test_asr"] for h in history], "-o", ms=3, label=defense)
-    for axis, name in ((ca_axis, "clean accuracy"), (asr_axis, "attack success rate")):
-        axis.set(xlabel="epoch", ylabel=name, ylim=(-0.02, 1.02), title=f"{attack}: {name}")
-        if axis.lines:
-            axis.legend(fontsize=8)
-    return figure
+    reports = {defense: view.load(name.format(attack=attack)) for defense, name in CURVE_REPORTS.items()}
+    return plot_unlearning_curves({d: r["history"] for d, r in reports.items() if r}, title=f"{attack}: clean accuracy and ASR per epoch")

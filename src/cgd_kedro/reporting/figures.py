@@ -1,18 +1,18 @@
-"""The report's summary figures: CA/ASR bars per defense and attack, CGD's unlearning curves and
-every attack's entropy map in one panel (the ABD sample grid is ``clip.figures.plot_abd_sample_grid``)."""
+"""The report's summary figures: CA/ASR bars per defense and attack, CA/ASR per unlearning epoch and
+every attack's entropy map in one panel (the ABD sample grid is ``clip.figures.plot_abd_sample_grid``).
+
+They are plain ``Figure`` objects, never pyplot's global state, so the platform's server threads
+can draw them at once.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures are written to files; no display is needed or assumed
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 
 def plot_defense_bars(report: pd.DataFrame, model: str) -> Figure:
@@ -26,8 +26,9 @@ def plot_defense_bars(report: pd.DataFrame, model: str) -> Figure:
     defenses = list(dict.fromkeys(rows["defense"]))
     width = 0.8 / len(defenses)
     x = np.arange(len(attacks))
-    figure, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.9 * len(attacks) * max(1, len(defenses) / 4)), 5.5), sharex=True)
-    colours = plt.get_cmap("tab10")
+    figure = Figure(figsize=(max(6.0, 0.9 * len(attacks) * max(1, len(defenses) / 4)), 5.5))
+    axes = figure.subplots(2, 1, sharex=True)
+    colours = colormaps["tab10"]
     for axis, metric, label in zip(axes, ("clean_acc", "asr"), ("clean accuracy", "attack success rate"), strict=True):
         for i, defense in enumerate(defenses):
             heights = [means[metric].get((attack, defense), np.nan) for attack in attacks]
@@ -42,23 +43,27 @@ def plot_defense_bars(report: pd.DataFrame, model: str) -> Figure:
     return figure
 
 
-def plot_unlearning_curves(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> Figure:
-    """Test CA and ASR (recorded for the report) per epoch of CGD's unlearning, one line per
-    attack; the kept epoch is marked."""
-    figure, (ca_axis, asr_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
-    colours = plt.get_cmap("tab20")
-    for i, (attack, history) in enumerate(sorted(histories.items())):
+def plot_unlearning_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]], title: str = "CGD unlearning (test figures, recorded for the report only)"
+) -> Figure:  # fmt: skip
+    """Test CA and ASR (recorded for the report) per unlearning epoch, one line per history
+    (``{label: [{epoch, test_clean_acc, test_asr, ...}]}``: an attack's CGD, or CGD variants)."""
+    figure = Figure(figsize=(10, 3.8))
+    ca_axis, asr_axis = figure.subplots(1, 2)
+    colours = colormaps["tab20"]
+    for i, (label, history) in enumerate(sorted(histories.items())):
         epochs = [entry["epoch"] for entry in history]
         colour = colours(i % 20)
-        ca_axis.plot(epochs, [entry.get("test_clean_acc", np.nan) for entry in history], "-o", ms=3, color=colour, label=attack)
-        asr_axis.plot(epochs, [entry.get("test_asr", np.nan) for entry in history], "-o", ms=3, color=colour, label=attack)
+        ca_axis.plot(epochs, [entry.get("test_clean_acc", np.nan) for entry in history], "-o", ms=3, color=colour, label=label)
+        asr_axis.plot(epochs, [entry.get("test_asr", np.nan) for entry in history], "-o", ms=3, color=colour, label=label)
     for axis, label in ((ca_axis, "clean accuracy"), (asr_axis, "attack success rate")):
         axis.set_xlabel("epoch")
         axis.set_ylabel(label)
         axis.set_ylim(0, 1)
         axis.grid(alpha=0.3)
-    asr_axis.legend(fontsize=7, ncol=2)
-    figure.suptitle("CGD unlearning (test figures, recorded for the report only)")
+    if histories:
+        asr_axis.legend(fontsize=7, ncol=2)
+    figure.suptitle(title)
     figure.tight_layout()
     return figure
 
@@ -71,7 +76,8 @@ def plot_entropy_panel(scores: Mapping[str, pd.DataFrame], *, max_points: int = 
     n = len(scores)
     columns = min(4, n)
     rows = -(-n // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    figure = Figure(figsize=(3.2 * columns, 3.0 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     rng = np.random.default_rng(seed)
     for axis, (attack, frame) in zip(axes.flat, sorted(scores.items())):
         sample = frame.iloc[rng.permutation(len(frame))[:max_points]]
