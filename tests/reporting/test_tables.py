@@ -108,7 +108,7 @@ def test_robustness_of_an_unknown_attack_is_named():
         build_robustness_table(build_defense_report("embedded", 0, METRICS), build_split_report("embedded", 0, {}), ROBUSTNESS)
 
 
-@pytest.mark.parametrize("bad", [[], [1, 1], [-1], [0.5], 3, "0,1", [True]])
+@pytest.mark.parametrize("bad", [[], [1, 1], [-1], [0.5], 3, "0,1", [True], [[0]]])
 def test_bad_seeds_lists_are_named(bad):
     with pytest.raises(ValueError, match="reporting.seeds: expected null or a list of distinct non-negative integers"):
         check_seeds(bad)

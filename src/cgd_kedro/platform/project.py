@@ -53,27 +53,26 @@ class ProjectView:
             self.params: dict[str, Any] = context.params
             self.catalog = context.catalog
 
+    def _base_path(self, name: str) -> Path | None:
+        """Where the catalog keeps dataset ``name`` (a versioned one's folder of versions)."""
+        dataset = self.catalog.get(name)
+        return self.project_path / str(dataset._filepath) if dataset is not None and hasattr(dataset, "_filepath") else None
+
     def file_path(self, name: str, version: str | None = None) -> Path | None:
         """The file of dataset ``name`` at ``version`` (None: the newest), or None if there is none."""
-        dataset = self.catalog.get(name)
-        if dataset is None or not hasattr(dataset, "_filepath"):
+        base = self._base_path(name)
+        if base is None:
             return None
-        base = self.project_path / str(dataset._filepath)
         versions = self.versions(name)
         if not versions:
             return base if base.is_file() else None
         chosen = version or versions[0]
-        if chosen not in versions:
-            return None
-        return base / chosen / base.name
+        return base / chosen / base.name if chosen in versions else None
 
     def versions(self, name: str) -> tuple[str, ...]:
         """Saved versions of the versioned dataset ``name``, newest first (timestamps sort by time)."""
-        dataset = self.catalog.get(name)
-        if dataset is None or not hasattr(dataset, "_filepath"):
-            return ()
-        base = self.project_path / str(dataset._filepath)
-        if not base.is_dir():
+        base = self._base_path(name)
+        if base is None or not base.is_dir():
             return ()
         return tuple(sorted((d.name for d in base.iterdir() if (d / base.name).is_file()), reverse=True))
 

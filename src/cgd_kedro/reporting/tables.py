@@ -120,9 +120,8 @@ def check_seeds(seeds) -> list[int] | None:
     """``reporting.seeds``: null or a non-empty list of distinct non-negative integers."""
     if seeds is None:
         return None
-    if not isinstance(seeds, list | tuple) or not seeds or len(set(seeds)) != len(seeds) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
-    ):
+    integers = isinstance(seeds, list | tuple) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    if not integers or not seeds or len(set(seeds)) != len(seeds):  # integers first: set() needs hashable items
         raise ValueError(f"reporting.seeds: expected null or a list of distinct non-negative integers, got {seeds!r}")
     return list(seeds)
 

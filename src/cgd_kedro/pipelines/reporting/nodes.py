@@ -56,7 +56,6 @@ def summarise_seeds(defense_report: pd.DataFrame, defense_report_versions: dict,
     return summarise_over_seeds(report, DEFENSE_KEYS)
 
 
-
 # The report's figures: catalog name -> caption in the HTML report. They are drawn once, in
 # `render_report`, which embeds them and returns them for the catalog to save as PNGs
 # (MatplotlibDataset cannot be loaded back, so a separate plotting node would mean drawing twice).
