@@ -82,12 +82,15 @@ def test_malicious_uploads_are_refused_and_nothing_is_written(client, platform_p
 
 
 def test_a_good_upload_is_stored_under_data_and_evaluated(client, platform_project):  # noqa: F811
-    response = _upload(client, "fresh-model.safetensors", save(compact_state_dict()))
-    assert response.status_code == 303, response.text[-500:]
-    job_id = response.headers["location"].rsplit("/", 1)[1]
+    responses = [_upload(client, "fresh-model.safetensors", save(compact_state_dict())) for _ in range(2)]
+    assert [r.status_code for r in responses] == [303, 303], responses[0].text[-500:]
+    job_ids = [r.headers["location"].rsplit("/", 1)[1] for r in responses]
+    assert job_ids[0] != job_ids[1]  # the same file sent twice in a second is two submissions, neither overwritten
+    job_id = job_ids[0]
     assert client.app.state.jobs.wait(job_id, timeout=120).status == "succeeded", client.app.state.jobs.log_tail(job_id)
-    stored = platform_project / "data/09_platform/submissions" / job_id / "model.safetensors"
-    assert stored.is_file()
+    assert client.app.state.jobs.wait(job_ids[1], timeout=120).status == "succeeded"
+    for submitted in job_ids:
+        assert (platform_project / "data/09_platform/submissions" / submitted / "model.safetensors").is_file()
     page = client.get(f"/jobs/{job_id}").text
     assert "<td>badnets</td><td>submitted</td>" in page
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -162,8 +161,9 @@ def create_app(project_path: Path | str = ".", env: str | None = None, max_uploa
         return page(request, "submit.html", architectures=list_models(), error=None, limit_mib=max_upload_bytes / 2**20)
 
     @app.post("/submit")
-    async def submit(request: Request, file: UploadFile = File(...), architecture: str = Form(...), defend: bool = Form(False)):
-        data = await file.read(max_upload_bytes + 1)  # never more than the limit in memory
+    def submit(request: Request, file: UploadFile = File(...), architecture: str = Form(...), defend: bool = Form(False)):
+        # A plain def: FastAPI runs it in a worker thread, so reading the catalog blocks no other request.
+        data = file.file.read(max_upload_bytes + 1)  # never more than the limit in memory
         v = view()
         info = v.load("dataset_info")
         try:
@@ -174,7 +174,7 @@ def create_app(project_path: Path | str = ".", env: str | None = None, max_uploa
             )
         except SubmissionError as error:
             return page(request, "submit.html", 400, architectures=list_models(), error=str(error), limit_mib=max_upload_bytes / 2**20)
-        job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + file.filename.rsplit(".", 1)[0][:40]
+        job_id = jobs.new_id()
         folder = inside(platform_dir, platform_dir / "submissions" / job_id)
         ClassifierCheckpointDataset(filepath=str(folder / "model.safetensors")).save(checkpoint)
 

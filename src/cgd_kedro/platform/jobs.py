@@ -103,11 +103,11 @@ class JobQueue:
         self._worker.start()
 
     def submit_run(self, title: str, command: list[str]) -> Job:
-        return self._submit(Job(id=self._new_id(), kind="run", title=title, command=command))
+        return self._submit(Job(id=self.new_id(), kind="run", title=title, command=command))
 
     def submit_call(self, title: str, call: Callable[[Callable[[str], None]], None], kind: str = "submission", job_id: str | None = None) -> Job:
         """Queue ``call(log)``; ``log(line)`` appends to the job's log."""
-        job = Job(id=job_id or self._new_id(), kind=kind, title=title)
+        job = Job(id=job_id or self.new_id(), kind=kind, title=title)
         self._calls[job.id] = call
         return self._submit(job)
 
@@ -125,7 +125,8 @@ class JobQueue:
             time.sleep(0.2)
         return self.jobs[job_id]
 
-    def _new_id(self) -> str:
+    def new_id(self) -> str:
+        """A job id that sorts by time and is unique (submissions name their folder after it)."""
         return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
     def _submit(self, job: Job) -> Job:
