@@ -253,3 +253,26 @@ def test_project_parameters_pass_the_check():
     params = OmegaConfigLoader(conf_source=str(conf), **CONFIG_LOADER_ARGS)["parameters"]
     assert params["badnets"]["attack"]["name"] == "badnets"
     check_run_parameters(params, {"badnets"})
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("env", ["embedded_large", "cifar10", "cifar10_gpu", "cifar100", "gtsrb", "tinyimagenet"])
+def test_every_environment_passes_the_check_with_its_clip_stand_in(env, tmp_path: Path):
+    from kedro.config import OmegaConfigLoader
+
+    from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
+    from cgd_kedro.settings import CONFIG_LOADER_ARGS
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    params = OmegaConfigLoader(conf_source=str(conf), **(CONFIG_LOADER_ARGS | {"default_run_env": env}))["parameters"]
+    if params["dataset"]["name"] != "embedded":
+        params["dataset"]["root"] = str(tmp_path)  # the envs' default folder is not on this machine
+        assert params["clip"]["weights"] is None  # every real env runs from a fresh clone: the stand-in
+    check_run_parameters(params, set(ATTACK_NAMESPACES), builds_reference_clip=True)
+
+
+def test_a_real_dataset_without_weights_or_holdout_is_refused_before_the_run(tmp_path: Path):
+    params = _params() | {"dataset": {"name": "cifar10", "root": str(tmp_path), "clip_holdout": {"size": 0}},
+                          "clip": {"model_name": "cgd-small-clip"}}  # fmt: skip
+    with pytest.raises(ValueError, match=r"^dataset\.clip_holdout\.size: without clip\.weights, dataset 'cifar10'"):
+        check_run_parameters(params, {"badnets"}, builds_reference_clip=True)

@@ -92,8 +92,8 @@ def check_run_parameters(params: dict, namespaces: set[str], builds_reference_cl
     if "clip" in params:
         with _named("clip"):
             clip = ClipConfig.from_params(params["clip"])
-            if builds_reference_clip:
-                clip.check_source(dataset.name)
+        if builds_reference_clip:  # its errors name their parameter in full (clip.weights, dataset.clip_holdout.size)
+            clip.check_source(dataset.name, dataset.clip_holdout_size(clip.weights))
     sections = {
         "suspicious": SuspiciousConfig, "split": SplitConfig, "cgd": UnlearnConfig,
         "fine_pruning": FinePruningConfig, "abl": ABLConfig, "anp": ANPConfig,

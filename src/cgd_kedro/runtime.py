@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import numpy as np
 import torch
@@ -45,3 +46,29 @@ def derive_seed(seed: int, stream: str) -> int:
     for char in stream:
         value = (value * 1_000_003 + ord(char)) % (2**61 - 1)
     return value
+
+
+def log_time_estimate(logger, description: str, first_epoch_seconds: float, epochs: int) -> float:
+    """Log how long a loop of ``epochs`` epochs will take, from its first epoch's measured time
+    (``epochs x first_epoch_seconds``), and when it should end; returns the estimate in seconds.
+
+    Called once, after the first epoch, so a user learns within minutes whether a run takes
+    twenty minutes or a day on their machine.
+    """
+    total = epochs * first_epoch_seconds
+    if epochs > 1:
+        finish = time.strftime("%H:%M", time.localtime(time.time() + (epochs - 1) * first_epoch_seconds))
+        logger.info(
+            "%s: first epoch took %.0f s; estimate %s for %d epochs (done about %s)",
+            description, first_epoch_seconds, format_duration(total), epochs, finish,
+        )  # fmt: skip
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min`` or ``2.1 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

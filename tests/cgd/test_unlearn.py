@@ -136,9 +136,21 @@ def test_config_errors_name_the_parameter():
     for params, name in (({"alpha": -1}, "cgd.alpha"), ({"tolerance": -0.5}, "cgd.tolerance"),
                          ({"early_stopping": "best"}, "cgd.early_stopping: unknown rule 'best'"),
                          ({"patience": 0}, "cgd.patience"), ({"agreement_margin": 2}, "cgd.agreement_margin"),
-                         ({"epochs": 0}, "cgd.epochs"), ({"temp": 3}, "cgd: unknown")):  # fmt: skip
+                         ({"epochs": 0}, "cgd.epochs"), ({"temp": 3}, "cgd: unknown"),
+                         ({"curve_test_images": 0}, "cgd.curve_test_images")):  # fmt: skip
         with pytest.raises(ValueError, match=name):
             UnlearnConfig.from_params(params)
+
+
+def test_default_optimiser_is_the_reference_sgd_without_momentum(monkeypatch):
+    built = []
+    monkeypatch.setattr(torch.optim, "SGD", lambda params, **kwargs: built.append(kwargs) or torch.optim.Adam(params))
+    images, labels, true, poison = _backdoored_toy()
+    model = build_classifier("compact_cnn", 4, (0.5,) * 3, (0.25,) * 3)
+    config = UnlearnConfig.from_params({"epochs": 1, "max_batches_per_epoch": 1, "batch_size": 32})
+    cgd_unlearn(model, images, labels, (~poison).nonzero().squeeze(1), poison.nonzero().squeeze(1), torch.zeros(400, 4), config,
+                device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert built == [{"lr": config.lr, "momentum": 0.0, "weight_decay": 5e-4}]
 
 
 @pytest.mark.parametrize(
@@ -178,7 +190,7 @@ def test_unlearning_removes_a_toy_backdoor_and_reports_history():
         assert asr(model.eval()) > 0.9
     clip = F.one_hot(true, 4).float() * 5  # a perfect "CLIP" for the toy
     clean_indices, triggered = (~poison).nonzero().squeeze(1), poison.nonzero().squeeze(1)
-    config = UnlearnConfig(alpha=0.5, beta=0.5, epochs=3, batch_size=32, max_batches_per_epoch=20, lr=0.02, tolerance=50.0, augment=False)
+    config = UnlearnConfig(alpha=0.5, beta=0.5, epochs=3, batch_size=32, max_batches_per_epoch=20, lr=0.2, tolerance=50.0, augment=False)
     history = cgd_unlearn(model, images, labels, clean_indices, triggered, clip, config, device=torch.device("cpu"),
                           generator=torch.Generator().manual_seed(1), on_epoch_end=lambda m: {"asr": asr(m)})  # fmt: skip
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]

@@ -27,10 +27,15 @@ def test_defaults_templates_and_parameter_errors():
             ClipConfig.from_params(params)
 
 
-def test_sources_real_datasets_need_weights_and_missing_files_are_named(tmp_path):
+def test_sources_real_datasets_need_weights_or_a_stand_in_slice_and_missing_files_are_named(tmp_path):
     ClipConfig().check_source("embedded")
-    with pytest.raises(ValueError, match="clip.weights: dataset 'cifar10' needs a real CLIP"):
-        ClipConfig().check_source("cifar10")
+    ClipConfig(model_name="cgd-small-clip").check_source("cifar10", holdout_size=10000)  # the stand-in
+    with pytest.raises(ValueError, match=r"dataset\.clip_holdout\.size: without clip\.weights, dataset 'cifar10' needs a slice"):
+        ClipConfig(model_name="cgd-small-clip").check_source("cifar10", holdout_size=0)
+    with pytest.raises(ValueError, match=r"clip\.model_name: without clip\.weights .* 'ViT-B-32'"):
+        ClipConfig(model_name="ViT-B-32").check_source("cifar10", holdout_size=10000)
+    with pytest.raises(ValueError, match=r"clip\.model_name: the embedded world's CLIP is 'cgd-embedded-clip'"):
+        ClipConfig(model_name="cgd-small-clip").check_source("embedded")
     with pytest.raises(FileNotFoundError, match="clip.weights: .*missing.pt"):
         ClipConfig(weights=str(tmp_path / "missing.pt")).check_source("cifar10")
 

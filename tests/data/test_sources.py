@@ -1,4 +1,4 @@
-"""DatasetConfig.from_params checks and load_classification_data for the embedded world."""
+"""DatasetConfig.from_params checks and read_source for the embedded world."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cgd_kedro.data import world
-from cgd_kedro.data.sources import DatasetConfig, WorldConfig, load_classification_data
+from cgd_kedro.data.sources import DatasetConfig, WorldConfig, read_source
 
 TINY_WORLD = {"seed": 3, "n_train": 24, "n_test": 10, "n_captions": 1, "image_size": 16, "difficulty": 0.3}
 
@@ -95,9 +95,9 @@ def test_bad_normalisation_is_named(params):
         DatasetConfig.from_params(params)
 
 
-def test_load_classification_data_tiny_embedded():
+def test_read_source_tiny_embedded():
     config = DatasetConfig.from_params({"world": dict(TINY_WORLD)})
-    train, test, class_names = load_classification_data(config)
+    train, test, class_names = read_source(config)
     assert class_names == list(world.CLASS_NAMES)
     assert len(class_names) == 10
     assert train["images"].shape == (24, 3, 16, 16)

@@ -29,7 +29,10 @@ def test_list_models():
     assert models == sorted(models)
 
 
-@pytest.mark.parametrize(("name", "num_classes"), [("compact_cnn", 10), ("compact_cnn", 3), ("preactresnet18", 10), ("preactresnet18", 43)])
+@pytest.mark.parametrize(
+    ("name", "num_classes"),
+    [("compact_cnn", 10), ("compact_cnn", 3), ("preactresnet18", 10), ("preactresnet18", 43), ("airbench_narrow", 10), ("airbench", 43)],
+)
 def test_output_shapes(name, num_classes):
     torch.manual_seed(0)
     model = build_model(name, num_classes).eval()
@@ -204,3 +207,16 @@ def test_from_checkpoint_with_another_num_classes_names_the_source():
 def test_from_checkpoint_missing_fields():
     with pytest.raises(ValueError, match=r"^ckpt: not a cgd_kedro classifier checkpoint \(missing \['mean', 'std'\]\)"):
         from_checkpoint({"architecture": "compact_cnn", "num_classes": 10, "state_dict": {}}, source="ckpt")
+
+
+def test_airbench_feature_layer_is_one_value_per_last_conv_channel():
+    from cgd_kedro.models.classifier import last_linear, penultimate_features
+
+    torch.manual_seed(0)
+    model = build_classifier("airbench_narrow", 10, (0.5,) * 3, (0.25,) * 3).eval()
+    assert last_linear(model).in_features == 128
+    features = penultimate_features(model, torch.rand(4, 3, 32, 32))
+    assert features.shape == (4, 128)
+    assert sum(p.numel() for p in model.parameters()) < 600_000  # half airbench94's widths: ~0.5 M
+    with torch.no_grad():  # 64 px inputs (Tiny-ImageNet) work too: the last pool is adaptive
+        assert model(torch.rand(2, 3, 64, 64)).shape == (2, 10)

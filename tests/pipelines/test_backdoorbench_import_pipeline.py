@@ -22,18 +22,28 @@ class _Kept(MemoryDataset):
         pass
 
 
-def _catalog(train, test, record_dir) -> DataCatalog:
-    info = {"num_classes": bb.NUM_CLASSES, "mean": bb.CIFAR10_MEAN, "std": bb.CIFAR10_STD}
+def _import_only():
+    return create_pipeline().only_nodes("backdoorbench.import_record")
+
+
+def _catalog(train, test, record_dir, holdout: int = 0) -> DataCatalog:
+    """The clean sets as ``dataset.load_dataset`` leaves them: ``holdout`` training images set aside."""
+    info = {"num_classes": bb.NUM_CLASSES, "mean": bb.CIFAR10_MEAN, "std": bb.CIFAR10_STD, "format": "cifar-pickle",
+            "n_train": train["labels"].numel() - holdout, "n_clip_holdout": holdout}  # fmt: skip
+    source = train | {"source_index": torch.arange(train["labels"].numel())}
+    public = torch.arange(holdout) * 2  # every other image from the start, as a stand-in slice
+    kept = torch.tensor([i for i in range(train["labels"].numel()) if i not in set(public.tolist())])
     catalog = DataCatalog(
         {
-            "train_set": MemoryDataset(train, copy_mode="assign"),
+            "train_set": MemoryDataset({k: v[kept] for k, v in source.items()}, copy_mode="assign"),
+            "clip_holdout_set": MemoryDataset({k: v[public] for k, v in source.items()}, copy_mode="assign"),
             "test_set": MemoryDataset(test, copy_mode="assign"),
             "dataset_info": MemoryDataset(info),
             "params:backdoorbench.record": MemoryDataset({"record_dir": str(record_dir) if record_dir else None}),
             "params:runtime": MemoryDataset({"device": "cpu", "seed": 0}),
         }
     )
-    for name in create_pipeline().all_outputs():
+    for name in _import_only().all_outputs():
         catalog[name] = _Kept(copy_mode="assign")
     return catalog
 
@@ -43,8 +53,8 @@ def test_import_outputs_the_attack_namespace_contract(tmp_path):
     torch.manual_seed(0)
     state = {k: v.clone() for k, v in bb.build_model("compact_cnn", bb.NUM_CLASSES).state_dict().items()}
     record, *_ = bb.write_record(tmp_path, (train, test), state)
-    catalog = _catalog(train, test, record)
-    SequentialRunner().run(create_pipeline(), catalog)
+    catalog = _catalog(train, test, record, holdout=3)  # the stand-in's slice is put back in its place
+    SequentialRunner().run(_import_only(), catalog)
 
     poisoned = catalog.load("backdoorbench.poisoned_train")
     assert poisoned["poison"].nonzero().flatten().tolist() == [1, 4, 7]
@@ -59,4 +69,23 @@ def test_import_outputs_the_attack_namespace_contract(tmp_path):
 def test_missing_record_dir_parameter_is_named(tmp_path):
     train, test = bb._clean_set(12, 0), bb._clean_set(6, 1)
     with pytest.raises(Exception, match=r"backdoorbench\.record\.record_dir"):
-        SequentialRunner().run(create_pipeline(), _catalog(train, test, None))
+        SequentialRunner().run(_import_only(), _catalog(train, test, None))
+
+
+def test_an_image_folder_is_refused_because_its_order_is_not_backdoorbench_s(tmp_path):
+    train, test = bb._clean_set(12, 0), bb._clean_set(6, 1)
+    catalog = _catalog(train, test, tmp_path)
+    catalog["dataset_info"] = MemoryDataset({"num_classes": 10, "format": "image-folder"})
+    with pytest.raises(Exception, match=r"indexes the clean dataset in its loader's order"):
+        SequentialRunner().run(_import_only(), catalog)
+
+
+def test_the_victim_keeps_backdoorbench_s_normalisation(tmp_path):
+    train, test = bb._clean_set(12, 0), bb._clean_set(6, 1)
+    state = {k: v.clone() for k, v in bb.build_model("compact_cnn", bb.NUM_CLASSES).state_dict().items()}
+    record, *_ = bb.write_record(tmp_path, (train, test), state)
+    catalog = _catalog(train, test, record)
+    catalog["dataset_info"] = MemoryDataset({"num_classes": 10, "mean": [0.5] * 3, "std": [0.25] * 3, "format": "cifar-pickle"})
+    SequentialRunner().run(_import_only(), catalog)
+    victim = catalog.load("backdoorbench.victim_model")
+    assert victim["mean"] == pytest.approx([0.4914, 0.4822, 0.4465]) and victim["std"] == pytest.approx([0.247, 0.243, 0.261])

@@ -3,6 +3,7 @@ embedded CLIP, with a real-weights file the test writes, and with missing or for
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,10 +86,16 @@ def test_in_memory_run_scores_splits_and_exports_reference_files():
 
     indices = catalog.load("badnets.cgd_clean_indices_json")
     assert indices == split["clean_indices"].tolist() and all(isinstance(i, int) for i in indices)
-    rows = catalog.load("badnets.cgd_entropy_score_json")
-    assert len(rows) == 300 and sum(r[2] for r in rows) == 30 and all(r[2] in (0, 1) for r in rows)
-    assert rows[5][:2] == [float(split["r_clip"][5]), float(split["r_sus"][5])]
-    assert torch.equal(catalog.load("badnets.cgd_logits_pt"), catalog.load("badnets.clip_logits")["logits"])
+    scores = catalog.load("badnets.cgd_entropy_score_json")
+    assert isinstance(scores, dict) and list(scores) == [str(i) for i in range(300)]
+    assert scores["5"][:2] == [float(split["r_clip"][5]), float(split["r_sus"][5])]
+    assert sum(scores[str(i)][2] for i in range(300)) == 30 and all(isinstance(v[2], bool) for v in scores.values())
+    logits = catalog.load("badnets.cgd_logits_pt")
+    assert torch.equal(logits["logits_clip"], catalog.load("badnets.clip_logits")["logits"]) and logits["num_classes"] == 10
+    assert torch.equal(logits["logits_kfold"], catalog.load("badnets.suspicious_logits")["logits"])
+    assert torch.equal(logits["poisoned_indices"], poisoned["poison"].nonzero().squeeze(1))
+    assert torch.equal(logits["poison_labels"], poisoned["labels"]) and torch.equal(logits["clean_labels"], poisoned["original_labels"])
+    assert logits["image_features"].shape[0] == 300
     assert catalog.load("reference_clip")["model_name"] == EMBEDDED_CLIP
     zero_shot = catalog.load("reference_clip_metrics")
     assert 0.0 <= zero_shot["zero_shot_acc"] <= 1.0 and zero_shot["templates"] == ["a photo of a {}", "a picture of a {}"]
@@ -127,8 +134,18 @@ def test_session_runs_clip_split_on_latest_poison_outputs_without_rerunning_them
         versions = list((out / relative).iterdir())
         assert len(versions) == 1, relative
         assert (versions[0] / Path(relative).name).stat().st_size > 0
-    logits_file = next((out / "07_model_output/embedded/badnets/cgd_reference/logits.pt").rglob("logits.pt"))
-    assert torch.load(logits_file, weights_only=True).shape == (300, 10)
+    # Read back exactly as the reference's unlearning script reads record/<attack>/AWC/ (REFERENCE.md §1.2).
+    reference_dir = next((out / "07_model_output/embedded/badnets/cgd_reference/logits.pt").iterdir()).parent.parent
+    version = next((reference_dir / "logits.pt").iterdir()).name
+    data = torch.load(reference_dir / "logits.pt" / version / "logits.pt", weights_only=True)
+    logits_clip, num_classes = data["logits_clip"], data["num_classes"]
+    assert logits_clip.shape == (300, num_classes) and num_classes == 10
+    entropy = json.loads((reference_dir / "entropy_score.json" / version / "entropy_score.json").read_text())
+    clean_indices = json.loads((reference_dir / "clean_indices.json" / version / "clean_indices.json").read_text())
+    for i in range(300):
+        r_clip, r_sus, is_poisoned = entropy[str(i)]
+        assert 0 < r_clip <= 1 and 0 < r_sus <= 1 and isinstance(is_poisoned, bool)
+    assert all(isinstance(i, int) and str(i) in entropy for i in clean_indices)
     png = next((out / "08_reporting/embedded/badnets/entropy_map.png").rglob("*.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -23,7 +23,7 @@ class _KeptMemoryDataset(MemoryDataset):
 
 
 def _in_memory_catalog(params: dict) -> DataCatalog:
-    entries = {"params:dataset": params["dataset"], "params:runtime": params["runtime"], "params:victim": params["victim"]}
+    entries = {"params:dataset": params["dataset"], "params:runtime": params["runtime"], "params:victim": params["victim"], "params:clip": {}}
     for name in ATTACK_NAMESPACES:
         entries[f"params:{name}.attack"] = params[name]["attack"]
     catalog = DataCatalog({key: MemoryDataset(value, copy_mode="assign") for key, value in entries.items()})
@@ -58,7 +58,8 @@ def test_in_memory_run_poisons_trains_and_reports():
 
     metrics = catalog.load("badnets.attack_metrics")
     assert metrics["poison_count"] == 30 and metrics["n_train"] == 300 and metrics["poison_ratio"] == 0.1
-    assert metrics["clean_model_acc"] == catalog.load("clean_metrics")["clean_acc"]
+    assert "clean_model_acc" not in metrics  # the victim's path does not wait for the clean model
+    assert 0.0 <= catalog.load("clean_metrics")["clean_acc"] <= 1.0
     for key in ("clean_acc", "asr", "ra"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["asr"] + metrics["ra"] <= 1.0 + 1e-9

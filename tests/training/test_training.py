@@ -8,7 +8,7 @@ import torch
 from cgd_kedro.models.classifier import build_classifier
 from cgd_kedro.runtime import seed_everything
 from cgd_kedro.training.augment import crop_and_flip, random_crop, random_horizontal_flip
-from cgd_kedro.training.classifier import TrainingConfig, to_unit_float, train_classifier
+from cgd_kedro.training.classifier import TrainingConfig, lr_factor, to_unit_float, train_classifier
 
 # --- augmentation ---------------------------------------------------------------------------------
 
@@ -179,6 +179,8 @@ def test_training_config_from_params():
         ({"momentum": 1.0}, r"training\.momentum"),
         ({"weight_decay": -1e-4}, r"training\.weight_decay"),
         ({"crop_padding": -1}, r"training\.crop_padding"),
+        ({"warmup": 1.0}, r"training\.warmup: invalid value 1\.0"),
+        ({"label_smoothing": -0.1}, r"training\.label_smoothing"),
     ],
 )
 def test_training_config_errors_name_the_parameter(params, match):
@@ -201,3 +203,35 @@ def test_adam_with_constant_schedule_is_available_and_checked():
         TrainingConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="training.schedule"):
         TrainingConfig(schedule="step")
+
+
+def test_crop_without_flip_never_mirrors():
+    # Columns numbered 0..7: a flip reverses them, a crop only shifts them (with zero fill).
+    images = torch.arange(8, dtype=torch.float32).repeat(64, 3, 8, 1) + 1
+    cropped = crop_and_flip(images, torch.Generator().manual_seed(0), padding=2, flip=False)
+    for image in cropped[:, 0]:
+        row = image[image.sum(1).argmax()]  # a row not zeroed by a vertical shift
+        nonzero = row[row > 0]
+        assert torch.all(nonzero[1:] > nonzero[:-1])  # still increasing: never mirrored
+    flipped = crop_and_flip(images, torch.Generator().manual_seed(0), padding=0, flip=True)
+    assert int((flipped[:, 0, 0, 0] == 8).sum()) > 0  # with flip some are
+
+
+def test_lr_factor_warms_up_linearly_then_decays_by_cosine():
+    config = TrainingConfig(epochs=1, warmup=0.2)
+    factor = lr_factor(config, total_steps=100)
+    assert [round(factor(s), 3) for s in (0, 9, 19)] == [0.05, 0.5, 1.0]
+    assert factor(20) == pytest.approx(1.0) and factor(60) == pytest.approx(0.5) and factor(99) < 0.01
+    plain = lr_factor(TrainingConfig(epochs=1), total_steps=100)
+    assert plain(0) == 1.0 and plain(50) == pytest.approx(0.5)  # no warm-up: BackdoorBench's cosine
+    assert lr_factor(TrainingConfig(schedule="constant", warmup=0.1), 100)(50) == 1.0
+
+
+def test_training_logs_a_time_estimate_after_its_first_epoch(caplog):
+    images, labels = _half_bright_problem()
+    model = build_classifier("compact_cnn", 2, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    with caplog.at_level("INFO", logger="cgd_kedro.training.classifier"):
+        train_classifier(model, images, labels, TrainingConfig(epochs=3, batch_size=32, augment=False),
+                         device=torch.device("cpu"), generator=seed_everything(0), description="victim")  # fmt: skip
+    estimates = [r.getMessage() for r in caplog.records if "estimate" in r.getMessage()]
+    assert len(estimates) == 1 and estimates[0].startswith("victim: first epoch took") and "for 3 epochs" in estimates[0]

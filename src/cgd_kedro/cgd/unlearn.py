@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -49,6 +50,7 @@ from tqdm.auto import tqdm
 
 from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.metrics import accuracy, predict_logits
+from cgd_kedro.runtime import log_time_estimate
 from cgd_kedro.training.augment import crop_and_flip
 from cgd_kedro.training.classifier import to_unit_float
 
@@ -66,7 +68,8 @@ class UnlearnConfig:
         alpha: weight of the KL distillation toward CLIP on triggered samples (0.0005).
         beta: weight of the given-label log-likelihood on triggered samples (0.025).
         temperature: softmax temperature ``T`` of the distillation (3).
-        lr, momentum, weight_decay: SGD (0.01, 0.9, 5e-4).
+        lr, momentum, weight_decay: SGD (0.01, 0, 5e-4): the reference builds ``SGD(params, lr,
+            weight_decay)``, without momentum.
         batch_size: samples per step, clean and triggered mixed (256).
         epochs: at most this many epochs (10).
         max_batches_per_epoch: an epoch stops after this many batches (200).
@@ -76,14 +79,18 @@ class UnlearnConfig:
             fell by less than this during it (0.05).
         tolerance: ``tolerance``: threshold in clean-accuracy *points* on the validation slice (1.0).
         validation_fraction: share of the clean subset's distinct samples held out for validation (0.1).
-        augment: random crop (pad 4) and horizontal flip of the training batches.
+        augment: random crop (pad 4) of the training batches, and with ``flip`` a horizontal flip.
+        flip: the reference flips only on CIFAR-10 (set per dataset environment; GTSRB: no).
+        curve_test_images: reporting only, never read by the unlearning: the per-epoch test CA/ASR
+            curve of the report is measured on this many random test (and backdoor test) images;
+            ``None`` = all. The defense's final CA/ASR always uses the whole test sets.
     """
 
     alpha: float = 0.0005
     beta: float = 0.025
     temperature: float = 3.0
     lr: float = 0.01
-    momentum: float = 0.9
+    momentum: float = 0.0
     weight_decay: float = 5e-4
     batch_size: int = 256
     epochs: int = 10
@@ -94,6 +101,8 @@ class UnlearnConfig:
     tolerance: float = 1.0
     validation_fraction: float = 0.1
     augment: bool = True
+    flip: bool = True
+    curve_test_images: int | None = None
 
     def __post_init__(self) -> None:
         if self.early_stopping not in EARLY_STOPPING_RULES:
@@ -112,6 +121,7 @@ class UnlearnConfig:
             "agreement_margin": 0 <= self.agreement_margin <= 1,
             "tolerance": self.tolerance >= 0,
             "validation_fraction": 0 < self.validation_fraction < 1,
+            "curve_test_images": self.curve_test_images is None or positive_int(self.curve_test_images),
         }
         require("cgd", self, checks)
 
@@ -243,6 +253,7 @@ def cgd_unlearn(
     steps = min(config.max_batches_per_epoch, -(-pool.numel() // config.batch_size))
     progress = tqdm(total=config.epochs * steps, desc="cgd unlearn", unit="batch", disable=None, leave=False)
     for epoch in range(1, config.epochs + 1):
+        epoch_started = time.perf_counter()
         previous = copy.deepcopy(model.state_dict()) if config.early_stopping == "tolerance" else None
         model.train()
         order = torch.randperm(pool.numel(), generator=generator)[: steps * config.batch_size]
@@ -251,7 +262,7 @@ def cgd_unlearn(
             index = pool[batch]
             x = to_unit_float(images[index].to(device))
             if config.augment:
-                x = crop_and_flip(x, generator, 4)
+                x = crop_and_flip(x, generator, 4, config.flip)
             logits = model(x.contiguous(memory_format=torch.channels_last))
             loss, parts = cgd_loss(
                 logits, labels[index].to(device), clip_logits[index].to(device), is_triggered[batch].to(device),
@@ -267,6 +278,8 @@ def cgd_unlearn(
         model.eval()
         n_batches = max(1, -(-order.numel() // config.batch_size))
         history.append(record(epoch, {key: value / n_batches for key, value in sums.items()}))
+        if epoch == 1:
+            log_time_estimate(log, "cgd unlearn (at most)", time.perf_counter() - epoch_started, config.epochs)
         accuracies.append(history[-1]["val_clean_acc"])
         agreements.append(history[-1]["triggered_agreement"])
         log.info(

@@ -1,7 +1,8 @@
 """open_clip models by name, with weights only ever read from local files.
 
-The project registers its own model configs (``model_configs/*.json``, e.g. the embedded world's
-``cgd-embedded-clip``) next to open_clip's. ``pretrained`` tags are never used: nothing is
+The project registers its own model configs (``model_configs/*.json``: the embedded world's
+``cgd-embedded-clip`` and ``cgd-small-clip``, the same model for real datasets' CLIP stand-in, with
+open_clip's default normalisation) next to open_clip's. ``pretrained`` tags are never used: nothing is
 downloaded. A real CLIP (e.g. ``ViT-B-32`` with ``laion2b_s34b_b79k`` weights) is used by saving
 its open_clip state_dict to a file once and pointing ``clip.weights`` at it.
 
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 EMBEDDED_CLIP = "cgd-embedded-clip"
+# The real datasets' CLIP stand-in: the same small model, with open_clip's default normalisation
+# (natural images), pretrained on a slice held out of the training set (see clip.reference).
+SMALL_CLIP = "cgd-small-clip"
+PRETRAINABLE_CLIPS = (EMBEDDED_CLIP, SMALL_CLIP)
 # Input normalisation of the project's own CLIPs: the embedded world's pixel statistics
 # (open_clip's defaults, OpenAI's ImageNet-like mean/std, are used for every other model).
 PROJECT_PREPROCESS = {EMBEDDED_CLIP: {"mean": (0.465, 0.465, 0.454), "std": (0.195, 0.182, 0.194)}}

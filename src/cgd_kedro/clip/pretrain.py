@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 from cgd_kedro.clip.losses import cleanclip_loss, clip_loss
 from cgd_kedro.clip.zero_shot import clip_preprocess
 from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.runtime import log_time_estimate
 from cgd_kedro.training.augment import crop_and_flip
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,7 @@ def train_contrastive(
     )
     history, progress = [], tqdm(total=total, desc=description, unit="batch", disable=None, leave=False)
     for epoch in range(config.epochs):
+        epoch_started = time.perf_counter()
         order = torch.randperm(images.shape[0], generator=generator)
         sums: dict[str, float] = {}
         for batch in order.split(config.batch_size):
@@ -149,6 +152,8 @@ def train_contrastive(
         if on_epoch_end is not None:
             record |= on_epoch_end(model)
         history.append(record)
+        if epoch == 0:
+            log_time_estimate(log, description, time.perf_counter() - epoch_started, config.epochs)
         model.train()
         log.info("%s epoch %d/%d: loss %.4f", description, epoch + 1, config.epochs, record.get("loss", float("nan")))
     progress.close()

@@ -1,12 +1,17 @@
 """The reference CLIP of CGD: which model, where its weights come from, and how it scores images.
 
-Two sources, one code path:
+Three sources, one code path:
 - a real CLIP: an open_clip model name plus a *local* weights file (``clip.weights``), e.g.
   ``ViT-B-32`` with ``laion2b_s34b_b79k`` weights saved once with ``torch.save(model.state_dict())``
   or safetensors. Nothing is downloaded; a missing or unreadable file is an error naming ``clip.weights``.
-- the embedded CLIP (``clip.weights: null``, embedded dataset only): the project's small open_clip
+- the embedded CLIP (``clip.weights: null``, embedded world): the project's small open_clip
   model, pretrained contrastively on the embedded world's caption corpus (disjoint from the
   victim's training images).
+- a CLIP stand-in (``clip.weights: null``, real dataset): the project's small open_clip model,
+  pretrained here on a "public" slice held out of the training set (``dataset.clip_holdout``),
+  captioned from ``caption_templates`` and the class names. No victim, suspicious model or
+  defense ever sees those images. It stands in for a public CLIP trained on other data, which
+  no machine here can download; runs say so in their log and in ``reference_clip_metrics``.
 
 Zero-shot logits are ``logit_scale * cos(image, class text)``. The CGD reference uses no scale
 (``logit_scale = 1``); since the scores are ranks of the given label's NLL, the scale changes the
@@ -24,6 +29,7 @@ from torch import Tensor, nn
 
 from cgd_kedro.clip.factory import (
     EMBEDDED_CLIP,
+    PRETRAINABLE_CLIPS,
     check_clip_name,
     create_clip,
     from_clip_checkpoint,
@@ -36,6 +42,17 @@ from cgd_kedro.clip.factory import (
 from cgd_kedro.clip.pretrain import ContrastiveConfig, train_contrastive
 from cgd_kedro.clip.zero_shot import class_text_embeddings, image_embeddings, zero_shot_logits
 from cgd_kedro.config import reject_unknown
+
+# Captions of the CLIP stand-in's pretraining pairs: CLIP's own CIFAR prompt list (Radford et al.
+# 2021), so that the text tower sees varied sentences rather than one template per class; without
+# the final period, like the zero-shot prompts ("a photo of a {}").
+CAPTION_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}", "a blurry photo of a {}", "a black and white photo of a {}", "a low contrast photo of a {}",
+    "a high contrast photo of a {}", "a bad photo of a {}", "a good photo of a {}", "a photo of a small {}",
+    "a photo of a big {}", "a photo of the {}", "a blurry photo of the {}", "a black and white photo of the {}",
+    "a low contrast photo of the {}", "a high contrast photo of the {}", "a bad photo of the {}",
+    "a good photo of the {}", "a photo of the small {}", "a photo of the big {}",
+)  # fmt: skip
 
 # Prompt templates per dataset (REFERENCE.md §1.1); the embedded world's are two of its caption forms.
 DEFAULT_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -52,10 +69,14 @@ class ClipConfig:
     """The ``clip`` parameters.
 
     Attributes:
-        model_name: open_clip model name (``cgd-embedded-clip`` is the project's own config).
-        weights: local open_clip weights file; ``None`` = pretrain the embedded CLIP.
+        model_name: open_clip model name (``cgd-embedded-clip`` and ``cgd-small-clip`` are the
+            project's own configs, the ones that can be pretrained here).
+        weights: local open_clip weights file; ``None`` = pretrain ``model_name`` here (the
+            embedded CLIP, or the stand-in of a real dataset).
         templates: prompt templates with ``{}`` for the class name, averaged as an ensemble;
             ``None`` = the dataset's defaults (``DEFAULT_TEMPLATES``).
+        caption_templates: captions of the stand-in's pretraining pairs, one template per image
+            in turn; ``None`` = CLIP's CIFAR prompt list (``CAPTION_TEMPLATES``).
         logit_scale: multiplies the cosine similarities (reference: 1, i.e. none).
         batch_size: images per forward pass when scoring.
         pretrain: contrastive pretraining of the embedded CLIP (``ContrastiveConfig``).
@@ -64,6 +85,7 @@ class ClipConfig:
     model_name: str = EMBEDDED_CLIP
     weights: str | None = None
     templates: tuple[str, ...] | None = None
+    caption_templates: tuple[str, ...] | None = None
     logit_scale: float = 1.0
     batch_size: int = 256
     pretrain: ContrastiveConfig = field(default_factory=ContrastiveConfig)
@@ -71,31 +93,44 @@ class ClipConfig:
     @classmethod
     def from_params(cls, params: dict) -> ClipConfig:
         reject_unknown(cls, params, "clip")
-        templates = params.get("templates")
+        templates, captions = params.get("templates"), params.get("caption_templates")
         config = cls(
-            **{k: v for k, v in params.items() if k not in ("templates", "pretrain")},
+            **{k: v for k, v in params.items() if k not in ("templates", "caption_templates", "pretrain")},
             templates=tuple(templates) if templates else None,
+            caption_templates=tuple(captions) if captions else None,
             pretrain=ContrastiveConfig.from_params(dict(params.get("pretrain") or {})),
         )
         check_clip_name(config.model_name)
-        if config.templates and any("{}" not in t for t in config.templates):
-            raise ValueError(f"clip.templates: every template needs '{{}}' for the class name, got {list(config.templates)}")
+        for key in ("templates", "caption_templates"):
+            value = getattr(config, key)
+            if value and any("{}" not in t for t in value):
+                raise ValueError(f"clip.{key}: every template needs '{{}}' for the class name, got {list(value)}")
         if not config.logit_scale > 0:
             raise ValueError(f"clip.logit_scale: expected a positive number, got {config.logit_scale!r}")
         if not isinstance(config.batch_size, int) or config.batch_size < 1:
             raise ValueError(f"clip.batch_size: expected a positive integer, got {config.batch_size!r}")
         return config
 
-    def check_source(self, dataset_name: str) -> None:
-        """Cheap check, before any work, that the weights can come from somewhere."""
+    def check_source(self, dataset_name: str, holdout_size: int = 0) -> None:
+        """Cheap check, before any work, that the weights can come from somewhere.
+
+        ``holdout_size``: images the dataset holds out for a stand-in (real datasets without weights).
+        """
         if self.weights is None:
-            if dataset_name != "embedded":
+            if self.model_name not in PRETRAINABLE_CLIPS:
                 raise ValueError(
-                    f"clip.weights: dataset {dataset_name!r} needs a real CLIP; set clip.weights to a local "
-                    "open_clip weights file (the embedded CLIP only knows the embedded world)"
+                    f"clip.model_name: without clip.weights the reference CLIP is pretrained here, which only the "
+                    f"project's own configs {list(PRETRAINABLE_CLIPS)} are sized for; set clip.weights to a local "
+                    f"file for {self.model_name!r}"
                 )
-            if self.model_name != EMBEDDED_CLIP:
-                raise ValueError(f"clip.model_name: without clip.weights only {EMBEDDED_CLIP!r} can be pretrained here")
+            if dataset_name == "embedded" and self.model_name != EMBEDDED_CLIP:
+                raise ValueError(f"clip.model_name: the embedded world's CLIP is {EMBEDDED_CLIP!r}, got {self.model_name!r}")
+            if dataset_name != "embedded" and holdout_size < 2:
+                raise ValueError(
+                    f"dataset.clip_holdout.size: without clip.weights, dataset {dataset_name!r} needs a slice of its "
+                    f"training set to pretrain a CLIP stand-in on (got {holdout_size}); set it (auto: "
+                    "10,000), or set clip.weights to a local open_clip weights file"
+                )
         elif not (Path(self.weights).is_file() or Path(self.weights).is_dir()):
             raise FileNotFoundError(
                 f"clip.weights: CLIP weights file {str(Path(self.weights).resolve())!r} does not exist; save an "
@@ -105,11 +140,16 @@ class ClipConfig:
     def templates_for(self, dataset_name: str) -> tuple[str, ...]:
         return self.templates or DEFAULT_TEMPLATES.get(dataset_name, ("a photo of a {}",))
 
+    def captions_for(self, labels: Tensor, class_names: Sequence[str]) -> list[str]:
+        """One caption per label for the stand-in's pretraining pairs (templates taken in turn)."""
+        templates = self.caption_templates or CAPTION_TEMPLATES
+        return [templates[i % len(templates)].format(class_names[y]) for i, y in enumerate(labels.tolist())]
 
-def pretrain_embedded_clip(
+
+def pretrain_clip(
     images: Tensor, captions: Sequence[str], config: ClipConfig, *, device: torch.device, generator: torch.Generator
 ) -> tuple[dict, list[dict]]:
-    """Train the embedded CLIP from scratch on (image, caption) pairs; its checkpoint and history."""
+    """Train ``config.model_name`` from scratch on (image, caption) pairs; its checkpoint and history."""
     torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))  # model initialisation
     model = create_clip(config.model_name)
     history = train_contrastive(
@@ -144,9 +184,11 @@ def clip_logits(
     logit_scale: float = 1.0,
     batch_size: int = 256,
     device: torch.device,
-) -> Tensor:
-    """``N x K`` zero-shot logits of uint8 ``images`` against the prompted ``class_names`` (on CPU)."""
+    with_features: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """``N x K`` zero-shot logits of uint8 ``images`` against the prompted ``class_names`` (on CPU);
+    with ``with_features`` also the ``N x D`` unit image embeddings they were computed from."""
     text = class_text_embeddings(model, get_tokenizer(model_name), class_names, templates, device)
     features = image_embeddings(model, images, preprocess_config(model), device, batch_size)
-    return zero_shot_logits(features, text.cpu(), logit_scale)
-
+    logits = zero_shot_logits(features, text.cpu(), logit_scale)
+    return (logits, features) if with_features else logits

@@ -458,6 +458,14 @@ def load_tinyimagenet(
     return sets[0], sets[1], class_names
 
 
+# The folder each native layout keeps under ``dataset.root`` (how ``dataset.format: auto`` recognises it).
+NATIVE_LAYOUT_DIR: dict[str, str] = {
+    "cifar10": "cifar-10-batches-py",
+    "cifar100": "cifar-100-python",
+    "gtsrb": "gtsrb",
+    "tinyimagenet": "tiny-imagenet-200",
+}
+
 REAL_DATASETS: dict[str, RealLoader] = {
     "cifar10": load_cifar10,
     "cifar100": load_cifar100,

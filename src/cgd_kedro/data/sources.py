@@ -6,18 +6,30 @@ Kedro environment overrides ``name`` and ``root``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cgd_kedro.data import world
-from cgd_kedro.data.imageset import ImageSet
-from cgd_kedro.data.real import REAL_DATASETS, load_real_dataset
+import torch
 
-# Class counts are known up front so that parameters (e.g. an attack's target) can be checked
-# before any data is read.
+from cgd_kedro.data import world
+from cgd_kedro.data.decode_cache import cached_decode
+from cgd_kedro.data.image_folder import class_folders, is_image_folder, load_image_folder
+from cgd_kedro.data.imageset import ImageSet
+from cgd_kedro.data.real import NATIVE_LAYOUT_DIR, REAL_DATASETS, load_real_dataset
+
+log = logging.getLogger(__name__)
+
+# Class counts of the built-in datasets are known up front so that parameters (e.g. an attack's
+# target) can be checked before any data is read; a dataset of your own (an image folder under
+# any other name) is counted from its class folders, which reads no image.
 NUM_CLASSES = {"embedded": len(world.CLASS_NAMES), "cifar10": 10, "cifar100": 100, "gtsrb": 43, "tinyimagenet": 200}
-NATIVE_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "gtsrb": 32, "tinyimagenet": 64}
 DATASET_NAMES = tuple(NUM_CLASSES)
+# The on-disk formats a real dataset may come in: its usual downloader's layout, or an image folder.
+NATIVE_FORMATS = {"cifar10": "cifar-pickle", "cifar100": "cifar-pickle", "gtsrb": "gtsrb-ppm", "tinyimagenet": "tinyimagenet-official"}
+IMAGE_FOLDER = "image-folder"
+# Images held out of a real training set for the CLIP stand-in when no CLIP weights are given.
+DEFAULT_CLIP_HOLDOUT = 10000
 
 
 @dataclass(frozen=True)
@@ -33,52 +45,94 @@ class WorldConfig:
 
 
 @dataclass(frozen=True)
+class ClipHoldoutConfig:
+    """The ``dataset.clip_holdout`` parameters: the "public" slice of a real training set that the
+    CLIP stand-in is pretrained on when ``clip.weights`` is not set.
+
+    Attributes:
+        size: images held out (stratified by class), never seen by the victim, the suspicious
+            models or any defense; ``auto``: 10,000 for a real dataset without ``clip.weights``,
+            0 otherwise (the embedded world's CLIP has its own caption corpus).
+        seed: which images; fixed apart from ``runtime.seed`` so that every seed of a study
+            trains on the same images.
+    """
+
+    size: int | str = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class DatasetConfig:
     """The ``dataset`` parameters.
 
     Attributes:
-        name: ``embedded`` or one of the real datasets (``cifar10``, ``cifar100``, ``gtsrb``, ``tinyimagenet``).
-        root: local directory holding a real dataset in its usual layout; ignored for ``embedded``.
+        name: ``embedded``, a built-in real dataset (``cifar10``, ``cifar100``, ``gtsrb``,
+            ``tinyimagenet``) or any other name for an image folder of your own.
+        root: local directory holding a real dataset; ignored for ``embedded``.
+        format: ``auto`` (the dataset's native layout if present, else an image folder),
+            ``image-folder`` (``root/{train,test}/<class>/<image>``) or the native format
+            (``cifar-pickle``, ``gtsrb-ppm``, ``tinyimagenet-official``).
         image_size: resize real images to this size (``None``: native size).
+        max_per_class: keep at most this many training images per class (smoke runs, tests).
+        max_test_per_class: the same for the test set.
+        cache_dir: decoded datasets are kept here, keyed by a fingerprint of the source files and
+            these settings, so a later run does not decode them again (``None``: no cache).
+        clip_holdout: the slice held out for the CLIP stand-in (``ClipHoldoutConfig``).
         mean, std: per-channel input normalisation applied inside every classifier.
         world: the embedded world's generator settings.
     """
 
     name: str = "embedded"
     root: str | None = None
+    format: str = "auto"
     image_size: int | None = None
+    max_per_class: int | None = None
+    max_test_per_class: int | None = None
+    cache_dir: str | None = None
+    clip_holdout: ClipHoldoutConfig = field(default_factory=ClipHoldoutConfig)
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.25, 0.25, 0.25)
     world: WorldConfig = field(default_factory=WorldConfig)
 
     @classmethod
     def from_params(cls, params: dict) -> DatasetConfig:
-        known = {"name", "root", "image_size", "mean", "std", "world"}
+        nested = {"world": WorldConfig, "clip_holdout": ClipHoldoutConfig}
+        known = {f for f in cls.__dataclass_fields__}
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"dataset: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
-        world_params = dict(params.get("world") or {})
-        world_known = set(WorldConfig.__dataclass_fields__)
-        if set(world_params) - world_known:
-            raise ValueError(
-                f"dataset.world: unknown parameter(s) {sorted(set(world_params) - world_known)}; "
-                f"expected some of {sorted(world_known)}"
-            )
+        sections = {}
+        for key, section_cls in nested.items():
+            section = dict(params.get(key) or {})
+            section_known = set(section_cls.__dataclass_fields__)
+            if set(section) - section_known:
+                raise ValueError(
+                    f"dataset.{key}: unknown parameter(s) {sorted(set(section) - section_known)}; "
+                    f"expected some of {sorted(section_known)}"
+                )
+            sections[key] = section_cls(**section)
         config = cls(
-            **{k: v for k, v in params.items() if k not in ("world", "mean", "std")},
+            **{k: v for k, v in params.items() if k not in ("mean", "std", *nested)},
             mean=tuple(params.get("mean", cls.mean)),
             std=tuple(params.get("std", cls.std)),
-            world=WorldConfig(**world_params),
+            **sections,
         )
         config.check()
         return config
 
     def check(self) -> None:
-        """Cheap checks run before any data is read: name, root directory, sizes."""
-        if self.name not in NUM_CLASSES:
-            raise ValueError(f"dataset.name: unknown dataset {self.name!r}; expected one of {list(DATASET_NAMES)}")
+        """Cheap checks run before any data is read: name, format, root directory, sizes."""
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"dataset.mean/std: expected 3 values each, std > 0; got {self.mean}, {self.std}")
+        for key in ("max_per_class", "max_test_per_class", "image_size"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"dataset.{key}: expected a positive integer or null, got {value!r}")
+        holdout = self.clip_holdout
+        if holdout.size != "auto" and (isinstance(holdout.size, bool) or not isinstance(holdout.size, int) or holdout.size < 0):
+            raise ValueError(f"dataset.clip_holdout.size: expected 'auto' or a non-negative integer, got {holdout.size!r}")
+        if isinstance(holdout.seed, bool) or not isinstance(holdout.seed, int) or holdout.seed < 0:
+            raise ValueError(f"dataset.clip_holdout.seed: expected a non-negative integer, got {holdout.seed!r}")
         if self.name == "embedded":
             w = self.world
             for key in ("n_train", "n_test", "n_captions"):
@@ -86,29 +140,69 @@ class DatasetConfig:
                     raise ValueError(f"dataset.world.{key}: expected a positive integer, got {getattr(w, key)!r}")
             if not 0 <= w.difficulty <= 1:
                 raise ValueError(f"dataset.world.difficulty: expected a value in [0, 1], got {w.difficulty!r}")
+            if holdout.size not in ("auto", 0):
+                raise ValueError(
+                    "dataset.clip_holdout.size: the embedded world's CLIP is pretrained on its own caption corpus; "
+                    f"use auto or 0, got {holdout.size!r}"
+                )
             return
+        formats = ("auto", IMAGE_FOLDER, *([NATIVE_FORMATS[self.name]] if self.name in NATIVE_FORMATS else []))
+        if self.format not in formats:
+            raise ValueError(f"dataset.format: {self.format!r} does not apply to dataset {self.name!r}; expected one of {list(formats)}")
+        if self.name not in NUM_CLASSES and self.format == "auto" and not self.root:
+            raise ValueError(
+                f"dataset.name: {self.name!r} is not a built-in dataset ({', '.join(DATASET_NAMES)}); for images of "
+                "your own set dataset.root to an image folder (train/<class>/*, test/<class>/*)"
+            )
         if not self.root:
             raise ValueError(f"dataset.root: dataset {self.name!r} is read from a local directory; set dataset.root")
         if not Path(self.root).is_dir():
+            layout = f"cgd_kedro.data.real.{REAL_DATASETS[self.name].__name__} or " if self.name in REAL_DATASETS else ""
             raise FileNotFoundError(
                 f"dataset.root: directory {str(Path(self.root).resolve())!r} for dataset {self.name!r} does not exist "
-                f"(expected layout: see cgd_kedro.data.real.{REAL_DATASETS[self.name].__name__})"
+                f"(expected layout: {layout}an image folder root/{{train,test}}/<class>/<image>)"
             )
+        if self.name not in NUM_CLASSES and not is_image_folder(Path(self.root)):
+            raise ValueError(
+                f"dataset.name: {self.name!r} is not a built-in dataset ({', '.join(DATASET_NAMES)}), so it must be an "
+                f"image folder; '{self.root}' has no train/ and test/ folders"
+            )
+
+    def resolved_format(self) -> str:
+        """The on-disk format of a real dataset: the configured one, or for ``auto`` the native layout
+        if its folder exists under ``root``, else an image folder if ``train/`` and ``test/`` exist."""
+        if self.format != "auto":
+            return self.format
+        root = Path(self.root)
+        if self.name in NATIVE_LAYOUT_DIR and (root / NATIVE_LAYOUT_DIR[self.name]).exists():
+            return NATIVE_FORMATS[self.name]
+        if is_image_folder(root):
+            return IMAGE_FOLDER
+        native = f"'{root / NATIVE_LAYOUT_DIR[self.name]}' ({NATIVE_FORMATS[self.name]}) or " if self.name in NATIVE_LAYOUT_DIR else ""
+        raise FileNotFoundError(
+            f"dataset.root: found neither {native}an image folder ('{root / 'train'}' and '{root / 'test'}') "
+            f"for dataset {self.name!r}"
+        )
 
     @property
     def num_classes(self) -> int:
-        return NUM_CLASSES[self.name]
+        if self.name in NUM_CLASSES:
+            return NUM_CLASSES[self.name]
+        return len(class_folders(self.root))
 
-    @property
-    def expected_image_size(self) -> int:
-        """Side of the images this configuration yields, known before reading any data."""
-        if self.name == "embedded":
-            return self.world.image_size
-        return self.image_size or NATIVE_IMAGE_SIZE[self.name]
+    def clip_holdout_size(self, clip_weights: str | None) -> int:
+        """Images held out for the CLIP stand-in: ``clip_holdout.size``, with ``auto`` resolved."""
+        if self.clip_holdout.size != "auto":
+            return int(self.clip_holdout.size)
+        return DEFAULT_CLIP_HOLDOUT if self.name != "embedded" and not clip_weights else 0
 
 
-def load_classification_data(config: DatasetConfig) -> tuple[ImageSet, ImageSet, list[str]]:
-    """``(train_set, test_set, class_names)`` for the configured dataset."""
+def read_source(config: DatasetConfig) -> tuple[ImageSet, ImageSet, list[str]]:
+    """``(train_set, test_set, class_names)`` for the configured dataset, before any holdout.
+
+    A real dataset is decoded once per source and settings: with ``cache_dir`` set, later calls load
+    the decoded tensors (safetensors) instead of decoding every file again.
+    """
     if config.name == "embedded":
         w = config.world
         train, test, _, _ = world.generate_world(
@@ -116,4 +210,68 @@ def load_classification_data(config: DatasetConfig) -> tuple[ImageSet, ImageSet,
             image_size=w.image_size, difficulty=w.difficulty,
         )  # fmt: skip
         return train, test, list(world.CLASS_NAMES)
-    return load_real_dataset(config.name, config.root, config.image_size)
+    source_format = config.resolved_format()
+    root = Path(config.root).expanduser()
+    if source_format == IMAGE_FOLDER:
+        sources = [root / "train", root / "test", root / "classes.txt"]
+
+        def decode() -> tuple[ImageSet, ImageSet, list[str]]:
+            return load_image_folder(root, config.image_size, config.max_per_class, config.max_test_per_class)
+    else:
+        sources = [root / NATIVE_LAYOUT_DIR[config.name]]
+
+        def decode() -> tuple[ImageSet, ImageSet, list[str]]:
+            train, test, names = load_real_dataset(config.name, root, config.image_size)
+            return cap_per_class(train, config.max_per_class), cap_per_class(test, config.max_test_per_class), names
+
+    settings = {
+        "name": config.name, "format": source_format, "image_size": config.image_size,
+        "max_per_class": config.max_per_class, "max_test_per_class": config.max_test_per_class,
+    }  # fmt: skip
+    if config.cache_dir is None:
+        return decode()
+    return cached_decode(Path(config.cache_dir), settings, sources, decode)
+
+
+def cap_per_class(image_set: ImageSet, limit: int | None) -> ImageSet:
+    """The first ``limit`` images of each class, in the set's order (all of them for ``None``)."""
+    if limit is None:
+        return image_set
+    labels = image_set["labels"]
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    for cls in labels.unique().tolist():
+        keep[(labels == cls).nonzero().squeeze(1)[:limit]] = True
+    return {key: value[keep] for key, value in image_set.items()}
+
+
+def hold_out_clip_slice(train_set: ImageSet, size: int, num_classes: int, seed: int) -> tuple[ImageSet, ImageSet]:
+    """``(victim training set, CLIP slice)``: ``size`` images drawn at random, stratified by class,
+    from ``train_set``; both keep ``source_index``, each row's index in ``train_set``.
+
+    Raises ``ValueError`` naming ``dataset.clip_holdout.size`` if the slice would leave fewer than
+    two training images per class.
+    """
+    labels = train_set["labels"]
+    n = labels.numel()
+    if size > n - 2 * num_classes:
+        raise ValueError(
+            f"dataset.clip_holdout.size: holding out {size} of the {n} training images would leave fewer than "
+            f"2 per class for the victim; lower it (or raise dataset.max_per_class)"
+        )
+    source = {**train_set, "source_index": torch.arange(n, dtype=torch.int64)}
+    if size == 0:
+        return source, {key: value[:0] for key, value in source.items()}
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    counts = torch.bincount(labels, minlength=num_classes)
+    quota = (counts.double() * size / n).floor().long()  # per class, proportional; the rest at random below
+    chosen = torch.zeros(n, dtype=torch.bool)
+    for cls in range(num_classes):
+        members = order[labels[order] == cls]
+        chosen[members[: int(quota[cls])]] = True
+    rest = order[~chosen[order]]
+    chosen[rest[: size - int(chosen.sum())]] = True
+    public = chosen.nonzero().squeeze(1)
+    kept = (~chosen).nonzero().squeeze(1)
+    return {key: value[kept] for key, value in source.items()}, {key: value[public] for key, value in source.items()}
+

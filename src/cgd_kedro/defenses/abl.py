@@ -55,6 +55,7 @@ class ABLConfig:
     weight_decay: float = 5e-4
     batch_size: int = 128
     augment: bool = True
+    flip: bool = True  # only where the dataset allows it (not GTSRB)
 
     def __post_init__(self) -> None:
         require("abl", self, {
@@ -100,7 +101,7 @@ def _epoch(model, images, labels, indices, loss_fn, optimizer, scheduler, config
     for batch in indices[torch.randperm(indices.numel(), generator=generator)].split(config.batch_size):
         x = to_unit_float(images[batch].to(device))
         if config.augment:
-            x = crop_and_flip(x, generator, 4)
+            x = crop_and_flip(x, generator, 4, config.flip)
         loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last)), labels[batch].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

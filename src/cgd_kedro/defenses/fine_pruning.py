@@ -54,6 +54,7 @@ class FinePruningConfig:
     weight_decay: float = 5e-4
     batch_size: int = 128
     augment: bool = True
+    flip: bool = True  # only where the dataset allows it (not GTSRB)
 
     def __post_init__(self) -> None:
         checks = {
@@ -138,7 +139,7 @@ def fine_prune(
         for batch in permutation.split(config.batch_size):
             x = to_unit_float(images[batch].to(device))
             if config.augment:
-                x = crop_and_flip(x, generator, 4)
+                x = crop_and_flip(x, generator, 4, config.flip)
             loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), labels[batch].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

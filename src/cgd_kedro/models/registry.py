@@ -48,4 +48,4 @@ def build_model(name: str, num_classes: int) -> nn.Module:
 
 def _import_builtin_models() -> None:
     # Imported for their @register_model side effect; kept lazy to avoid an import cycle.
-    from cgd_kedro.models import compact_cnn, preact_resnet  # noqa: F401
+    from cgd_kedro.models import airbench, compact_cnn, preact_resnet  # noqa: F401

@@ -37,6 +37,8 @@ def random_horizontal_flip(images: Tensor, generator: torch.Generator, p: float 
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
-def crop_and_flip(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
-    """The BackdoorBench CIFAR recipe: random crop with padding, then random horizontal flip."""
-    return random_horizontal_flip(random_crop(images, padding, generator), generator)
+def crop_and_flip(images: Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True) -> Tensor:
+    """BackdoorBench's train transform: random crop with padding, then a random horizontal flip
+    where the dataset allows it (``flip``: CIFAR-10 yes; GTSRB no, its signs change meaning mirrored)."""
+    cropped = random_crop(images, padding, generator)
+    return random_horizontal_flip(cropped, generator) if flip else cropped

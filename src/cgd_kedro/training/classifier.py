@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.runtime import log_time_estimate
 from cgd_kedro.training.augment import crop_and_flip
 
 log = logging.getLogger(__name__)
@@ -27,10 +29,14 @@ class TrainingConfig:
         lr: initial learning rate of SGD, decayed to 0 by a per-step cosine schedule.
         momentum: SGD momentum.
         weight_decay: L2 penalty.
-        augment: random crop (``crop_padding``) and horizontal flip, applied on the device.
+        augment: random crop (``crop_padding``) and, with ``flip``, horizontal flip, on the device.
         crop_padding: zero padding of the random crop in pixels.
+        flip: mirror half the images (only where the dataset allows it: not GTSRB).
         optimizer: ``sgd`` (with ``momentum``) or ``adam`` (``momentum`` unused; CGD's suspicious model).
         schedule: ``cosine`` (per step, down to 0) or ``constant``.
+        warmup: share of the steps over which the learning rate first rises linearly from 0
+            (0: none, BackdoorBench; fast few-epoch recipes such as airbench's warm up).
+        label_smoothing: cross-entropy label smoothing (0: none, BackdoorBench; airbench: 0.2).
     """
 
     epochs: int = 100
@@ -40,8 +46,11 @@ class TrainingConfig:
     weight_decay: float = 5e-4
     augment: bool = True
     crop_padding: int = 4
+    flip: bool = True
     optimizer: str = "sgd"
     schedule: str = "cosine"
+    warmup: float = 0.0
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -53,6 +62,8 @@ class TrainingConfig:
             "crop_padding": isinstance(self.crop_padding, int) and self.crop_padding >= 0,
             "optimizer": self.optimizer in ("sgd", "adam"),
             "schedule": self.schedule in ("cosine", "constant"),
+            "warmup": isinstance(self.warmup, (int, float)) and 0 <= self.warmup < 1,
+            "label_smoothing": isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
         }
         require("training", self, checks)
 
@@ -68,6 +79,21 @@ class TrainingConfig:
 def to_unit_float(images: Tensor) -> Tensor:
     """uint8 images in [0, 255] to float32 in [0, 1] (the input convention of every model here)."""
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def lr_factor(config: TrainingConfig, total_steps: int):
+    """The learning-rate multiplier per step: linear warm-up over ``warmup`` of the steps, then
+    cosine decay to 0 (or constant)."""
+    warm = round(config.warmup * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if config.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
+
+    return factor
 
 
 def train_classifier(
@@ -106,23 +132,19 @@ def train_classifier(
         )
     steps_per_epoch = math.ceil(images.shape[0] / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
-    if config.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))
-        )
-    else:
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))
     history = []
     progress = tqdm(total=total_steps, desc=description, unit="batch", disable=None, leave=False)
     for epoch in range(config.epochs):
+        epoch_started = time.perf_counter()
         order = torch.randperm(images.shape[0], generator=generator).to(device)
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         for batch in order.split(config.batch_size):
             x = to_unit_float(images[batch])
             if config.augment:
-                x = crop_and_flip(x, generator, config.crop_padding)
+                x = crop_and_flip(x, generator, config.crop_padding, config.flip)
             logits = model(x.contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(logits, labels[batch])
+            loss = F.cross_entropy(logits, labels[batch], label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -136,6 +158,8 @@ def train_classifier(
             "train_acc": float(correct) / images.shape[0],
         }
         history.append(record)
+        if epoch == 0:
+            log_time_estimate(log, description, time.perf_counter() - epoch_started, config.epochs)
         log.info("%s epoch %d/%d: loss %.4f, train acc %.4f", description, epoch + 1, config.epochs, record["loss"], record["train_acc"])
     progress.close()
     model.eval()

@@ -16,7 +16,7 @@ import torch
 
 from cgd_kedro.cgd.unlearn import UnlearnConfig, cgd_unlearn
 from cgd_kedro.config import check_share
-from cgd_kedro.data.imageset import ImageSet
+from cgd_kedro.data.imageset import ImageSet, subset
 from cgd_kedro.defenses.abl import ABLConfig, anti_backdoor_learning
 from cgd_kedro.defenses.anp import ANPConfig, adversarial_neuron_pruning
 from cgd_kedro.defenses.fine_pruning import FinePruningConfig, fine_prune
@@ -39,12 +39,14 @@ def unlearn_with_cgd(
     run = RuntimeConfig.from_params(runtime)
     model = from_checkpoint(victim_model, run.torch_device, source="victim_model")
     reporting_seconds = 0.0
+    curve_generator = torch.Generator().manual_seed(derive_seed(run.seed, "cgd_curve"))
+    curve_test, curve_backdoor = (sample_rows(s, config.curve_test_images, curve_generator) for s in (test_set, backdoor_test))
 
     def test_figures(m: torch.nn.Module) -> dict:
         # Timed apart: the per-epoch test evaluation is for the report, not part of the defense's cost.
         nonlocal reporting_seconds
         started = time.perf_counter()
-        figures = evaluate_backdoor(m, test_set, backdoor_test, device=run.torch_device)
+        figures = evaluate_backdoor(m, curve_test, curve_backdoor, device=run.torch_device)
         reporting_seconds += time.perf_counter() - started
         return {f"test_{k}": v for k, v in figures.items()}
 
@@ -56,6 +58,14 @@ def unlearn_with_cgd(
     )  # fmt: skip
     report = {"seconds": time.perf_counter() - start - reporting_seconds, "reporting_seconds": reporting_seconds, "history": history}
     return to_checkpoint(model, victim_model["architecture"], victim_model["num_classes"]), report
+
+
+def sample_rows(image_set: ImageSet, n: int | None, generator: torch.Generator) -> ImageSet:
+    """``n`` random rows of ``image_set`` (all of it for ``None`` or ``n`` >= its size)."""
+    total = image_set["labels"].shape[0]
+    if n is None or n >= total:
+        return image_set
+    return subset(image_set, torch.randperm(total, generator=generator)[:n])
 
 
 def retrain_on_clean_subset(

@@ -24,15 +24,15 @@ log = logging.getLogger(__name__)
 
 
 def score_with_clip(poisoned_train: ImageSet, reference_clip: dict, dataset_info: dict, clip: dict, runtime: dict) -> dict:
-    """CLIP's zero-shot logits (``N x K``) for every training image."""
+    """CLIP's zero-shot logits (``N x K``) and unit image embeddings (``N x D``) of every training image."""
     config = ClipConfig.from_params(clip)
-    logits = clip_logits(
+    logits, features = clip_logits(
         model_from_checkpoint(reference_clip), reference_clip["model_name"], poisoned_train["images"],
         dataset_info["class_names"], config.templates_for(dataset_info["name"]),
         logit_scale=config.logit_scale, batch_size=config.batch_size,
-        device=RuntimeConfig.from_params(runtime).torch_device,
+        device=RuntimeConfig.from_params(runtime).torch_device, with_features=True,
     )  # fmt: skip
-    return {"logits": logits}
+    return {"logits": logits, "image_features": features}
 
 
 def train_suspicious_models(poisoned_train: ImageSet, dataset_info: dict, suspicious: dict, runtime: dict) -> tuple[dict, list]:
@@ -86,11 +86,31 @@ def evaluate_split(cgd_split: dict, poisoned_train: ImageSet, split: dict) -> tu
     return metrics, table, figure
 
 
-def export_reference_files(cgd_split: dict, clip_logits: dict, poisoned_train: ImageSet) -> tuple[list, list, torch.Tensor]:
-    """The CGD reference repository's files: ``clean_indices.json`` (balanced clean indices),
-    ``entropy_score.json`` (rows ``[r_clip, r_sus, is_poisoned]``) and ``logits.pt`` (CLIP logits)."""
-    rows = [
-        [r_clip, r_sus, int(flag)]
-        for r_clip, r_sus, flag in zip(cgd_split["r_clip"].tolist(), cgd_split["r_sus"].tolist(), poisoned_train["poison"].tolist())
-    ]
-    return cgd_split["clean_indices"].tolist(), rows, clip_logits["logits"].clone()
+def export_reference_files(
+    cgd_split: dict, clip_logits: dict, suspicious_logits: dict, poisoned_train: ImageSet, dataset_info: dict
+) -> tuple[list, dict, dict]:
+    """The CGD reference repository's files, in exactly the shapes its scripts read (REFERENCE.md §1.2):
+
+    - ``clean_indices.json``: a list of ints, the class-balanced (oversampled) clean indices;
+    - ``entropy_score.json``: an object keyed by the sample index as a string, ``"0"`` .. ``"N-1"``,
+      each ``[r_clip, r_sus, is_poisoned]`` (``is_poisoned`` is ground truth, for evaluation only);
+    - ``logits.pt``: a dict with ``logits_clip`` (N x C) and ``num_classes``, plus what the reference
+      also stores: ``logits_kfold`` (the averaged suspicious logits), ``poisoned_indices``,
+      ``poison_labels`` (given labels), ``clean_labels`` (true labels) and ``image_features``.
+    """
+    poison = poisoned_train["poison"]
+    scores = {
+        str(i): [r_clip, r_sus, bool(flag)]
+        for i, (r_clip, r_sus, flag) in enumerate(zip(cgd_split["r_clip"].tolist(), cgd_split["r_sus"].tolist(), poison.tolist()))
+    }
+    logits = {
+        "logits_clip": clip_logits["logits"].float().clone(),
+        "num_classes": int(dataset_info["num_classes"]),
+        "logits_kfold": suspicious_logits["logits"].float().clone(),
+        "poisoned_indices": poison.nonzero().squeeze(1),
+        "poison_labels": poisoned_train["labels"].clone(),
+        "clean_labels": poisoned_train.get("original_labels", poisoned_train["labels"]).clone(),
+    }
+    if "image_features" in clip_logits:
+        logits["image_features"] = clip_logits["image_features"].float().clone()
+    return cgd_split["clean_indices"].tolist(), scores, logits

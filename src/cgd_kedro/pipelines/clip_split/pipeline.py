@@ -45,7 +45,7 @@ def create_split_template() -> Pipeline:
             ),
             node(
                 nodes.export_reference_files,
-                ["cgd_split", "clip_logits", "poisoned_train"],
+                ["cgd_split", "clip_logits", "suspicious_logits", "poisoned_train", "dataset_info"],
                 ["cgd_clean_indices_json", "cgd_entropy_score_json", "cgd_logits_pt"],
                 name="export_reference_files",
             ),

@@ -10,7 +10,8 @@ import torch
 from cgd_kedro.attacks.base import AttackContext, State
 from cgd_kedro.attacks.poisoning import AttackConfig, make_backdoor_test_set, poison_training_set
 from cgd_kedro.data.imageset import ImageSet
-from cgd_kedro.data.sources import DatasetConfig, load_classification_data
+from cgd_kedro.clip.reference import ClipConfig
+from cgd_kedro.data.sources import DatasetConfig, hold_out_clip_slice, read_source
 from cgd_kedro.metrics import evaluate_backdoor, predict_logits, accuracy
 from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
 from cgd_kedro.parameters import RuntimeConfig, VictimConfig
@@ -20,26 +21,36 @@ from cgd_kedro.training.classifier import train_classifier
 log = logging.getLogger(__name__)
 
 
-def load_dataset(dataset: dict) -> tuple[ImageSet, ImageSet, dict]:
-    """Generate the embedded world or read the configured real dataset.
+def load_dataset(dataset: dict, clip: dict) -> tuple[ImageSet, ImageSet, dict, ImageSet]:
+    """Generate the embedded world or read the configured real dataset (decoded once, then cached).
 
-    Returns the train set, the test set and ``dataset_info`` (name, class names, normalisation),
-    which every later node reads instead of re-deriving it.
+    Returns the train set, the test set, ``dataset_info`` (name, class names, normalisation),
+    which every later node reads instead of re-deriving it, and the slice held out of the training
+    set for the CLIP stand-in (empty unless a real dataset has no ``clip.weights``). The train set
+    and the slice carry ``source_index``, each image's row in the dataset as read.
     """
     config = DatasetConfig.from_params(dataset)
-    train_set, test_set, class_names = load_classification_data(config)
+    clip_weights = ClipConfig.from_params(clip).weights
+    source_train, test_set, class_names = read_source(config)
+    holdout = config.clip_holdout_size(clip_weights)
+    train_set, clip_holdout_set = hold_out_clip_slice(source_train, holdout, len(class_names), config.clip_holdout.seed)
     info = {
         "name": config.name,
+        "format": "generated" if config.name == "embedded" else config.resolved_format(),
         "class_names": class_names,
         "num_classes": len(class_names),
         "image_size": int(train_set["images"].shape[-1]),
         "n_train": int(train_set["labels"].shape[0]),
         "n_test": int(test_set["labels"].shape[0]),
+        "n_clip_holdout": holdout,
         "mean": list(config.mean),
         "std": list(config.std),
     }
-    log.info("dataset %s: %d train / %d test images, %d classes", config.name, info["n_train"], info["n_test"], info["num_classes"])
-    return train_set, test_set, info
+    log.info(
+        "dataset %s: %d train / %d test images, %d classes%s", config.name, info["n_train"], info["n_test"], info["num_classes"],
+        f"; {holdout} more held out for the CLIP stand-in" if holdout else "",
+    )  # fmt: skip
+    return train_set, test_set, info, clip_holdout_set
 
 
 def train_with_victim_recipe(
@@ -108,25 +119,21 @@ def train_victim(poisoned_train: ImageSet, dataset_info: dict, victim: dict, run
     return train_with_victim_recipe(poisoned_train["images"], poisoned_train["labels"], dataset_info, victim, runtime, "victim")
 
 
-def evaluate_victim(
-    victim_model: dict, test_set: ImageSet, backdoor_test: ImageSet, poisoned_train: ImageSet,
-    clean_metrics: dict, runtime: dict,
-) -> dict:  # fmt: skip
-    """CA, ASR and RA of the victim (fractions), next to the clean reference's CA, with poison counts."""
+def evaluate_victim(victim_model: dict, test_set: ImageSet, backdoor_test: ImageSet, poisoned_train: ImageSet, runtime: dict) -> dict:
+    """CA, ASR and RA of the victim (fractions), with poison counts.
+
+    The clean reference model's CA (``clean_metrics``) is not an input: the victim's path does not
+    wait for a second full training (on real data, as long as the victim's own)."""
     run = RuntimeConfig.from_params(runtime)
     model = from_checkpoint(victim_model, run.torch_device, source="victim_model")
     metrics = evaluate_backdoor(model, test_set, backdoor_test, device=run.torch_device)
     n_train = int(poisoned_train["labels"].shape[0])
     metrics.update(
-        clean_model_acc=clean_metrics["clean_acc"],
         poison_count=int(poisoned_train["poison"].sum()),
         poison_ratio=float(poisoned_train["poison"].sum()) / n_train,
         cover_count=int(poisoned_train["cover"].sum()),
         n_train=n_train,
         n_backdoor_test=int(backdoor_test["labels"].shape[0]),
     )
-    log.info(
-        "victim: clean_acc %.4f (clean model %.4f), asr %.4f, ra %.4f",
-        metrics["clean_acc"], metrics["clean_model_acc"], metrics["asr"], metrics["ra"],
-    )  # fmt: skip
+    log.info("victim: clean_acc %.4f, asr %.4f, ra %.4f", metrics["clean_acc"], metrics["asr"], metrics["ra"])
     return metrics

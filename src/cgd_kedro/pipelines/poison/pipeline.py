@@ -25,11 +25,26 @@ SHARED_INPUTS = {"train_set", "test_set", "dataset_info", "clean_model", "clean_
 SHARED_PARAMETERS = {"params:victim", "params:runtime"}
 
 
-def create_dataset_pipeline() -> Pipeline:
-    """Nodes every attack shares, grouped (not prefixed) under the ``dataset`` namespace."""
+def create_load_dataset_pipeline() -> Pipeline:
+    """Read (or generate) the data, grouped under the ``dataset`` namespace."""
     return Pipeline(
         [
-            node(nodes.load_dataset, "params:dataset", ["train_set", "test_set", "dataset_info"], name="load_dataset"),
+            node(
+                nodes.load_dataset,
+                ["params:dataset", "params:clip"],
+                ["train_set", "test_set", "dataset_info", "clip_holdout_set"],
+                name="load_dataset",
+            )
+        ],
+        namespace="dataset",
+        prefix_datasets_with_namespace=False,
+    )
+
+
+def create_dataset_pipeline() -> Pipeline:
+    """Nodes every attack shares, grouped (not prefixed) under the ``dataset`` namespace."""
+    clean_model = Pipeline(
+        [
             node(
                 nodes.train_clean_model,
                 ["train_set", "test_set", "dataset_info", "params:victim", "params:runtime"],
@@ -40,6 +55,7 @@ def create_dataset_pipeline() -> Pipeline:
         namespace="dataset",
         prefix_datasets_with_namespace=False,
     )
+    return create_load_dataset_pipeline() + clean_model
 
 
 def create_attack_template(needs_surrogate: bool = False) -> Pipeline:
@@ -70,7 +86,7 @@ def create_attack_template(needs_surrogate: bool = False) -> Pipeline:
             ),
             node(
                 nodes.evaluate_victim,
-                ["victim_model", "test_set", "backdoor_test", "poisoned_train", "clean_metrics", "params:runtime"],
+                ["victim_model", "test_set", "backdoor_test", "poisoned_train", "params:runtime"],
                 "attack_metrics",
                 name="evaluate_victim",
             ),

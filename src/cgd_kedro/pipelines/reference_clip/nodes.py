@@ -6,7 +6,7 @@ import logging
 import time
 
 
-from cgd_kedro.clip.reference import ClipConfig, clip_logits, linked_checkpoint, model_from_checkpoint, pretrain_embedded_clip
+from cgd_kedro.clip.reference import ClipConfig, clip_logits, linked_checkpoint, model_from_checkpoint, pretrain_clip
 from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.data.sources import DatasetConfig
 from cgd_kedro.data.world import generate_caption_corpus
@@ -17,32 +17,47 @@ from cgd_kedro.runtime import derive_seed, seed_everything
 log = logging.getLogger(__name__)
 
 
-def build_reference_clip(dataset: dict, clip: dict, runtime: dict) -> tuple[dict, dict]:
+def build_reference_clip(dataset: dict, clip: dict, runtime: dict, dataset_info: dict, clip_holdout_set: ImageSet) -> tuple[dict, dict]:
     """The reference CLIP checkpoint and how it was obtained.
 
-    With ``clip.weights`` set: a link to that local file, after checking that it loads into
-    ``clip.model_name``. Otherwise (embedded dataset only): the embedded CLIP, pretrained on the
-    world's caption corpus, which shares no image with the classification sets.
+    - ``clip.weights`` set: a link to that local file, after checking that it loads into
+      ``clip.model_name``.
+    - embedded world: the embedded CLIP, pretrained on the world's caption corpus, which shares
+      no image with the classification sets.
+    - real dataset without weights: a stand-in, ``clip.model_name`` pretrained on
+      ``clip_holdout_set`` (the slice ``load_dataset`` held out of the training set), captioned
+      from ``clip.caption_templates`` and the class names.
     """
     config = ClipConfig.from_params(clip)
     data = DatasetConfig.from_params(dataset)
-    config.check_source(data.name)
+    config.check_source(data.name, int(clip_holdout_set["labels"].shape[0]))
     if config.weights:
         log.info("reference CLIP: %s with local weights %s", config.model_name, config.weights)
         return linked_checkpoint(config), {"source": "weights", "weights": config.weights, "epochs": []}
     run = RuntimeConfig.from_params(runtime)
-    w = data.world
-    corpus, captions = generate_caption_corpus(
-        seed=w.seed, n_captions=w.n_captions, image_size=w.image_size, difficulty=w.difficulty
-    )
+    if data.name == "embedded":
+        w = data.world
+        images, captions = generate_caption_corpus(
+            seed=w.seed, n_captions=w.n_captions, image_size=w.image_size, difficulty=w.difficulty
+        )
+        images, source = images["images"], "pretrained"
+    else:
+        images, source = clip_holdout_set["images"], "stand-in"
+        captions = config.captions_for(clip_holdout_set["labels"], dataset_info["class_names"])
+        log.warning(
+            "reference CLIP: a STAND-IN. No clip.weights are set, so %s is pretrained here on %d images held out of "
+            "the %s training set (no victim, suspicious model or defense sees them). CGD's reference uses a public "
+            "CLIP trained on other data; set clip.weights (and clip.model_name) to use one.",
+            config.model_name, len(captions), data.name,
+        )  # fmt: skip
     start = time.perf_counter()
-    checkpoint, history = pretrain_embedded_clip(
-        corpus["images"], captions, config, device=run.torch_device,
+    checkpoint, history = pretrain_clip(
+        images, captions, config, device=run.torch_device,
         generator=seed_everything(derive_seed(run.seed, "reference_clip")),
     )  # fmt: skip
     seconds = time.perf_counter() - start
-    log.info("reference CLIP: pretrained %s on %d captions in %.0f s", config.model_name, len(captions), seconds)
-    return checkpoint, {"source": "pretrained", "pairs": len(captions), "seconds": seconds, "epochs": history}
+    log.info("reference CLIP: pretrained %s on %d pairs in %.0f s", config.model_name, len(captions), seconds)
+    return checkpoint, {"source": source, "pairs": len(captions), "seconds": seconds, "epochs": history}
 
 
 def evaluate_reference_clip(
@@ -60,6 +75,7 @@ def evaluate_reference_clip(
     )  # fmt: skip
     seconds = time.perf_counter() - start
     metrics = {
+        "source": reference_clip_history["source"],
         "model_name": reference_clip["model_name"],
         "weights": reference_clip.get("weights"),
         "templates": list(templates),
