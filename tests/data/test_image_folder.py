@@ -83,6 +83,7 @@ def _replace(path: Path, image: Image.Image) -> None:
         (lambda root: _replace(root / "train" / "cat" / "0002.png", Image.new("L", (8, 8))), r"train/cat/0002\.png': image mode 'L'; expected RGB"),
         (lambda root: _replace(root / "test" / "dog" / "0001.png", Image.new("RGB", (9, 8))), r"test/dog/0001\.png': image is 9x8 px .* 8x8"),
         (lambda root: (root / "train" / "dog" / "sub").mkdir(), r"train/dog/sub': a folder in a class folder"),
+        (lambda root: (root / "test" / "stray.jpg").write_bytes(b"x"), r"test/stray\.jpg': a file directly under test/"),
     ],
 )
 def test_bad_files_are_named_before_training(tmp_path, damage, match):

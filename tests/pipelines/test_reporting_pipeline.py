@@ -40,6 +40,8 @@ def _inputs() -> dict:
     mask = torch.zeros(1, 32, 32)
     mask[:, -4:, -4:] = 1
     entries = {"dataset_info": {"name": "embedded"}, "params:runtime": {"seed": 0, "device": "cpu"}, "abd_report": abd,
+               "reference_clip_metrics": {"source": "stand-in", "model_name": "cgd-small-clip", "zero_shot_acc": 0.7512,
+                                          "weights": None, "pretraining": {"pairs": 10000}},
                "defense_report_versions": {}, "params:reporting": {"seeds": None},
                "clip_defense_pairs": {"images": torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8), "captions": ["x"] * 10},
                "clip_badnet.clip_trigger": {"pattern": torch.ones(3, 32, 32), "mask": mask},
@@ -85,6 +87,8 @@ def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
     page, markdown = catalog.load("report_html"), catalog.load("report_md")
     assert page.startswith("<!DOCTYPE html>") and page.count("<img") == 5 and "src='data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # nothing fetched: opens offline
+    assert "Reference CLIP: a stand-in, cgd-small-clip pretrained here on 10000 images held out of the training set " \
+           "(zero-shot accuracy 0.751 on the test set)" in markdown
     assert page.count("class=\"dataframe sortable\"") == 6  # 2 matrices, robustness, defense_report, defense_summary, split_report
     assert "| badnets | 0.930 / 0.990 | 0.920 / 0.001 | 0.910 / 0.002 |" in markdown and "| badnet | 0.800 / 0.990 | 0.790 / 0.200 | 0.810 / 0.980 |" in markdown
     assert re.search(r"\| embedded \| sig \| 0\.980 \| 16001 \|", markdown)

@@ -56,7 +56,13 @@ def class_folders(root: str | Path) -> list[str]:
                 f"dataset.root: expected an image folder with '{split}/<class>/<image>' under '{root}'; "
                 f"missing '{root / split}'"
             )
-    found = {split: sorted(p.name for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith(".")) for split in SPLITS}
+    found: dict[str, list[str]] = {}
+    for split in SPLITS:
+        entries = [p for p in sorted((root / split).iterdir()) if not p.name.startswith(".")]
+        strays = [p for p in entries if not p.is_dir()]
+        if strays:
+            raise ValueError(f"'{strays[0]}': a file directly under {split}/; images belong in class folders ({split}/<class>/<image>)")
+        found[split] = [p.name for p in entries]
     if not found["train"]:
         raise ValueError(f"'{root / 'train'}': no class folders found (expected train/<class>/<image>)")
     classes_file = root / CLASSES_FILE

@@ -82,9 +82,24 @@ def draw_report_figures(defense_report: pd.DataFrame, clip_defense_pairs: dict, 
     }  # fmt: skip
 
 
+def describe_reference_clip(metrics: dict) -> str:
+    """One sentence on the CLIP that CGD scored with: where it came from and its zero-shot accuracy."""
+    accuracy = f"zero-shot accuracy {metrics['zero_shot_acc']:.3f} on the test set"
+    if metrics.get("source") == "stand-in":
+        pairs = metrics.get("pretraining", {}).get("pairs", "?")
+        return (
+            f"Reference CLIP: a stand-in, {metrics['model_name']} pretrained here on {pairs} images held out of the "
+            f"training set ({accuracy}); CGD's paper scores with a public CLIP trained on other data (set clip.weights)."
+        )
+    if metrics.get("weights"):
+        return f"Reference CLIP: {metrics['model_name']} with the local weights {metrics['weights']} ({accuracy})."
+    return f"Reference CLIP: {metrics['model_name']} pretrained on the embedded world's captions ({accuracy})."
+
+
 def render_report(
-    defense_report: pd.DataFrame, split_report: pd.DataFrame, defense_summary: pd.DataFrame, clip_defense_pairs: dict, **artefacts
-) -> tuple:
+    defense_report: pd.DataFrame, split_report: pd.DataFrame, defense_summary: pd.DataFrame, clip_defense_pairs: dict,
+    reference_clip_metrics: dict, **artefacts,
+) -> tuple:  # fmt: skip
     """The HTML report (figures embedded), the Markdown summary, then the figures in the order of
     ``REPORT_FIGURES``; with several seeds, the mean ± std over seeds leads."""
     dataset = defense_report["dataset"].iloc[0] if len(defense_report) else "?"
@@ -100,7 +115,8 @@ def render_report(
         f"Dataset {dataset}, {what}. Each cell: clean accuracy / attack success rate on the test set "
         "(none = the undefended model). Classifier defenses come from cgd_unlearn, CLIP defenses from abd_defense; "
         "cgd_bdclip is CGD with a backdoored CLIP as its reference (cgd_robustness). To explore the experiments, "
-        "compare versions and launch runs, start the platform: kedro platform (then open 127.0.0.1:8000 in a browser)."
+        "compare versions and launch runs, start the platform: kedro platform (then open 127.0.0.1:8000 in a browser). "
+        + describe_reference_clip(reference_clip_metrics)
     )
     robustness = build_robustness_table(defense_report, split_report, by_attack("robustness", artefacts)).round(4)
     tables = {"classifier defenses (CA / ASR)": classifier, "CLIP defenses (CA / ASR)": clip,

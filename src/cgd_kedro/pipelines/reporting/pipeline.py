@@ -59,7 +59,8 @@ def create_pipeline(
             ),
             node(
                 nodes.render_report,
-                {"defense_report": "defense_report", "split_report": "split_report", "defense_summary": "defense_summary"}
+                {"defense_report": "defense_report", "split_report": "split_report", "defense_summary": "defense_summary",
+                 "reference_clip_metrics": "reference_clip_metrics"}  # fmt: skip
                 | curves
                 | entropy
                 | robustness
