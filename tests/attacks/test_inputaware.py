@@ -35,9 +35,11 @@ def world():
 
 @pytest.fixture(scope="module")
 def trained(world):
-    """Mask network (100 steps) and pattern generator (30 joint steps) on 256 tiny images."""
+    """Mask network (200 steps: at 100 the density hinge has not yet pulled the mean mask
+    under its target, 0.049 on torch 2.14) and pattern generator (30 joint steps) on 256 tiny
+    images."""
     train, _ = world
-    mask_net = train_mask_network(train["images"], width=4, steps=100, batch_size=32, seed=0)
+    mask_net = train_mask_network(train["images"], width=4, steps=200, batch_size=32, seed=0)
     pattern_net, metrics = train_pattern_generator(
         train["images"], train["labels"], mask_net, num_classes=10, target=0, steps=30, seed=1,
         width=4, surrogate_width=4, batch_size=32, poison_rate=0.125,
@@ -133,7 +135,7 @@ def test_mask_density_close_to_target_after_training(world, trained):
     assert 0.005 <= (mask > 0.5).float().mean().item() <= 0.064  # a sparse, near-binary mask
     # A larger target density gives a denser mask.
     denser = train_mask_network(
-        world[0]["images"], mask_density=0.2, width=4, steps=100, batch_size=32, seed=0
+        world[0]["images"], mask_density=0.2, width=4, steps=200, batch_size=32, seed=0
     )
     with torch.no_grad():
         _, dense_mask = _trigger(test["images"].float() / 255, pattern_net, denser)

@@ -89,3 +89,50 @@ def test_the_victim_keeps_backdoorbench_s_normalisation(tmp_path):
     SequentialRunner().run(_import_only(), catalog)
     victim = catalog.load("backdoorbench.victim_model")
     assert victim["mean"] == pytest.approx([0.4914, 0.4822, 0.4465]) and victim["std"] == pytest.approx([0.247, 0.243, 0.261])
+
+
+@pytest.mark.slow
+def test_one_command_from_a_fresh_checkout_reads_the_dataset_then_the_record(tmp_project, tmp_path, monkeypatch):
+    """``kedro run --env cifar10 --pipelines backdoorbench_import``: no earlier run, a CIFAR-10 in
+    torchvision's layout (a 12 + 6 image fake) and a record made from exactly those images."""
+    import pickle
+
+    import numpy as np
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    monkeypatch.setattr(bb, "SIZE", 32)  # the record's img_size: CIFAR's 32 x 32
+    train, test = bb._clean_set(12, 0), bb._clean_set(6, 1)
+    base = tmp_path / "cifar" / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+
+    def dump(name: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+        (base / name).write_bytes(pickle.dumps({b"data": images.reshape(len(labels), -1).numpy(), b"labels": labels.tolist()}, protocol=2))
+
+    for k, rows in enumerate(np.array_split(np.arange(12), 5), start=1):
+        dump(f"data_batch_{k}", train["images"][rows], train["labels"][rows])
+    dump("test_batch", test["images"], test["labels"])
+    (base / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"class{i}".encode() for i in range(10)]}, protocol=2))
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in bb.build_model("compact_cnn", bb.NUM_CLASSES).state_dict().items()}
+    record, *_ = bb.write_record(tmp_path, (train, test), state)
+
+    bootstrap_project(tmp_project)
+    params = {"dataset": {"root": str(tmp_path / "cifar"), "clip_holdout": {"size": 0}}, "runtime": {"device": "cpu"},
+              "backdoorbench": {"record": {"record_dir": str(record)}}}  # fmt: skip
+    with KedroSession.create(project_path=tmp_project, env="cifar10", runtime_params=params) as session:
+        session.run(pipeline_names=["backdoorbench_import"])
+
+    def latest(relative: str) -> Path:
+        folder = tmp_project / "data" / relative
+        return sorted(folder.iterdir())[-1] / folder.name
+
+    import json
+
+    metrics = json.loads(latest("08_reporting/cifar10/backdoorbench/attack_metrics.json").read_text())
+    assert metrics["poison_count"] == 3 and metrics["cover_count"] == 1 and metrics["n_train"] == 12
+    assert latest("02_intermediate/cifar10/train_set.safetensors").is_file()  # the clean dataset, read by the same command
+    from cgd_kedro.datasets import ClassifierCheckpointDataset
+
+    victim = ClassifierCheckpointDataset(filepath=str(latest("06_models/cifar10/backdoorbench/victim_model.safetensors"))).load()
+    assert victim["std"] == pytest.approx([0.247, 0.243, 0.261])  # BackdoorBench's normalisation, not the env's

@@ -253,14 +253,14 @@ def hold_out_clip_slice(train_set: ImageSet, size: int, num_classes: int, seed: 
     """
     labels = train_set["labels"]
     n = labels.numel()
+    source = {**train_set, "source_index": torch.arange(n, dtype=torch.int64)}
+    if size == 0:  # nothing held out: the training set is whatever it is
+        return source, {key: value[:0] for key, value in source.items()}
     if size > n - 2 * num_classes:
         raise ValueError(
             f"dataset.clip_holdout.size: holding out {size} of the {n} training images would leave fewer than "
             f"2 per class for the victim; lower it (or raise dataset.max_per_class)"
         )
-    source = {**train_set, "source_index": torch.arange(n, dtype=torch.int64)}
-    if size == 0:
-        return source, {key: value[:0] for key, value in source.items()}
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
     counts = torch.bincount(labels, minlength=num_classes)
