@@ -45,6 +45,12 @@ def tiny_parameters() -> dict:
     }
 
 
+def latest_version(project: Path, relative: str) -> Path:
+    """The newest version of a versioned artefact ``data/<relative>`` of a Kedro project."""
+    folder = project / "data" / relative
+    return sorted(folder.iterdir())[-1] / folder.name
+
+
 @pytest.fixture
 def tmp_project(tmp_path, monkeypatch) -> Path:
     """A copy of the project's configuration in ``tmp_path``, made the working directory, so

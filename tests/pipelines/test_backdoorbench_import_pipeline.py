@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from conftest import latest_version
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from cgd_kedro.datasets import ClassifierCheckpointDataset
 from cgd_kedro.pipelines.backdoorbench_import.pipeline import create_pipeline
 
 _spec = importlib.util.spec_from_file_location("bb_fixtures", Path(__file__).parents[1] / "data" / "test_backdoorbench.py")
@@ -95,12 +102,6 @@ def test_the_victim_keeps_backdoorbench_s_normalisation(tmp_path):
 def test_one_command_from_a_fresh_checkout_reads_the_dataset_then_the_record(tmp_project, tmp_path, monkeypatch):
     """``kedro run --env cifar10 --pipelines backdoorbench_import``: no earlier run, a CIFAR-10 in
     torchvision's layout (a 12 + 6 image fake) and a record made from exactly those images."""
-    import pickle
-
-    import numpy as np
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
     monkeypatch.setattr(bb, "SIZE", 32)  # the record's img_size: CIFAR's 32 x 32
     train, test = bb._clean_set(12, 0), bb._clean_set(6, 1)
     base = tmp_path / "cifar" / "cifar-10-batches-py"
@@ -123,16 +124,8 @@ def test_one_command_from_a_fresh_checkout_reads_the_dataset_then_the_record(tmp
     with KedroSession.create(project_path=tmp_project, env="cifar10", runtime_params=params) as session:
         session.run(pipeline_names=["backdoorbench_import"])
 
-    def latest(relative: str) -> Path:
-        folder = tmp_project / "data" / relative
-        return sorted(folder.iterdir())[-1] / folder.name
-
-    import json
-
-    metrics = json.loads(latest("08_reporting/cifar10/backdoorbench/attack_metrics.json").read_text())
+    metrics = json.loads(latest_version(tmp_project, "08_reporting/cifar10/backdoorbench/attack_metrics.json").read_text())
     assert metrics["poison_count"] == 3 and metrics["cover_count"] == 1 and metrics["n_train"] == 12
-    assert latest("02_intermediate/cifar10/train_set.safetensors").is_file()  # the clean dataset, read by the same command
-    from cgd_kedro.datasets import ClassifierCheckpointDataset
-
-    victim = ClassifierCheckpointDataset(filepath=str(latest("06_models/cifar10/backdoorbench/victim_model.safetensors"))).load()
+    assert latest_version(tmp_project, "02_intermediate/cifar10/train_set.safetensors").is_file()  # the clean dataset, read by the same command
+    victim = ClassifierCheckpointDataset(filepath=str(latest_version(tmp_project, "06_models/cifar10/backdoorbench/victim_model.safetensors"))).load()
     assert victim["std"] == pytest.approx([0.247, 0.243, 0.261])  # BackdoorBench's normalisation, not the env's

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import latest_version
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from safetensors.torch import load_file
@@ -50,11 +51,6 @@ def _nested(flat: dict) -> dict:
     return nested
 
 
-def _latest(project: Path, relative: str) -> Path:
-    folder = project / "data" / relative
-    return sorted(folder.iterdir())[-1] / folder.name
-
-
 @pytest.fixture
 def cifar10_slice(tmp_path) -> Path:
     with tarfile.open(FIXTURE) as archive:  # the "data" filter exists from Python 3.11.4 / 3.10.12
@@ -75,32 +71,32 @@ def test_cifar10_env_runs_the_cgd_path_on_real_images_without_clip_weights(tmp_p
     run(pipeline_names=["poison", "reference_clip", "clip_split"], namespaces=["badnets", "clip"])
     run(node_names=["badnets.unlearn_with_cgd"])
 
-    info = json.loads(_latest(tmp_project, "02_intermediate/cifar10/dataset_info.json").read_text())
+    info = json.loads(latest_version(tmp_project, "02_intermediate/cifar10/dataset_info.json").read_text())
     assert info["format"] == "image-folder" and info["n_train"] == 350 and info["n_clip_holdout"] == 150
     assert info["class_names"][:3] == ["airplane", "automobile", "bird"] and info["n_test"] == 100
-    train = load_file(str(_latest(tmp_project, "02_intermediate/cifar10/train_set.safetensors")))
-    holdout = load_file(str(_latest(tmp_project, "02_intermediate/cifar10/clip_holdout_set.safetensors")))
+    train = load_file(str(latest_version(tmp_project, "02_intermediate/cifar10/train_set.safetensors")))
+    holdout = load_file(str(latest_version(tmp_project, "02_intermediate/cifar10/clip_holdout_set.safetensors")))
     assert train["images"].shape == (350, 3, 32, 32) and holdout["images"].shape == (150, 3, 32, 32)
     assert set(train["source_index"].tolist()).isdisjoint(holdout["source_index"].tolist())
     assert torch.bincount(holdout["labels"]).tolist() == [15] * 10
     assert len(list((tmp_project / "data/02_intermediate/cifar10/decoded").iterdir())) == 1  # decoded once, cached
 
-    clip = json.loads(_latest(tmp_project, "08_reporting/cifar10/reference_clip_metrics.json").read_text())
+    clip = json.loads(latest_version(tmp_project, "08_reporting/cifar10/reference_clip_metrics.json").read_text())
     assert clip["source"] == "stand-in" and clip["model_name"] == "cgd-small-clip" and clip["weights"] is None
     assert clip["pretraining"]["pairs"] == 150 and 0.0 <= clip["zero_shot_acc"] <= 1.0
 
-    attack = json.loads(_latest(tmp_project, "08_reporting/cifar10/badnets/attack_metrics.json").read_text())
+    attack = json.loads(latest_version(tmp_project, "08_reporting/cifar10/badnets/attack_metrics.json").read_text())
     assert attack["n_train"] == 350 and attack["poison_count"] == 70
-    split = json.loads(_latest(tmp_project, "08_reporting/cifar10/badnets/split_metrics.json").read_text())
+    split = json.loads(latest_version(tmp_project, "08_reporting/cifar10/badnets/split_metrics.json").read_text())
     poisoned_share = attack["poison_count"] / attack["n_train"]
     assert split["clean_poisoned_fraction"] < poisoned_share  # the split's clean subset is cleaner than the set
     assert split["triggered_recall"] > poisoned_share  # and its triggered subset catches more than its share
 
-    scores = json.loads(_latest(tmp_project, "07_model_output/cifar10/badnets/cgd_reference/entropy_score.json").read_text())
+    scores = json.loads(latest_version(tmp_project, "07_model_output/cifar10/badnets/cgd_reference/entropy_score.json").read_text())
     assert list(scores) == [str(i) for i in range(350)]
-    logits = torch.load(_latest(tmp_project, "07_model_output/cifar10/badnets/cgd_reference/logits.pt"), weights_only=True)
+    logits = torch.load(latest_version(tmp_project, "07_model_output/cifar10/badnets/cgd_reference/logits.pt"), weights_only=True)
     assert logits["logits_clip"].shape == (350, 10) and logits["num_classes"] == 10
-    report = json.loads(_latest(tmp_project, "07_model_output/cifar10/badnets/cgd_report.json").read_text())
+    report = json.loads(latest_version(tmp_project, "07_model_output/cifar10/badnets/cgd_report.json").read_text())
     assert [record["epoch"] for record in report["history"]][0] == 0 and report["seconds"] > 0
-    cgd_model = load_file(str(_latest(tmp_project, "06_models/cifar10/badnets/cgd_model.safetensors")))
+    cgd_model = load_file(str(latest_version(tmp_project, "06_models/cifar10/badnets/cgd_model.safetensors")))
     assert any(key.endswith("head.weight") for key in cgd_model)  # airbench_narrow, the CPU profile's victim
