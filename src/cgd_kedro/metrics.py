@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cgd_kedro.accelerate import autocast, prepare_model, to_device
 from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.training.classifier import to_unit_float
 
@@ -12,11 +13,12 @@ from cgd_kedro.training.classifier import to_unit_float
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: Tensor, *, device: torch.device, batch_size: int = 512) -> Tensor:
     """Logits of ``model`` (in eval mode) for uint8 or [0, 1] float images, batched on ``device``; returned on CPU."""
-    model.to(device).eval()
-    outputs = [
-        model(to_unit_float(chunk.to(device)).contiguous(memory_format=torch.channels_last)).float().cpu()
-        for chunk in images.split(batch_size)
-    ]
+    prepare_model(model, device).eval()
+    with autocast(device):
+        outputs = [
+            model(to_unit_float(to_device(chunk, device)).contiguous(memory_format=torch.channels_last)).float().cpu()
+            for chunk in images.split(batch_size)
+        ]
     return torch.cat(outputs) if outputs else torch.empty(0, 0)
 
 

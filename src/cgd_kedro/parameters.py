@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cgd_kedro.accelerate import Acceleration
 from cgd_kedro.attacks.poisoning import AttackConfig
 from cgd_kedro.cgd.split import SplitConfig
 from cgd_kedro.cgd.suspicious import SuspiciousConfig
@@ -35,21 +36,36 @@ from cgd_kedro.training.classifier import TrainingConfig
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """The ``runtime`` parameters: ``device`` (``auto`` | ``cpu`` | ``cuda``) and the run's ``seed``."""
+    """The ``runtime`` parameters: ``device`` (``auto`` | ``cpu`` | ``cuda``), the run's ``seed``,
+    ``cache_dir``, where models trained from unchanged data and parameters are kept for later runs
+    (``cgd_kedro.model_cache``; ``None``: train every time), and the CUDA fast path's ``precision``
+    and ``compile`` (``cgd_kedro.accelerate``)."""
 
     device: str = "auto"
     seed: int = 0
+    cache_dir: str | None = None
+    precision: str = "auto"
+    compile: str = "auto"
 
     @classmethod
     def from_params(cls, params: dict) -> RuntimeConfig:
-        unknown = set(params) - {"device", "seed"}
+        known = {"device", "seed", "cache_dir", "precision", "compile"}
+        unknown = set(params) - known
         if unknown:
-            raise ValueError(f"runtime: unknown parameter(s) {sorted(unknown)}; expected 'device' and 'seed'")
+            raise ValueError(f"runtime: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}")
         config = cls(**params)
         resolve_device(config.device)
         if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
             raise ValueError(f"runtime.seed: expected a non-negative integer, got {config.seed!r}")
+        if config.cache_dir is not None and not (isinstance(config.cache_dir, str) and config.cache_dir.strip()):
+            raise ValueError(f"runtime.cache_dir: expected a folder path or null, got {config.cache_dir!r}")
+        config.acceleration  # noqa: B018 (validates precision and compile)
         return config
+
+    @property
+    def acceleration(self) -> Acceleration:
+        """The GPU fast path's settings (``cgd_kedro.accelerate``; no effect on the CPU)."""
+        return Acceleration(self.precision, self.compile)
 
     @property
     def torch_device(self) -> torch.device:

@@ -27,9 +27,14 @@ __all__ = ["DEFAULT_CLIP_ATTACKS", "register_pipelines"]
 
 
 def default_subset(pipeline: Pipeline) -> Pipeline:
-    """``pipeline`` without the nodes of attacks that are not in ``DEFAULT_ATTACKS``."""
+    """``pipeline`` without the nodes of attacks that are not in ``DEFAULT_ATTACKS``, and without the
+    clean reference model when none of the remaining nodes reads it (only LC, LF and TrojanNN build
+    their triggers from it; training it would add a victim's training to the run for nothing)."""
     excluded = set(ATTACK_NAMESPACES) - set(DEFAULT_ATTACKS)
-    return Pipeline([n for n in pipeline.nodes if not n.namespace or n.namespace.split(".")[0] not in excluded])
+    kept = [n for n in pipeline.nodes if not n.namespace or n.namespace.split(".")[0] not in excluded]
+    if not any("clean_model" in n.inputs for n in kept):
+        kept = [n for n in kept if "clean_model" not in n.outputs]
+    return Pipeline(kept)
 
 
 def find_all_pipelines() -> dict[str, Pipeline]:

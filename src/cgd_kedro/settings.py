@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from cgd_kedro.hooks import NodeTimingHooks, ParameterCheckHooks
+from cgd_kedro.hooks import AccelerationHooks, NodeTimingHooks, ParameterCheckHooks
 
-HOOKS = (ParameterCheckHooks(), NodeTimingHooks())
+HOOKS = (ParameterCheckHooks(), AccelerationHooks(), NodeTimingHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

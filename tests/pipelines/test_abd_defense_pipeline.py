@@ -68,7 +68,7 @@ def test_in_memory_run_backdoors_defends_and_reports():
 
     report = catalog.load("abd_report")
     assert isinstance(report, pd.DataFrame) and list(report["defense"]) == ["none", "ft", "cleanclip", "abd"]
-    assert set(report["attack"]) == {"badclip"} and report[["clean_acc", "asr"]].apply(lambda c: c.between(0, 1).all()).all()
+    assert set(report["attack"]) == {"clip_badclip"} and report[["clean_acc", "asr"]].apply(lambda c: c.between(0, 1).all()).all()
     assert (report["seconds"] >= 0).all()
     for figure in ("abd_samples_png", "similarity_panel_png", "clip_defense_curves_png"):
         assert isinstance(catalog.load(f"clip_badclip.{figure}"), Figure)
@@ -121,7 +121,7 @@ def test_session_run_persists_every_artefact_through_the_catalog(tmp_project):
                  "08_reporting/embedded/clip_badnet/similarity_panel.png", "08_reporting/embedded/abd_report.csv"):  # fmt: skip
         assert len(list((root / path).iterdir())) == 1, path
     report = pd.read_csv(next((root / "08_reporting/embedded/abd_report.csv").rglob("*.csv")))
-    assert len(report) == 12 and set(report["attack"]) == {"badnet", "blended", "badclip"}
+    assert len(report) == 12 and set(report["attack"]) == {"clip_badnet", "clip_blended", "clip_badclip"}
 
 
 def test_the_default_run_defends_two_clip_attacks_and_full_all_three():

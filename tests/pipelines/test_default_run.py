@@ -30,8 +30,11 @@ def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_
             assert len(list((reporting / attack / name).iterdir())) == 1, (attack, name)
         # CGD with a backdoored CLIP as reference: the default run repeats it on DEFAULT_ROBUSTNESS_ATTACKS
         assert (reporting / attack / "cgd_robustness.json").exists() == (attack in DEFAULT_ROBUSTNESS_ATTACKS), attack
+    # no default attack builds its trigger from the clean model, so the default run does not train it
+    assert not (tmp_project / "data/06_models/embedded/clean_model.safetensors").exists()
+    assert [p.name.split("-")[0] for p in (tmp_project / "data/06_models/embedded/cache").iterdir()] == ["reference_clip"]
     report = pd.read_csv(next((reporting / "defense_report.csv").rglob("*.csv")))
-    assert set(report["attack"]) == set(DEFAULT_ATTACKS) | {"badnet", "blended"} and len(report) == 24
+    assert set(report["attack"]) == set(DEFAULT_ATTACKS) | set(DEFAULT_CLIP_ATTACKS) and len(report) == 24
     # CGD's peers on BadNets only (DEFAULT_PEER_ATTACKS): none + 7 defenses; elsewhere none + CGD
     classifier = report[report["model"] == "classifier"]
     assert classifier.groupby("attack").size()[["badnets", "blended", "wanet", "sig"]].tolist() == [9, 3, 2, 2]

@@ -39,7 +39,7 @@ def _inputs() -> dict:
     )
     mask = torch.zeros(1, 32, 32)
     mask[:, -4:, -4:] = 1
-    entries = {"dataset_info": {"name": "embedded"}, "params:runtime": {"seed": 0, "device": "cpu"}, "abd_report": abd,
+    entries = {"dataset_info": {"name": "embedded", "num_classes": 10}, "params:runtime": {"seed": 0, "device": "cpu"}, "abd_report": abd,
                "reference_clip_metrics": {"source": "stand-in", "model_name": "cgd-small-clip", "zero_shot_acc": 0.7512,
                                           "weights": None, "pretraining": {"pairs": 10000}},
                "defense_report_versions": {}, "params:reporting": {"seeds": None},
@@ -104,7 +104,7 @@ def test_a_second_seed_makes_the_report_lead_with_mean_and_std():
     for name in pipeline.all_outputs():
         catalog[name] = _KeptMemoryDataset(copy_mode="assign")
     # A first run of seed 0 is replaced by this run's; seed 1 (ASR of CGD 0.003 on badnets) stays.
-    seed_1 = pd.DataFrame([["embedded", "badnets", "classifier", "cgd", 0.94, 0.003, 0.9, 0.99, 38.0, 1]], columns=DEFENSE_COLUMNS)
+    seed_1 = pd.DataFrame([["embedded", "badnets", "classifier", "cgd", 0.94, 0.003, 0.9, 0.99, 38.0, 1, ""]], columns=DEFENSE_COLUMNS)
     stale_seed_0 = seed_1.assign(seed=0, asr=0.5)
     catalog["defense_report_versions"] = MemoryDataset(
         {"2026-01-01T00.00.00.000Z/defense_report": lambda: stale_seed_0, "2026-01-02T00.00.00.000Z/defense_report": lambda: seed_1}
@@ -121,7 +121,7 @@ def test_a_second_seed_makes_the_report_lead_with_mean_and_std():
 
 def test_the_seeds_parameter_chooses_the_seeds_summarised_and_names_missing_ones(caplog):
     pipeline = create_pipeline(attacks=ATTACKS, clip_attacks=CLIP_ATTACKS, robustness_attacks=ATTACKS)
-    seed_1 = pd.DataFrame([["embedded", "badnets", "classifier", "cgd", 0.94, 0.003, 0.9, 0.99, 38.0, 1]], columns=DEFENSE_COLUMNS)
+    seed_1 = pd.DataFrame([["embedded", "badnets", "classifier", "cgd", 0.94, 0.003, 0.9, 0.99, 38.0, 1, ""]], columns=DEFENSE_COLUMNS)
     seed_2 = seed_1.assign(seed=2, asr=0.5)
     summaries = {}
     for seeds in ([0, 1], [1, 7]):

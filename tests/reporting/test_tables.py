@@ -7,6 +7,7 @@ import math
 import pandas as pd
 import pytest
 
+from cgd_kedro.reporting.render import ca_asr_matrix, notes_text
 from cgd_kedro.reporting.tables import (
     DEFENSE_COLUMNS,
     build_defense_report,
@@ -26,9 +27,9 @@ METRICS = {
 }
 ABD = pd.DataFrame(
     [
-        ["embedded", "badnet", "abd", 0.798, 0.195, 87.0, 0],
-        ["embedded", "badnet", "none", 0.795, 0.998, 0.0, 0],
-        ["embedded", "badnet", "cleanclip", 0.767, 1.0, 77.0, 0],
+        ["embedded", "clip_badnet", "abd", 0.798, 0.195, 87.0, 0],
+        ["embedded", "clip_badnet", "none", 0.795, 0.998, 0.0, 0],
+        ["embedded", "clip_badnet", "cleanclip", 0.767, 1.0, 77.0, 0],
     ],
     columns=["dataset", "attack", "defense", "clean_acc", "asr", "seconds", "seed"],
 )
@@ -38,7 +39,7 @@ def test_defense_report_has_the_contract_columns_none_first_and_clip_der():
     report = build_defense_report("embedded", 0, METRICS, ABD)
     assert list(report.columns) == DEFENSE_COLUMNS
     assert report[["attack", "defense"]].values.tolist() == [
-        ["badnets", "none"], ["badnets", "cgd"], ["blended", "none"], ["badnet", "none"], ["badnet", "abd"], ["badnet", "cleanclip"],
+        ["badnets", "none"], ["badnets", "cgd"], ["blended", "none"], ["clip_badnet", "none"], ["clip_badnet", "abd"], ["clip_badnet", "cleanclip"],
     ]  # fmt: skip
     assert report["model"].tolist() == ["classifier"] * 3 + ["clip"] * 3
     clip = report[report["model"] == "clip"].set_index("defense")
@@ -52,7 +53,7 @@ def test_defense_report_has_the_contract_columns_none_first_and_clip_der():
 def test_a_missing_undefended_row_is_named():
     with pytest.raises(ValueError, match="defense_metrics of 'lc': no 'none' entry"):
         build_defense_report("embedded", 0, {"lc": {"cgd": METRICS["badnets"]["cgd"]}})
-    with pytest.raises(ValueError, match="no 'none' row for CLIP attack 'badnet'"):
+    with pytest.raises(ValueError, match="no 'none' row for CLIP attack 'clip_badnet'"):
         build_defense_report("embedded", 0, {}, ABD[ABD["defense"] != "none"])
 
 
@@ -113,3 +114,18 @@ def test_bad_seeds_lists_are_named(bad):
     with pytest.raises(ValueError, match="reporting.seeds: expected null or a list of distinct non-negative integers"):
         check_seeds(bad)
     assert check_seeds(None) is None and check_seeds([2, 0]) == [2, 0]
+
+
+def test_a_defense_under_twice_chance_is_marked_budget_too_small_in_the_report_and_its_tables():
+    metrics = {"badnets": {"none": {**METRICS["badnets"]["none"]}, "abl": {"clean_acc": 0.139, "asr": 1.0, "ra": 0.0, "der": 0.5, "seconds": 571.0},
+                           "cgd": METRICS["badnets"]["cgd"]}}  # fmt: skip
+    report = build_defense_report("embedded", 0, metrics, num_classes=10)
+    notes = report.set_index("defense")["note"]
+    assert notes["cgd"] == "" and notes["none"] == ""
+    assert notes["abl"].startswith("budget too small for this defense: CA 0.139 is under 2x chance (0.20)") and "(abl.*)" in notes["abl"]
+    matrix = ca_asr_matrix(report, "classifier").set_index("attack")
+    assert matrix.loc["badnets", "abl"] == "0.139 / 1.000 (budget too small)"
+    assert not matrix.loc["badnets", "cgd"].endswith("(budget too small)")
+    assert notes_text(report).startswith("badnets / abl: budget too small")
+    # without the number of classes nothing is judged
+    assert set(build_defense_report("embedded", 0, metrics)["note"]) == {""}

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step, prepare_model
 from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.runtime import log_time_estimate
@@ -223,7 +224,8 @@ def cgd_unlearn(
     is recorded and never used for a decision.
     """
     train_clean, validation = hold_out_validation(clean_indices, config.validation_fraction, generator)
-    model.to(device)
+    prepare_model(model, device)
+    scaler = grad_scaler(device)
     pool = torch.cat([train_clean, triggered_indices])
     is_triggered = torch.cat([torch.zeros_like(train_clean, dtype=torch.bool), torch.ones_like(triggered_indices, dtype=torch.bool)])
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -263,14 +265,13 @@ def cgd_unlearn(
             x = to_unit_float(images[index].to(device))
             if config.augment:
                 x = crop_and_flip(x, generator, 4, config.flip)
-            logits = model(x.contiguous(memory_format=torch.channels_last))
+            with autocast(device):
+                logits = model(x.contiguous(memory_format=torch.channels_last))
             loss, parts = cgd_loss(
-                logits, labels[index].to(device), clip_logits[index].to(device), is_triggered[batch].to(device),
+                logits.float(), labels[index].to(device), clip_logits[index].to(device), is_triggered[batch].to(device),
                 alpha=config.alpha, beta=config.beta, temperature=config.temperature,
             )  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            optimiser_step(loss, optimizer, scaler)
             sums["loss"] += float(loss.detach())
             for key, value in parts.items():
                 sums[key] += value

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step, prepare_model, to_device
 from cgd_kedro.clip.losses import cleanclip_loss, clip_loss
 from cgd_kedro.clip.zero_shot import clip_preprocess
 from cgd_kedro.config import positive_int, require, section_from_params
@@ -103,10 +104,11 @@ def train_contrastive(
     """
     if images.shape[0] != len(captions) or images.shape[0] < 2:
         raise ValueError(f"{description}: need as many captions as images (at least two pairs)")
-    model.to(device).train()
+    prepare_model(model, device).train()
+    scaler = grad_scaler(device)
     captions = list(captions)
     tokens = tokenizer(captions)
-    images = images.to(device)
+    images = to_device(images, device)
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     steps_per_epoch = math.ceil(images.shape[0] / config.batch_size)
     total = config.epochs * steps_per_epoch
@@ -125,22 +127,21 @@ def train_contrastive(
             x = images[batch.to(device)]
             if config.augment:
                 x = crop_and_flip(x, generator, padding=2)
-            image_features = model.encode_image(clip_preprocess(x, **preprocess), normalize=True)
-            text_features = model.encode_text(tokens[batch].to(device), normalize=True)
+            with autocast(device):  # the encoders in mixed precision on CUDA; the losses in fp32
+                image_features = model.encode_image(clip_preprocess(x, **preprocess), normalize=True).float()
+                text_features = model.encode_text(tokens[batch].to(device), normalize=True).float()
+                if views is not None:
+                    image_view, caption_view = views(x, [captions[i] for i in batch.tolist()], generator)
+                    view_features = (
+                        model.encode_image(clip_preprocess(image_view, **preprocess), normalize=True).float(),
+                        model.encode_text(tokenizer(caption_view).to(device), normalize=True).float(),
+                    )
             scale = model.logit_scale.exp()
             if views is None:
                 loss, parts = clip_loss(image_features, text_features, scale), {}
             else:
-                image_view, caption_view = views(x, [captions[i] for i in batch.tolist()], generator)
-                loss, parts = cleanclip_loss(
-                    image_features, text_features,
-                    model.encode_image(clip_preprocess(image_view, **preprocess), normalize=True),
-                    model.encode_text(tokenizer(caption_view).to(device), normalize=True),
-                    scale, lambda1=lambdas[0], lambda2=lambdas[1],
-                )  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+                loss, parts = cleanclip_loss(image_features, text_features, *view_features, scale, lambda1=lambdas[0], lambda2=lambdas[1])
+            optimiser_step(loss, optimizer, scaler)
             scheduler.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cgd_kedro.accelerate import autocast, prepare_model, to_device
+
 
 def clip_preprocess(images: Tensor, size: int, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """CLIP's eval transform on a batch: resize the shorter side to ``size`` (bicubic, antialiased),
@@ -50,11 +52,12 @@ def image_embeddings(
     model: nn.Module, images: Tensor, preprocess: dict, device: torch.device, batch_size: int = 256
 ) -> Tensor:
     """``N x D`` unit image embeddings (returned on CPU)."""
-    model.to(device).eval()
-    outputs = [
-        model.encode_image(clip_preprocess(chunk.to(device), **preprocess), normalize=True).float().cpu()
-        for chunk in images.split(batch_size)
-    ]
+    prepare_model(model, device).eval()
+    with autocast(device):
+        outputs = [
+            model.encode_image(clip_preprocess(to_device(chunk, device), **preprocess), normalize=True).float().cpu()
+            for chunk in images.split(batch_size)
+        ]
     return torch.cat(outputs)
 
 

@@ -14,14 +14,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from cgd_kedro.data.imageset import ImageSet
+from cgd_kedro.model_cache import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +64,7 @@ def cached_decode(cache_dir: Path, settings: dict, sources: Iterable[Path], deco
         except (SafetensorError, OSError, ValueError, KeyError) as error:
             log.warning("dataset: ignoring the unreadable cache entry '%s' (%s); decoding again", path, error)
     train, test, class_names = decode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"train.{k}": v.contiguous() for k, v in train.items()} | {f"test.{k}": v.contiguous() for k, v in test.items()}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".decoding-", suffix=".safetensors")
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={"class_names": json.dumps(class_names), "settings": json.dumps(settings)})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates it private; the cache is an ordinary file
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    tensors = {f"train.{k}": v for k, v in train.items()} | {f"test.{k}": v for k, v in test.items()}
+    atomic_save(path, tensors, {"class_names": json.dumps(class_names), "settings": json.dumps(settings)})
     log.info("dataset: decoded images cached in '%s'", path)
     return train, test, class_names

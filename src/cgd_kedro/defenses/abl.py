@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step, prepare_model
 from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.training.augment import crop_and_flip
 from cgd_kedro.training.classifier import to_unit_float
@@ -97,15 +98,16 @@ def per_sample_loss(model: nn.Module, images: Tensor, labels: Tensor, *, device:
 
 def _epoch(model, images, labels, indices, loss_fn, optimizer, scheduler, config, generator, device) -> float:
     model.train()
+    scaler = grad_scaler(device)
     total = 0.0
     for batch in indices[torch.randperm(indices.numel(), generator=generator)].split(config.batch_size):
         x = to_unit_float(images[batch].to(device))
         if config.augment:
             x = crop_and_flip(x, generator, 4, config.flip)
-        loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last)), labels[batch].to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with autocast(device):
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+        loss = loss_fn(logits.float(), labels[batch].to(device))
+        optimiser_step(loss, optimizer, scaler)
         if scheduler is not None:
             scheduler.step()
         total += float(loss.detach()) * batch.numel()
@@ -122,7 +124,7 @@ def anti_backdoor_learning(
     at the poisoned samples (evaluated against ground truth elsewhere, never here).
     """
     n = images.shape[0]
-    model.to(device)
+    prepare_model(model, device)
     everything = torch.arange(n)
     steps = (config.isolation_epochs + config.finetune_epochs) * -(-n // config.batch_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step
 from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.defenses.clean_set import split_clean_set
 from cgd_kedro.metrics import accuracy, predict_logits
@@ -131,6 +132,7 @@ def fine_prune(
     mask = torch.ones_like(original_weight)
     mask[:, ranking[:pruned].to(mask.device)] = 0
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    scaler = grad_scaler(device)
     history = []
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -140,10 +142,10 @@ def fine_prune(
             x = to_unit_float(images[batch].to(device))
             if config.augment:
                 x = crop_and_flip(x, generator, 4, config.flip)
-            loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), labels[batch].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with autocast(device):
+                logits = model(x.contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(logits.float(), labels[batch].to(device))
+            optimiser_step(loss, optimizer, scaler)
             with torch.no_grad():
                 head.weight.mul_(mask)  # pruned channels stay pruned
             loss_sum += float(loss.detach()) * batch.numel()

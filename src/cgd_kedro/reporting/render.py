@@ -79,11 +79,27 @@ def _attack_by_defense(rows: pd.DataFrame, cells: pd.Series) -> pd.DataFrame:
     return table.fillna("-").reset_index()
 
 
+UNTRUSTED_MARK = " (budget too small)"
+
+
 def ca_asr_matrix(report: pd.DataFrame, model: str) -> pd.DataFrame:
-    """Attack x defense matrix of ``"CA / ASR"`` strings (mean over seeds) for one ``model``."""
+    """Attack x defense matrix of ``"CA / ASR"`` strings (mean over seeds) for one ``model``; a cell
+    whose row has a ``note`` (see ``budget_note``) is marked ``(budget too small)``."""
     rows = report[report["model"] == model]
     means = rows.groupby(["attack", "defense"], sort=False)[["clean_acc", "asr"]].mean()
-    return _attack_by_defense(rows, means.apply(lambda r: f"{r['clean_acc']:.3f} / {r['asr']:.3f}", axis=1))
+    cells = means.apply(lambda r: f"{r['clean_acc']:.3f} / {r['asr']:.3f}", axis=1)
+    if "note" in rows.columns:
+        noted = rows.groupby(["attack", "defense"], sort=False)["note"].agg(lambda notes: any(isinstance(n, str) and n for n in notes))
+        cells = cells.where(~noted.reindex(cells.index, fill_value=False), cells + UNTRUSTED_MARK)
+    return _attack_by_defense(rows, cells)
+
+
+def notes_text(report: pd.DataFrame) -> str:
+    """One line per row of ``report`` with a ``note``: ``attack / defense: note``."""
+    if "note" not in report.columns:
+        return ""
+    noted = report[report["note"].fillna("").astype(bool)]
+    return "\n".join(f"{row.attack} / {row.defense}: {row.note}" for row in noted.itertuples())
 
 
 def ca_asr_summary_matrix(summary: pd.DataFrame, model: str) -> pd.DataFrame:

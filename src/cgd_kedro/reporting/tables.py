@@ -6,6 +6,8 @@
   (attack = the CLIP attack). ``defense = "none"`` is the undefended model. CLIP rows have no RA
   (the zero-shot evaluation does not measure it); their DER is computed against ``none`` like the
   classifiers'.
+  ``note`` is empty, or says why a row should not be read as a result: a defense whose CA is under
+  twice chance has not been given the budget it needs (``budget_note``).
 - ``split_report``: one row per (dataset, attack): the CLIP split's quality against ground truth.
 
 Accuracies are fractions in [0, 1]. ``summarise_over_seeds`` turns a report with several seeds into
@@ -20,7 +22,7 @@ import pandas as pd
 
 from cgd_kedro.metrics import defense_effectiveness_rating
 
-DEFENSE_COLUMNS = ["dataset", "attack", "model", "defense", "clean_acc", "asr", "ra", "der", "seconds", "seed"]
+DEFENSE_COLUMNS = ["dataset", "attack", "model", "defense", "clean_acc", "asr", "ra", "der", "seconds", "seed", "note"]
 DEFENSE_KEYS = ["dataset", "attack", "model", "defense"]
 SPLIT_KEYS = ["dataset", "attack"]
 METRICS = ("clean_acc", "asr", "ra")
@@ -58,18 +60,43 @@ def clip_rows(abd_report: pd.DataFrame) -> list[dict]:
     return rows
 
 
+# The parameter section holding each defense's training budget (named in its `note`).
+BUDGET_PARAMETERS = {
+    "cgd": "cgd", "cgd_bdclip": "cgd", "retrain": "victim.training", "abl": "abl", "fp_cgd": "fine_pruning",
+    "fp_oracle": "fine_pruning", "anp_cgd": "anp", "anp_oracle": "anp", "ft": "clip_defense", "cleanclip": "clip_defense",
+    "abd": "clip_defense",
+}  # fmt: skip
+TRUSTED_CHANCE_MULTIPLE = 2.0
+
+
+def budget_note(defense: str, clean_acc: float, num_classes: int | None) -> str:
+    """Empty, or why the row is not a result: a defense that leaves CA under twice chance has
+    destroyed the model rather than defended it, so its ASR (low or high) says nothing."""
+    if defense == "none" or num_classes is None or not clean_acc < TRUSTED_CHANCE_MULTIPLE / num_classes:
+        return ""
+    section = BUDGET_PARAMETERS.get(defense, defense)
+    return (
+        f"budget too small for this defense: CA {clean_acc:.3f} is under {TRUSTED_CHANCE_MULTIPLE:g}x chance "
+        f"({TRUSTED_CHANCE_MULTIPLE / num_classes:.2f}), so its ASR means nothing; its training budget here ({section}.*) "
+        "did not leave a working model. Raise it, or compare on a larger profile"
+    )
+
+
 def build_defense_report(
     dataset: str, seed: int, defense_metrics: Mapping[str, Mapping[str, Mapping[str, float]]], abd_report: pd.DataFrame | None = None,
-    robustness: Mapping[str, Mapping] | None = None,
+    robustness: Mapping[str, Mapping] | None = None, num_classes: int | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """``defense_report`` for one seed: the classifier defenses of every attack (with ``cgd_bdclip``,
-    CGD whose reference was a backdoored CLIP, where ``robustness`` has the attack), then the CLIP ones."""
+    CGD whose reference was a backdoored CLIP, where ``robustness`` has the attack), then the CLIP ones.
+    With ``num_classes``, rows whose CA is under twice chance carry a ``note`` (``budget_note``)."""
     robustness = robustness or {}
     unknown = sorted(set(robustness) - set(defense_metrics))
     if unknown:
         raise ValueError(f"cgd_robustness of {unknown}: no defense_metrics for these attacks")
     merged = {a: {**m, **({"cgd_bdclip": robustness[a]["cgd"]} if a in robustness else {})} for a, m in defense_metrics.items()}
     rows = classifier_rows(dataset, seed, merged) + (clip_rows(abd_report) if abd_report is not None else [])
+    for row in rows:
+        row["note"] = budget_note(row["defense"], row["clean_acc"], num_classes)
     return pd.DataFrame(rows, columns=DEFENSE_COLUMNS)
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from cgd_kedro.accelerate import autocast, compiled_forward, grad_scaler, optimiser_step, prepare_model, to_device
 from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.runtime import log_time_estimate
 from cgd_kedro.training.augment import crop_and_flip
@@ -122,8 +123,9 @@ def train_classifier(
     """
     if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
         raise ValueError(f"{description}: need as many labels as images and at least one image")
-    model.to(device).train()
-    images, labels = images.to(device), labels.to(device)
+    prepare_model(model, device).train()
+    images, labels = to_device(images, device), to_device(labels, device)  # once: batches are sliced on the device
+    forward, scaler = compiled_forward(model, device, long_loop=True), grad_scaler(device)
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     else:
@@ -143,11 +145,10 @@ def train_classifier(
             x = to_unit_float(images[batch])
             if config.augment:
                 x = crop_and_flip(x, generator, config.crop_padding, config.flip)
-            logits = model(x.contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(logits, labels[batch], label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with autocast(device):
+                logits = forward(x.contiguous(memory_format=torch.channels_last))
+                loss = F.cross_entropy(logits.float(), labels[batch], label_smoothing=config.label_smoothing)
+            optimiser_step(loss, optimizer, scaler)
             scheduler.step()
             loss_sum += loss.detach() * batch.numel()
             correct += (logits.argmax(1) == labels[batch]).sum()

@@ -22,7 +22,7 @@ from cgd_kedro.clip.factory import get_tokenizer, preprocess_config, to_clip_che
 from cgd_kedro.clip.figures import plot_abd_sample_grid, plot_defense_curves, plot_similarity_panel
 from cgd_kedro.clip.pretrain import train_contrastive
 from cgd_kedro.clip.reference import ClipConfig, model_from_checkpoint
-from cgd_kedro.clip.triggers import ClipAttackConfig, apply_trigger, static_trigger, optimise_badclip_patch, poison_pairs
+from cgd_kedro.clip.triggers import CLIP_NAMESPACE_PREFIX, ClipAttackConfig, apply_trigger, static_trigger, optimise_badclip_patch, poison_pairs
 from cgd_kedro.clip.zero_shot import class_text_embeddings, image_embeddings
 from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.data.sources import DatasetConfig
@@ -175,7 +175,8 @@ def evaluate_clip_defenses(
     for name, report in (("ft", ft_report), ("cleanclip", cleanclip_report), ("abd", abd_report)):
         rows[name] = {"clean_acc": report["clean_acc"], "asr": report["asr"], "seconds": report["seconds"]}
     rows["abd"]["seconds"] += patch_report["seconds"]
-    return {"attack": config.attack, "target": config.target, "defenses": rows}
+    # Named as its namespace (clip_badnet), never as the classifier attacks (badnets): one table holds both.
+    return {"attack": CLIP_NAMESPACE_PREFIX + config.attack, "target": config.target, "defenses": rows}
 
 
 def plot_abd_samples(clip_defense_pairs: dict, clip_trigger: dict, adversarial_patch: dict, clip_attack: dict, own_attack: dict) -> Figure:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 
 import torch
 
@@ -13,6 +14,7 @@ from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.clip.reference import ClipConfig
 from cgd_kedro.data.sources import DatasetConfig, hold_out_clip_slice, read_source
 from cgd_kedro.metrics import evaluate_backdoor, predict_logits, accuracy
+from cgd_kedro.model_cache import cached_training
 from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
 from cgd_kedro.parameters import RuntimeConfig, VictimConfig
 from cgd_kedro.runtime import derive_seed, seed_everything
@@ -76,8 +78,18 @@ def train_clean_model(train_set: ImageSet, test_set: ImageSet, dataset_info: dic
     It is the yardstick for each victim's clean accuracy and the surrogate that LC, LF and
     TrojanNN optimise their triggers against. Returns its checkpoint and ``{clean_acc, seconds}``.
     """
-    checkpoint, history = train_with_victim_recipe(train_set["images"], train_set["labels"], dataset_info, victim, runtime, "clean_model")
     run = RuntimeConfig.from_params(runtime)
+
+    def train() -> tuple[dict, dict]:
+        checkpoint, history = train_with_victim_recipe(train_set["images"], train_set["labels"], dataset_info, victim, runtime, "clean_model")
+        return checkpoint.pop("state_dict"), {"checkpoint": checkpoint, "history": history}
+
+    settings = {"victim": asdict(VictimConfig.from_params(victim)), "mean": dataset_info["mean"], "std": dataset_info["std"]}
+    state_dict, trained, _ = cached_training(
+        run.cache_dir, "clean_model", settings=settings, seed=run.seed, device=run.torch_device,
+        data=[train_set["images"], train_set["labels"]], train=train,
+    )  # fmt: skip
+    checkpoint, history = trained["checkpoint"] | {"state_dict": state_dict}, trained["history"]
     model = from_checkpoint(checkpoint, run.torch_device, source="clean_model")
     predictions = predict_logits(model, test_set["images"], device=run.torch_device).argmax(1)
     metrics = {"clean_acc": accuracy(predictions, test_set["labels"]), "seconds": history[-1]["seconds"]}

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import time
 
-
 from cgd_kedro.clip.reference import ClipConfig, clip_logits, linked_checkpoint, model_from_checkpoint, pretrain_clip
 from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.data.sources import DatasetConfig
 from cgd_kedro.data.world import generate_caption_corpus
 from cgd_kedro.metrics import accuracy
+from cgd_kedro.model_cache import cached_training
 from cgd_kedro.parameters import RuntimeConfig
 from cgd_kedro.runtime import derive_seed, seed_everything
 
@@ -50,14 +50,23 @@ def build_reference_clip(dataset: dict, clip: dict, runtime: dict, dataset_info:
             "CLIP trained on other data; set clip.weights (and clip.model_name) to use one.",
             config.model_name, len(captions), data.name,
         )  # fmt: skip
-    start = time.perf_counter()
-    checkpoint, history = pretrain_clip(
-        images, captions, config, device=run.torch_device,
-        generator=seed_everything(derive_seed(run.seed, "reference_clip")),
+
+    def pretrain() -> tuple[dict, dict]:
+        start = time.perf_counter()
+        checkpoint, history = pretrain_clip(
+            images, captions, config, device=run.torch_device,
+            generator=seed_everything(derive_seed(run.seed, "reference_clip")),
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        log.info("reference CLIP: pretrained %s on %d pairs in %.0f s", config.model_name, len(captions), seconds)
+        return checkpoint["state_dict"], {"seconds": seconds, "epochs": history}
+
+    state_dict, trained, reused = cached_training(
+        run.cache_dir, "reference_clip", settings={"model_name": config.model_name, "pretrain": config.pretrain.as_dict()},
+        seed=run.seed, device=run.torch_device, data=[images, captions], train=pretrain,
     )  # fmt: skip
-    seconds = time.perf_counter() - start
-    log.info("reference CLIP: pretrained %s on %d pairs in %.0f s", config.model_name, len(captions), seconds)
-    return checkpoint, {"source": source, "pairs": len(captions), "seconds": seconds, "epochs": history}
+    history = {"source": source, "pairs": len(captions), "seconds": trained["seconds"], "epochs": trained["epochs"], "reused": reused}
+    return {"model_name": config.model_name, "state_dict": state_dict}, history
 
 
 def evaluate_reference_clip(

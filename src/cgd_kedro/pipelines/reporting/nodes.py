@@ -31,7 +31,7 @@ def make_defense_report(dataset_info: dict, runtime: dict, abd_report: pd.DataFr
     backdoored reference CLIP), then every CLIP defense."""
     return build_defense_report(
         dataset_info["name"], RuntimeConfig.from_params(runtime).seed, by_attack("defense", artefacts), abd_report,
-        by_attack("robustness", artefacts),
+        by_attack("robustness", artefacts), num_classes=dataset_info["num_classes"],
     )  # fmt: skip
 
 
@@ -118,6 +118,9 @@ def render_report(
         "compare versions and launch runs, start the platform: kedro platform (then open 127.0.0.1:8000 in a browser). "
         + describe_reference_clip(reference_clip_metrics)
     )
+    notes = render.notes_text(defense_report)
+    if notes:
+        summary += " Rows marked (budget too small): " + notes.replace("\n", "; ") + "."
     robustness = build_robustness_table(defense_report, split_report, by_attack("robustness", artefacts)).round(4)
     tables = {"classifier defenses (CA / ASR)": classifier, "CLIP defenses (CA / ASR)": clip,
               "CGD with the reference CLIP and with a backdoored CLIP": robustness,
