@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step, prepare_model
+from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step, prepare_model, to_device
 from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.runtime import log_time_estimate
@@ -226,6 +226,8 @@ def cgd_unlearn(
     train_clean, validation = hold_out_validation(clean_indices, config.validation_fraction, generator)
     prepare_model(model, device)
     scaler = grad_scaler(device)
+    # The training tensors go to the device once (pinned, asynchronous); batches are sliced there.
+    device_images, device_labels, device_clip_logits = (to_device(t, device) for t in (images, labels, clip_logits))
     pool = torch.cat([train_clean, triggered_indices])
     is_triggered = torch.cat([torch.zeros_like(train_clean, dtype=torch.bool), torch.ones_like(triggered_indices, dtype=torch.bool)])
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -262,13 +264,13 @@ def cgd_unlearn(
         sums = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "log_likelihood": 0.0}
         for batch in order.split(config.batch_size):
             index = pool[batch]
-            x = to_unit_float(images[index].to(device))
+            x = to_unit_float(device_images[index])
             if config.augment:
                 x = crop_and_flip(x, generator, 4, config.flip)
             with autocast(device):
                 logits = model(x.contiguous(memory_format=torch.channels_last))
             loss, parts = cgd_loss(
-                logits.float(), labels[index].to(device), clip_logits[index].to(device), is_triggered[batch].to(device),
+                logits.float(), device_labels[index], device_clip_logits[index], is_triggered[batch].to(device),
                 alpha=config.alpha, beta=config.beta, temperature=config.temperature,
             )  # fmt: skip
             optimiser_step(loss, optimizer, scaler)

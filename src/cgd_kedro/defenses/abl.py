@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step, prepare_model
+from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step, prepare_model, to_device
 from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.training.augment import crop_and_flip
 from cgd_kedro.training.classifier import to_unit_float
@@ -101,12 +101,12 @@ def _epoch(model, images, labels, indices, loss_fn, optimizer, scheduler, config
     scaler = grad_scaler(device)
     total = 0.0
     for batch in indices[torch.randperm(indices.numel(), generator=generator)].split(config.batch_size):
-        x = to_unit_float(images[batch].to(device))
+        x = to_unit_float(images[batch])
         if config.augment:
             x = crop_and_flip(x, generator, 4, config.flip)
         with autocast(device):
             logits = model(x.contiguous(memory_format=torch.channels_last))
-        loss = loss_fn(logits.float(), labels[batch].to(device))
+        loss = loss_fn(logits.float(), labels[batch])
         optimiser_step(loss, optimizer, scaler)
         if scheduler is not None:
             scheduler.step()
@@ -125,6 +125,7 @@ def anti_backdoor_learning(
     """
     n = images.shape[0]
     prepare_model(model, device)
+    images, labels = to_device(images, device), to_device(labels, device)  # once: batches are sliced on the device
     everything = torch.arange(n)
     steps = (config.isolation_epochs + config.finetune_epochs) * -(-n // config.batch_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
