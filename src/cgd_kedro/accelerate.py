@@ -57,10 +57,6 @@ def configure(precision: str = "auto", compile: str = "auto") -> Acceleration:  
     return _settings
 
 
-def settings() -> Acceleration:
-    return _settings
-
-
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype on ``device``, or ``None`` for full fp32 (always on the CPU)."""
     if device.type != "cuda" or _settings.precision == "fp32":

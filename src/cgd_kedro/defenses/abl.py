@@ -96,9 +96,8 @@ def per_sample_loss(model: nn.Module, images: Tensor, labels: Tensor, *, device:
     return torch.cat(losses)
 
 
-def _epoch(model, images, labels, indices, loss_fn, optimizer, scheduler, config, generator, device) -> float:
+def _epoch(model, images, labels, indices, loss_fn, optimizer, scheduler, scaler, config, generator, device) -> float:
     model.train()
-    scaler = grad_scaler(device)
     total = 0.0
     for batch in indices[torch.randperm(indices.numel(), generator=generator)].split(config.batch_size):
         x = to_unit_float(images[batch])
@@ -126,13 +125,14 @@ def anti_backdoor_learning(
     n = images.shape[0]
     prepare_model(model, device)
     images, labels = to_device(images, device), to_device(labels, device)  # once: batches are sliced on the device
+    scaler = grad_scaler(device)  # one for the whole training: its fp16 loss scale carries over between epochs
     everything = torch.arange(n)
     steps = (config.isolation_epochs + config.finetune_epochs) * -(-n // config.batch_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     history = []
     for epoch in range(config.isolation_epochs):
-        loss = _epoch(model, images, labels, everything, lambda z, y: lga_loss(z, y, config.gamma), optimizer, scheduler, config, generator, device)
+        loss = _epoch(model, images, labels, everything, lambda z, y: lga_loss(z, y, config.gamma), optimizer, scheduler, scaler, config, generator, device)
         history.append({"phase": "isolation", "epoch": epoch + 1, "loss": loss})
     losses = per_sample_loss(model, images, labels, device=device)
     n_isolated = max(1, round(config.isolation_ratio * n))
@@ -140,10 +140,10 @@ def anti_backdoor_learning(
     kept = everything[~torch.isin(everything, isolated)]
     log.info("abl: isolated %d samples with the lowest LGA loss", n_isolated)
     for epoch in range(config.finetune_epochs):
-        loss = _epoch(model, images, labels, kept, F.cross_entropy, optimizer, scheduler, config, generator, device)
+        loss = _epoch(model, images, labels, kept, F.cross_entropy, optimizer, scheduler, scaler, config, generator, device)
         history.append({"phase": "finetune", "epoch": epoch + 1, "loss": loss})
     ascent = torch.optim.SGD(model.parameters(), lr=config.lr_unlearning, momentum=config.momentum, weight_decay=config.weight_decay)
     for epoch in range(config.unlearning_epochs):
-        loss = _epoch(model, images, labels, isolated, lambda z, y: -F.cross_entropy(z, y), ascent, None, config, generator, device)
+        loss = _epoch(model, images, labels, isolated, lambda z, y: -F.cross_entropy(z, y), ascent, None, scaler, config, generator, device)
         history.append({"phase": "unlearning", "epoch": epoch + 1, "loss": loss})
     return {"isolated": isolated, "history": history}

@@ -88,18 +88,21 @@ def ca_asr_matrix(report: pd.DataFrame, model: str) -> pd.DataFrame:
     rows = report[report["model"] == model]
     means = rows.groupby(["attack", "defense"], sort=False)[["clean_acc", "asr"]].mean()
     cells = means.apply(lambda r: f"{r['clean_acc']:.3f} / {r['asr']:.3f}", axis=1)
-    if "note" in rows.columns:
-        noted = rows.groupby(["attack", "defense"], sort=False)["note"].agg(lambda notes: any(isinstance(n, str) and n for n in notes))
-        cells = cells.where(~noted.reindex(cells.index, fill_value=False), cells + UNTRUSTED_MARK)
+    noted = rows.assign(noted=has_note(rows)).groupby(["attack", "defense"], sort=False)["noted"].any()
+    cells = cells.where(~noted.reindex(cells.index, fill_value=False), cells + UNTRUSTED_MARK)
     return _attack_by_defense(rows, cells)
+
+
+def has_note(report: pd.DataFrame) -> pd.Series:
+    """Per row: True when its ``note`` is a non-empty string (reports saved before the column: none)."""
+    if "note" not in report.columns:
+        return pd.Series(False, index=report.index)
+    return report["note"].fillna("").astype(str).astype(bool)
 
 
 def notes_text(report: pd.DataFrame) -> str:
     """One line per row of ``report`` with a ``note``: ``attack / defense: note``."""
-    if "note" not in report.columns:
-        return ""
-    noted = report[report["note"].fillna("").astype(bool)]
-    return "\n".join(f"{row.attack} / {row.defense}: {row.note}" for row in noted.itertuples())
+    return "\n".join(f"{row.attack} / {row.defense}: {row.note}" for row in report[has_note(report)].itertuples())
 
 
 def ca_asr_summary_matrix(summary: pd.DataFrame, model: str) -> pd.DataFrame:
