@@ -137,7 +137,7 @@ def test_config_errors_name_the_parameter():
                          ({"early_stopping": "best"}, "cgd.early_stopping: unknown rule 'best'"),
                          ({"patience": 0}, "cgd.patience"), ({"agreement_margin": 2}, "cgd.agreement_margin"),
                          ({"epochs": 0}, "cgd.epochs"), ({"temp": 3}, "cgd: unknown"),
-                         ({"curve_test_images": 0}, "cgd.curve_test_images")):  # fmt: skip
+                         ({"curve_test_images": 0}, "cgd.curve_test_images"), ({"schedule": "step"}, "cgd.schedule")):  # fmt: skip
         with pytest.raises(ValueError, match=name):
             UnlearnConfig.from_params(params)
 
@@ -151,6 +151,21 @@ def test_default_optimiser_is_the_reference_sgd_without_momentum(monkeypatch):
     cgd_unlearn(model, images, labels, (~poison).nonzero().squeeze(1), poison.nonzero().squeeze(1), torch.zeros(400, 4), config,
                 device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert built == [{"lr": config.lr, "momentum": 0.0, "weight_decay": 5e-4}]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_learning_rate_follows_the_schedule_over_the_whole_budget(monkeypatch, schedule):
+    seen = []
+    original_step = torch.optim.SGD.step
+    monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: seen.append(self.param_groups[0]["lr"]) or original_step(self, *a, **k))
+    images, labels, true, poison = _backdoored_toy()
+    model = build_classifier("compact_cnn", 4, (0.5,) * 3, (0.25,) * 3)
+    config = UnlearnConfig(epochs=2, max_batches_per_epoch=4, batch_size=32, lr=0.02, schedule=schedule, patience=5, augment=False)
+    cgd_unlearn(model, images, labels, (~poison).nonzero().squeeze(1), poison.nonzero().squeeze(1), torch.zeros(400, 4), config,
+                device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert len(seen) == 8  # 2 epochs x 4 batches
+    expected = [0.02] * 8 if schedule == "constant" else [0.02 * 0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(8)]
+    assert seen == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(

@@ -321,7 +321,7 @@ def test_missing_key_is_named(tmp_path, clean_sets, state_dict, edit, message):
 def test_unregistered_model_lists_registered_ones(tmp_path, clean_sets, state_dict):
     record, *_ = write_record(tmp_path, clean_sets, state_dict, model_name="vgg19_bn")
     with pytest.raises(
-        ValueError, match=r"'vgg19_bn'.*registered models: \['airbench', 'airbench_narrow', 'compact_cnn', 'preactresnet18'"
+        ValueError, match=r"'vgg19_bn'.*registered models: \['airbench', 'airbench_narrow', 'compact_cnn', 'compact_cnn_small', 'preactresnet18'"
     ):
         load_backdoorbench_result(record, *clean_sets)
 

@@ -31,7 +31,7 @@ def test_list_models():
 
 @pytest.mark.parametrize(
     ("name", "num_classes"),
-    [("compact_cnn", 10), ("compact_cnn", 3), ("preactresnet18", 10), ("preactresnet18", 43), ("airbench_narrow", 10), ("airbench", 43)],
+    [("compact_cnn", 10), ("compact_cnn", 3), ("compact_cnn_small", 10), ("preactresnet18", 10), ("preactresnet18", 43), ("airbench_narrow", 10), ("airbench", 43)],
 )
 def test_output_shapes(name, num_classes):
     torch.manual_seed(0)

@@ -124,7 +124,7 @@ def test_session_run_persists_every_artefact_through_the_catalog(tmp_project):
     assert len(report) == 12 and set(report["attack"]) == {"clip_badnet", "clip_blended", "clip_badclip"}
 
 
-def test_the_default_run_defends_two_clip_attacks_and_full_all_three():
+def test_the_default_run_defends_no_clip_attack_abd_quick_one_and_full_all_three():
     from conftest import PROJECT_ROOT
     from kedro.framework.startup import bootstrap_project
 
@@ -134,9 +134,10 @@ def test_the_default_run_defends_two_clip_attacks_and_full_all_three():
     pipelines = register_pipelines()
     namespaces = lambda p: {(n.namespace or "").split(".")[0] for n in p.nodes}  # noqa: E731
     assert set(CLIP_ATTACK_NAMESPACES) <= namespaces(pipelines["full"])
-    assert set(CLIP_ATTACK_NAMESPACES) & namespaces(pipelines["__default__"]) == set(DEFAULT_CLIP_ATTACKS) == {"clip_badnet", "clip_blended"}
-    # the default's abd_report collects exactly its two CLIP attacks
-    collect = next(n for n in pipelines["__default__"].nodes if n.name == "collect_abd_report")
-    assert sorted(i for i in collect.inputs if i.endswith("clip_defense_metrics")) == [
-        "clip_badnet.clip_defense_metrics", "clip_blended.clip_defense_metrics",
-    ]  # fmt: skip
+    assert set(CLIP_ATTACK_NAMESPACES) & namespaces(pipelines["__default__"]) == set(DEFAULT_CLIP_ATTACKS) == set()
+    # the default's abd_report is empty; abd_quick's collects exactly clip_badnet and builds what it needs
+    collect = {name: next(n for n in pipelines[name].nodes if n.name == "collect_abd_report") for name in ("__default__", "abd_quick")}
+    assert [i for i in collect["__default__"].inputs if i.endswith("clip_defense_metrics")] == []
+    assert [i for i in collect["abd_quick"].inputs if i.endswith("clip_defense_metrics")] == ["clip_badnet.clip_defense_metrics"]
+    assert pipelines["abd_quick"].inputs() <= {i for i in pipelines["abd_quick"].inputs() if i.startswith("params:")}
+    assert "dataset.train_clean_model" not in {n.name for n in pipelines["abd_quick"].nodes}

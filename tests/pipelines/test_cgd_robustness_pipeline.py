@@ -28,8 +28,8 @@ def test_structure_reuses_the_suspicious_logits_and_reads_abd_defenses_backdoore
     assert not any("suspicious" in n.name for n in pipeline.nodes)  # the suspicious models are not retrained
     assert {n.namespace for n in pipeline.nodes} == set(ATTACK_NAMESPACES)  # in each attack's kedro-viz group
     default = register_pipelines()["__default__"]
-    assert {f"{a}.cgd_robustness" for a in DEFAULT_ROBUSTNESS_ATTACKS} <= default.all_outputs()
-    assert not {"lc.cgd_robustness", "sig.cgd_robustness"} & default.all_outputs()
+    # the default run has no backdoored CLIP to take as reference, so no cgd_robustness
+    assert DEFAULT_ROBUSTNESS_ATTACKS == () and not any(o.endswith("cgd_robustness") for o in default.all_outputs())
 
 
 def _as_backdoored_clip(reference_clip: dict) -> dict:

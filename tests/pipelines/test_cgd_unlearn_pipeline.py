@@ -63,7 +63,10 @@ def test_in_memory_run_reports_every_defense_and_test_data_never_steers_cgd():
     assert set(metrics) == {"none", "cgd", "retrain", "abl", "fp_cgd", "fp_oracle", "anp_cgd", "anp_oracle"}
     assert len(catalog.load("badnets.abl_report")["isolated"]) == 3  # 1% of 300
     for name, row in metrics.items():
-        assert set(row) == {"clean_acc", "asr", "ra", "der", "seconds"}, name
+        # the pruning defenses also say how many channels they pruned (0: the report marks "no effect")
+        pruned = {"pruned"} if name.startswith(("fp_", "anp_")) else set()
+        assert set(row) == {"clean_acc", "asr", "ra", "der", "seconds"} | pruned, name
+        assert not pruned or row["pruned"] == catalog.load(f"badnets.{name}_report")["pruned"]
         assert 0 <= row["clean_acc"] <= 1 and 0 <= row["asr"] <= 1 and 0 <= row["der"] <= 1
     attack = catalog.load("badnets.attack_metrics")
     assert metrics["none"]["clean_acc"] == attack["clean_acc"] and metrics["none"]["asr"] == attack["asr"]

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from cgd_kedro.reporting.render import ca_asr_matrix, notes_text
+from cgd_kedro.reporting.render import ca_asr_matrix, ca_asr_summary_matrix, notes_text
 from cgd_kedro.reporting.tables import (
     DEFENSE_COLUMNS,
     build_defense_report,
@@ -129,3 +129,31 @@ def test_a_defense_under_twice_chance_is_marked_budget_too_small_in_the_report_a
     assert notes_text(report).startswith("badnets / abl: budget too small")
     # without the number of classes nothing is judged
     assert set(build_defense_report("embedded", 0, metrics)["note"]) == {""}
+
+
+def test_a_pruning_defense_that_pruned_nothing_is_marked_no_effect():
+    victim = METRICS["badnets"]["none"]
+    metrics = {"badnets": {"none": {**victim},
+                           "anp_cgd": {**victim, "der": 0.5, "seconds": 18.7, "pruned": 0},
+                           "fp_cgd": {"clean_acc": 0.60, "asr": 0.05, "ra": 0.55, "der": 0.97, "seconds": 22.9, "pruned": 18}}}  # fmt: skip
+    report = build_defense_report("embedded", 0, metrics, num_classes=10)
+    notes = report.set_index("defense")["note"]
+    assert notes["anp_cgd"].startswith("no effect: pruned no channel") and "anp.acc_ratio" in notes["anp_cgd"]
+    assert notes["fp_cgd"] == "" and notes["none"] == ""
+    matrix = ca_asr_matrix(report, "classifier").set_index("attack")
+    assert matrix.loc["badnets", "anp_cgd"].endswith(" (no effect)") and matrix.loc["badnets", "fp_cgd"] == "0.600 / 0.050"
+    assert "pruned" not in report.columns
+
+
+def test_the_multi_seed_matrix_carries_the_notes_of_any_seed():
+    victim = METRICS["badnets"]["none"]
+    reports = [
+        build_defense_report("embedded", seed, {"badnets": {"none": {**victim}, "abl": {**victim, "clean_acc": ca, "der": 0.5, "seconds": 1.0}}},
+                             num_classes=10)
+        for seed, ca in ((0, 0.139), (1, 0.70))
+    ]  # fmt: skip
+    summary = summarise_over_seeds(pd.concat(reports, ignore_index=True), ["dataset", "attack", "model", "defense"])
+    notes = summary.set_index("defense")["note"]
+    assert notes["abl"].startswith("1 of 2 seeds: budget too small for this defense: CA 0.139") and notes["none"] == ""
+    matrix = ca_asr_summary_matrix(summary, "classifier").set_index("attack")
+    assert matrix.loc["badnets", "abl"].endswith("(budget too small)") and "budget" not in matrix.loc["badnets", "none"]

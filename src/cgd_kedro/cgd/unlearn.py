@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -58,6 +59,7 @@ from cgd_kedro.training.classifier import to_unit_float
 log = logging.getLogger(__name__)
 
 EARLY_STOPPING_RULES = ("unlearned_best", "tolerance")
+LR_SCHEDULES = ("constant", "cosine")
 AGREEMENT_SAMPLE = 1024  # triggered samples the per-epoch triggered agreement is measured on
 
 
@@ -71,6 +73,10 @@ class UnlearnConfig:
         temperature: softmax temperature ``T`` of the distillation (3).
         lr, momentum, weight_decay: SGD (0.01, 0, 5e-4): the reference builds ``SGD(params, lr,
             weight_decay)``, without momentum.
+        schedule: ``constant`` (the reference) or ``cosine``: per-step cosine decay of ``lr`` to 0
+            over the whole budget (``epochs x max_batches_per_epoch``), a departure for short
+            budgets: at a constant high lr the fine-tuned model never settles, and the CA lost in the
+            epoch the trigger is unlearnt is not won back (README, "Departures").
         batch_size: samples per step, clean and triggered mixed (256).
         epochs: at most this many epochs (10).
         max_batches_per_epoch: an epoch stops after this many batches (200).
@@ -93,6 +99,7 @@ class UnlearnConfig:
     lr: float = 0.01
     momentum: float = 0.0
     weight_decay: float = 5e-4
+    schedule: str = "constant"
     batch_size: int = 256
     epochs: int = 10
     max_batches_per_epoch: int = 200
@@ -115,6 +122,7 @@ class UnlearnConfig:
             "lr": self.lr > 0,
             "momentum": 0 <= self.momentum < 1,
             "weight_decay": self.weight_decay >= 0,
+            "schedule": self.schedule in LR_SCHEDULES,
             "batch_size": positive_int(self.batch_size) and self.batch_size >= 2,
             "epochs": positive_int(self.epochs),
             "max_batches_per_epoch": positive_int(self.max_batches_per_epoch),
@@ -164,6 +172,13 @@ def cgd_loss(
         kl, log_likelihood = zero, zero
     loss = ce + alpha * kl + beta * log_likelihood
     return loss, {"ce": float(ce.detach()), "kl": float(kl.detach()), "log_likelihood": float(log_likelihood.detach())}
+
+
+def lr_multiplier(schedule: str, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor per step: 1 (``constant``) or a cosine from 1 to 0 over ``total_steps``."""
+    if schedule == "constant":
+        return lambda step: 1.0
+    return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
 def hold_out_validation(clean_indices: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -231,6 +246,8 @@ def cgd_unlearn(
     pool = torch.cat([train_clean, triggered_indices])
     is_triggered = torch.cat([torch.zeros_like(train_clean, dtype=torch.bool), torch.ones_like(triggered_indices, dtype=torch.bool)])
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    steps = min(config.max_batches_per_epoch, -(-pool.numel() // config.batch_size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config.schedule, config.epochs * steps))
 
     # The agreement is measured on one fixed sample of the triggered subset, so its changes from
     # epoch to epoch are the model's, not the sample's; 1,024 keeps the overhead under a second.
@@ -254,7 +271,6 @@ def cgd_unlearn(
     accuracies: list[float] = [history[0]["val_clean_acc"]]
     agreements: list[float] = [history[0]["triggered_agreement"]]
     kept_state: dict | None = None
-    steps = min(config.max_batches_per_epoch, -(-pool.numel() // config.batch_size))
     progress = tqdm(total=config.epochs * steps, desc="cgd unlearn", unit="batch", disable=None, leave=False)
     for epoch in range(1, config.epochs + 1):
         epoch_started = time.perf_counter()
@@ -274,6 +290,7 @@ def cgd_unlearn(
                 alpha=config.alpha, beta=config.beta, temperature=config.temperature,
             )  # fmt: skip
             optimiser_step(loss, optimizer, scaler)
+            scheduler.step()
             sums["loss"] += float(loss.detach())
             for key, value in parts.items():
                 sums[key] += value

@@ -15,6 +15,13 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 
+def plot_message(text: str) -> Figure:
+    """A small figure holding only ``text``: the stand-in for a figure with nothing to show."""
+    figure = Figure(figsize=(6.0, 1.2))
+    figure.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    return figure
+
+
 def plot_defense_bars(report: pd.DataFrame, model: str) -> Figure:
     """Clean accuracy and ASR of each defense (bars) per attack (groups), for the rows of
     ``defense_report`` with ``model`` (``classifier`` or ``clip``); mean over seeds."""

@@ -80,17 +80,28 @@ def _attack_by_defense(rows: pd.DataFrame, cells: pd.Series) -> pd.DataFrame:
 
 
 UNTRUSTED_MARK = " (budget too small)"
+NO_EFFECT_MARK = " (no effect)"
 
 
 def ca_asr_matrix(report: pd.DataFrame, model: str) -> pd.DataFrame:
     """Attack x defense matrix of ``"CA / ASR"`` strings (mean over seeds) for one ``model``; a cell
-    whose row has a ``note`` (see ``budget_note``) is marked ``(budget too small)``."""
+    whose row has a ``note`` is marked ``(budget too small)`` (``budget_note``) or ``(no effect)``
+    (``no_effect_note``)."""
     rows = report[report["model"] == model]
+    if rows.empty:  # e.g. no CLIP attack in this run
+        return pd.DataFrame(columns=["attack"])
     means = rows.groupby(["attack", "defense"], sort=False)[["clean_acc", "asr"]].mean()
     cells = means.apply(lambda r: f"{r['clean_acc']:.3f} / {r['asr']:.3f}", axis=1)
-    noted = rows.assign(noted=has_note(rows)).groupby(["attack", "defense"], sort=False)["noted"].any()
-    cells = cells.where(~noted.reindex(cells.index, fill_value=False), cells + UNTRUSTED_MARK)
+    notes = rows.assign(note=rows["note"].fillna("").astype(str) if "note" in rows else "").groupby(["attack", "defense"], sort=False)["note"].max()
+    cells = cells + notes.reindex(cells.index, fill_value="").map(note_mark)
     return _attack_by_defense(rows, cells)
+
+
+def note_mark(note: str) -> str:
+    """The suffix of a table cell whose row has ``note``: "" (none), " (no effect)" or " (budget too small)"."""
+    if not note:
+        return ""
+    return NO_EFFECT_MARK if "no effect:" in note else UNTRUSTED_MARK
 
 
 def has_note(report: pd.DataFrame) -> pd.Series:
@@ -107,13 +118,17 @@ def notes_text(report: pd.DataFrame) -> str:
 
 def ca_asr_summary_matrix(summary: pd.DataFrame, model: str) -> pd.DataFrame:
     """Attack x defense matrix of ``"CA mean ± std / ASR mean ± std"`` from ``summarise_over_seeds``
-    (the ``± std`` left out where a cell has a single seed)."""
+    (the ``± std`` left out where a cell has a single seed), marked like ``ca_asr_matrix`` where a
+    seed's row had a note."""
     rows = summary[summary["model"] == model]
+    if rows.empty:
+        return pd.DataFrame(columns=["attack"])
 
     def spread(mean: float, std: float) -> str:  # one seed: no spread to show
         return f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
 
     def cell(r) -> str:
-        return f"{spread(r['clean_acc_mean'], r['clean_acc_std'])} / {spread(r['asr_mean'], r['asr_std'])}"
+        mark = note_mark(str(r["note"])) if "note" in r and isinstance(r["note"], str) else ""
+        return f"{spread(r['clean_acc_mean'], r['clean_acc_std'])} / {spread(r['asr_mean'], r['asr_std'])}{mark}"
 
     return _attack_by_defense(rows, rows.set_index(["attack", "defense"]).apply(cell, axis=1))

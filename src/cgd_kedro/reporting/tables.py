@@ -7,7 +7,8 @@
   (the zero-shot evaluation does not measure it); their DER is computed against ``none`` like the
   classifiers'.
   ``note`` is empty, or says why a row should not be read as a result: a defense whose CA is under
-  twice chance has not been given the budget it needs (``budget_note``).
+  twice chance has not been given the budget it needs (``budget_note``); a pruning defense that
+  pruned nothing is the undefended model (``no_effect_note``).
 - ``split_report``: one row per (dataset, attack): the CLIP split's quality against ground truth.
 
 Accuracies are fractions in [0, 1]. ``summarise_over_seeds`` turns a report with several seeds into
@@ -38,7 +39,8 @@ def classifier_rows(dataset: str, seed: int, defense_metrics: Mapping[str, Mappi
         for defense in sorted(metrics, key=lambda name: (name != "none", name)):
             values = metrics[defense]
             rows.append({"dataset": dataset, "attack": attack, "model": "classifier", "defense": defense}
-                        | {key: float(values[key]) for key in (*METRICS, "der", "seconds")} | {"seed": seed})  # fmt: skip
+                        | {key: float(values[key]) for key in (*METRICS, "der", "seconds")} | {"seed": seed}
+                        | ({"pruned": int(values["pruned"])} if "pruned" in values else {}))  # fmt: skip
     return rows
 
 
@@ -82,6 +84,21 @@ def budget_note(defense: str, clean_acc: float, num_classes: int | None) -> str:
     )
 
 
+def no_effect_note(defense: str, pruned: int | None) -> str:
+    """Empty, or, for a pruning defense (Fine-Pruning, ANP) that pruned no channel, why the row equals
+    the undefended model: its first pruning step already cost more held-out clean accuracy than
+    ``acc_ratio`` allows, so no neuron it ranked as suspicious could be removed."""
+    if pruned is None or pruned > 0:
+        return ""
+    section = BUDGET_PARAMETERS.get(defense, defense)
+    return (
+        "no effect: pruned no channel (its first pruning step cost more held-out clean accuracy than "
+        f"{section}.acc_ratio allows), so this row is the undefended model; "
+        + ("ANP's mask optimisation (anp.nb_iter) did not single out backdoor neurons at this budget" if section == "anp"
+           else "the channels least active on clean data are not the backdoor's here")
+    )
+
+
 def build_defense_report(
     dataset: str, seed: int, defense_metrics: Mapping[str, Mapping[str, Mapping[str, float]]], abd_report: pd.DataFrame | None = None,
     robustness: Mapping[str, Mapping] | None = None, num_classes: int | None = None,
@@ -96,7 +113,7 @@ def build_defense_report(
     merged = {a: {**m, **({"cgd_bdclip": robustness[a]["cgd"]} if a in robustness else {})} for a, m in defense_metrics.items()}
     rows = classifier_rows(dataset, seed, merged) + (clip_rows(abd_report) if abd_report is not None else [])
     for row in rows:
-        row["note"] = budget_note(row["defense"], row["clean_acc"], num_classes)
+        row["note"] = budget_note(row["defense"], row["clean_acc"], num_classes) or no_effect_note(row["defense"], row.pop("pruned", None))
     return pd.DataFrame(rows, columns=DEFENSE_COLUMNS)
 
 
@@ -131,7 +148,8 @@ def build_split_report(dataset: str, seed: int, split_metrics: Mapping[str, Mapp
 
 def summarise_over_seeds(report: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean and standard deviation of every numeric column per ``keys`` across seeds: columns
-    ``<name>_mean`` and ``<name>_std`` (sample std; NaN with one seed) plus ``n_seeds``."""
+    ``<name>_mean`` and ``<name>_std`` (sample std; NaN with one seed) plus ``n_seeds``; with a
+    ``note`` column, the first non-empty note of the group, prefixed by how many seeds had one."""
     missing = [key for key in [*keys, "seed"] if key not in report.columns]
     if missing:
         raise ValueError(f"summarise_over_seeds: the report has no column(s) {missing}")
@@ -140,6 +158,12 @@ def summarise_over_seeds(report: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     summary = grouped[values].agg(["mean", "std"])
     summary.columns = [f"{name}_{stat}" for name, stat in summary.columns]
     summary["n_seeds"] = grouped["seed"].nunique()
+    if "note" in report.columns:
+        def first_note(notes: pd.Series) -> str:
+            noted = [n for n in notes.fillna("").astype(str) if n]
+            return f"{len(noted)} of {len(notes)} seeds: {noted[0]}" if noted else ""
+
+        summary["note"] = grouped["note"].agg(first_note)
     return summary.reset_index()
 
 

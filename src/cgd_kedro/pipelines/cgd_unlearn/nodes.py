@@ -138,7 +138,7 @@ def prune_neurons_victim(victim_model: dict, clean_data: ImageSet, anp: dict, ru
 
 
 def evaluate_defenses(attack_metrics: dict, test_set: ImageSet, backdoor_test: ImageSet, runtime: dict, **defended) -> dict:
-    """``{defense: {clean_acc, asr, ra, der, seconds}}`` on the test sets, DER against the undefended
+    """``{defense: {clean_acc, asr, ra, der, seconds[, pruned]}}`` on the test sets, DER against the undefended
     victim (``none``, taken from its ``attack_metrics``, measured on the same test sets).
     ``defended`` holds ``<defense>_model`` checkpoints and ``<defense>_report`` dicts."""
     device = RuntimeConfig.from_params(runtime).torch_device
@@ -148,6 +148,9 @@ def evaluate_defenses(attack_metrics: dict, test_set: ImageSet, backdoor_test: I
         name = key.removesuffix("_model")
         model = from_checkpoint(defended[key], device, source=key)
         after = evaluate_backdoor(model, test_set, backdoor_test, device=device)
-        metrics[name] = after | {"der": defense_effectiveness_rating(before, after), "seconds": defended[f"{name}_report"]["seconds"]}
+        report = defended[f"{name}_report"]
+        metrics[name] = after | {"der": defense_effectiveness_rating(before, after), "seconds": report["seconds"]}
+        if "pruned" in report:  # pruning defenses: how many channels (0 = the undefended model)
+            metrics[name]["pruned"] = int(report["pruned"])
         log.info("%s: clean_acc %.4f, asr %.4f, ra %.4f, %.0f s", name, after["clean_acc"], after["asr"], after["ra"], metrics[name]["seconds"])
     return metrics

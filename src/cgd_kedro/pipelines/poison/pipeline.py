@@ -19,7 +19,7 @@ ATTACK_NAMESPACES: tuple[str, ...] = (
     "inputaware", "bpp", "trojannn", "adapblend", "ftrojan", "cleanimage",
 )  # fmt: skip
 # The attacks of the default run (`kedro run`); `--pipelines full` runs every namespace.
-DEFAULT_ATTACKS: tuple[str, ...] = ("badnets", "blended", "wanet", "sig")
+DEFAULT_ATTACKS: tuple[str, ...] = ("badnets", "blended")
 
 SHARED_INPUTS = {"train_set", "test_set", "dataset_info", "clean_model", "clean_metrics"}
 SHARED_PARAMETERS = {"params:victim", "params:runtime"}

@@ -68,13 +68,25 @@ REPORT_FIGURES = {
 }
 
 
+CLIP_FIGURES = ("clip_defense_bars_png", "abd_grid_png")
+NO_CLIP_ATTACK = "No CLIP attack in this run: ABD runs with kedro run --pipelines abd_quick (one) or abd_defense (all)."
+
+
+def has_clip_rows(defense_report: pd.DataFrame) -> bool:
+    return bool((defense_report["model"] == "clip").any())
+
+
 def draw_report_figures(defense_report: pd.DataFrame, clip_defense_pairs: dict, **artefacts) -> dict[str, Figure]:
-    """Every figure of ``REPORT_FIGURES``, by catalog name."""
-    return {
+    """Every figure of ``REPORT_FIGURES``, by catalog name (the CLIP ones say so when the run has no CLIP attack)."""
+    drawn = {
         "defense_bars_png": figures.plot_defense_bars(defense_report, "classifier"),
-        "clip_defense_bars_png": figures.plot_defense_bars(defense_report, "clip"),
         "unlearning_curves_png": figures.plot_unlearning_curves({a: r["history"] for a, r in by_attack("cgd", artefacts).items()}),
         "entropy_panel_png": figures.plot_entropy_panel(by_attack("entropy", artefacts)),
+    }
+    if not has_clip_rows(defense_report):
+        return drawn | {name: figures.plot_message(NO_CLIP_ATTACK) for name in CLIP_FIGURES}
+    return drawn | {
+        "clip_defense_bars_png": figures.plot_defense_bars(defense_report, "clip"),
         "abd_grid_png": plot_abd_sample_grid(
             clip_defense_pairs["images"], by_attack("trigger", artefacts), by_attack("patch", artefacts),
             title="clean, backdoored and ABD-adversarial samples",
@@ -120,20 +132,23 @@ def render_report(
     )
     notes = render.notes_text(defense_report)
     if notes:
-        summary += " Rows marked (budget too small): " + notes.replace("\n", "; ") + "."
+        summary += " Rows with a note, marked (budget too small) or (no effect) in the tables: " + notes.replace("\n", "; ") + "."
+    if not has_clip_rows(defense_report):
+        summary += " " + NO_CLIP_ATTACK
     robustness = build_robustness_table(defense_report, split_report, by_attack("robustness", artefacts)).round(4)
-    tables = {"classifier defenses (CA / ASR)": classifier, "CLIP defenses (CA / ASR)": clip,
-              "CGD with the reference CLIP and with a backdoored CLIP": robustness,
-              "defense_report (this run's seed)": defense_report, "defense_summary (over seeds)": defense_summary,
-              "split_report": split_report}  # fmt: skip
+    sections = {"Classifier defenses (CA / ASR)": classifier, "CLIP defenses (CA / ASR)": clip,
+                "CGD with the reference CLIP and with a backdoored CLIP": robustness}  # fmt: skip
+    sections = {title: table for title, table in sections.items() if len(table)}  # a run without CLIP attacks has neither
+    tables = {title[0].lower() + title[1:]: table for title, table in sections.items()} | {
+        "defense_report (this run's seed)": defense_report, "defense_summary (over seeds)": defense_summary,
+        "split_report": split_report}  # fmt: skip
     drawn = draw_report_figures(defense_report, clip_defense_pairs, **artefacts)
-    uris = {caption: render.figure_to_data_uri(drawn[name]) for name, caption in REPORT_FIGURES.items()}
+    shown = [name for name in REPORT_FIGURES if has_clip_rows(defense_report) or name not in CLIP_FIGURES]
+    uris = {REPORT_FIGURES[name]: render.figure_to_data_uri(drawn[name]) for name in shown}
     page = render.render_html(f"cgd_kedro report: {dataset}", {"summary": summary}, tables, uris)
-    markdown = "\n\n".join([
-        f"# cgd_kedro report: {dataset}", summary,
-        "## Classifier defenses (CA / ASR)", render.markdown_table(classifier),
-        "## CLIP defenses (CA / ASR)", render.markdown_table(clip),
-        "## CGD with the reference CLIP and with a backdoored CLIP", render.markdown_table(robustness),
-        "## CLIP split quality", render.markdown_table(split_report),
-    ])  # fmt: skip
+    markdown = "\n\n".join(
+        [f"# cgd_kedro report: {dataset}", summary]
+        + [part for title, table in sections.items() for part in (f"## {title}", render.markdown_table(table))]
+        + ["## CLIP split quality", render.markdown_table(split_report)]
+    )
     return (page, markdown + "\n", *(drawn[name] for name in REPORT_FIGURES))
