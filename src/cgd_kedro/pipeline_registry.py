@@ -1,10 +1,11 @@
 """Project pipelines: every package under ``pipelines/`` is found and registered.
 
-- ``kedro run`` (``__default__``): every pipeline for the default attacks (``DEFAULT_ATTACKS``; CGD's
-  clean-data peers ``DEFAULT_PEERS`` only for ``DEFAULT_PEER_ATTACKS``, which keeps the run within
-  ten minutes on 2 CPU cores),
-  ABD for the default CLIP attacks (``DEFAULT_CLIP_ATTACKS``), CGD with one of those backdoored CLIPs
-  as its reference for ``DEFAULT_ROBUSTNESS_ATTACKS`` (``cgd_robustness``), then the report.
+- ``kedro run`` (``__default__``): CGD's quick tour, within ten minutes on 2 CPU cores: the world,
+  the reference CLIP, and for the default attacks (``DEFAULT_ATTACKS``) poisoning, the split and CGD,
+  with CGD's clean-data peers ``DEFAULT_PEERS`` on ``DEFAULT_PEER_ATTACKS``, then the report. ABD on
+  ``DEFAULT_CLIP_ATTACKS`` and ``cgd_robustness`` on ``DEFAULT_ROBUSTNESS_ATTACKS`` (both empty:
+  they do not fit the ten minutes).
+- ``kedro run --pipelines abd_quick``: the world, the reference CLIP and ABD on ``QUICK_CLIP_ATTACKS``.
 - ``kedro run --pipelines full``: every pipeline for every attack in the library (the full grid).
 - ``kedro run --pipelines <name>``: one pipeline, every attack; add ``--namespaces`` to narrow it.
   ``reporting`` covers the default attacks, ``reporting_full`` every attack.
