@@ -61,7 +61,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         attacks=ATTACK_NAMESPACES, clip_attacks=CLIP_ATTACK_NAMESPACES, robustness_attacks=ATTACK_NAMESPACES
     )
     pipelines["full"] = grid + pipelines["reporting_full"]
-    # ABD on one CLIP attack with its report (about 4 min on 2 CPU cores; the default run has none)
+    # ABD on one CLIP attack with its report (about 5 min on 2 CPU cores after the CLIP; the default run has none)
     world = default_subset(pipelines["poison"].only_nodes_with_namespaces(["dataset"]))
     pipelines["abd_quick"] = world + pipelines["reference_clip"] + abd_defense.create_pipeline(namespaces=list(QUICK_CLIP_ATTACKS))
     per_attack = sum((p for name, p in pipelines.items() if name in {"poison", "reference_clip", "clip_split"}), Pipeline([]))

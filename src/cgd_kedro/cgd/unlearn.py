@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -54,7 +53,7 @@ from cgd_kedro.config import positive_int, require, section_from_params
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.runtime import log_time_estimate
 from cgd_kedro.training.augment import crop_and_flip
-from cgd_kedro.training.classifier import to_unit_float
+from cgd_kedro.training.classifier import schedule_factor, to_unit_float
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +173,6 @@ def cgd_loss(
     return loss, {"ce": float(ce.detach()), "kl": float(kl.detach()), "log_likelihood": float(log_likelihood.detach())}
 
 
-def lr_multiplier(schedule: str, total_steps: int) -> Callable[[int], float]:
-    """The learning-rate factor per step: 1 (``constant``) or a cosine from 1 to 0 over ``total_steps``."""
-    if schedule == "constant":
-        return lambda step: 1.0
-    return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
-
-
 def hold_out_validation(clean_indices: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Split the clean subset into training indices (with the balancing repeats) and a validation
     slice of ``fraction`` of its *distinct* samples, none of which stays in training."""
@@ -247,7 +239,7 @@ def cgd_unlearn(
     is_triggered = torch.cat([torch.zeros_like(train_clean, dtype=torch.bool), torch.ones_like(triggered_indices, dtype=torch.bool)])
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     steps = min(config.max_batches_per_epoch, -(-pool.numel() // config.batch_size))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config.schedule, config.epochs * steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(config.schedule, config.epochs * steps))
 
     # The agreement is measured on one fixed sample of the triggered subset, so its changes from
     # epoch to epoch are the model's, not the sample's; 1,024 keeps the overhead under a second.

@@ -113,7 +113,8 @@ def build_defense_report(
     merged = {a: {**m, **({"cgd_bdclip": robustness[a]["cgd"]} if a in robustness else {})} for a, m in defense_metrics.items()}
     rows = classifier_rows(dataset, seed, merged) + (clip_rows(abd_report) if abd_report is not None else [])
     for row in rows:
-        row["note"] = budget_note(row["defense"], row["clean_acc"], num_classes) or no_effect_note(row["defense"], row.pop("pruned", None))
+        pruned = row.pop("pruned", None)  # not a report column: only read for the note
+        row["note"] = budget_note(row["defense"], row["clean_acc"], num_classes) or no_effect_note(row["defense"], pruned)
     return pd.DataFrame(rows, columns=DEFENSE_COLUMNS)
 
 

@@ -83,14 +83,19 @@ def to_unit_float(images: Tensor) -> Tensor:
 
 
 def lr_factor(config: TrainingConfig, total_steps: int):
+    """The learning-rate multiplier per step of ``config``'s schedule (see ``schedule_factor``)."""
+    return schedule_factor(config.schedule, total_steps, config.warmup)
+
+
+def schedule_factor(schedule: str, total_steps: int, warmup: float = 0.0):
     """The learning-rate multiplier per step: linear warm-up over ``warmup`` of the steps, then
-    cosine decay to 0 (or constant)."""
-    warm = round(config.warmup * total_steps)
+    ``cosine`` decay to 0 at ``total_steps`` (or ``constant``)."""
+    warm = round(warmup * total_steps)
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        if config.schedule == "constant":
+        if schedule == "constant":
             return 1.0
         return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total_steps - warm)))
 

@@ -19,7 +19,7 @@ from cgd_kedro.pipelines.abd_defense import nodes
 # (e.g. `blended`) in kedro-viz or `--namespaces`.
 CLIP_ATTACK_NAMESPACES: tuple[str, ...] = tuple(CLIP_NAMESPACE_PREFIX + attack for attack in CLIP_ATTACKS)
 # The CLIP attacks `kedro run` defends: none. ABD's three CLIP fine-tunings (FT, CleanCLIP, ABD) and the
-# backdoor implant take 4 min per CLIP attack on 2 CPU cores, which does not fit the default run's ten
+# backdoor implant take about 5 min per CLIP attack on 2 CPU cores, which does not fit the default run's ten
 # minutes; `kedro run --pipelines abd_quick` runs one (clip_badnet), `--pipelines abd_defense` all three.
 DEFAULT_CLIP_ATTACKS: tuple[str, ...] = ()
 QUICK_CLIP_ATTACKS: tuple[str, ...] = ("clip_badnet",)
