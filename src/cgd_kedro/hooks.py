@@ -12,6 +12,16 @@ from kedro.framework.hooks import hook_impl
 
 from cgd_kedro.accelerate import configure
 from cgd_kedro.parameters import RuntimeConfig, check_run_parameters
+from cgd_kedro.run_records import (
+    COMPLETE,
+    FAILED,
+    RunRecords,
+    choose_input_versions,
+    describe_inputs,
+    finish_record,
+    outputs_written,
+    start_record,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +46,50 @@ class ParameterCheckHooks:
         namespaces = {node.namespace.split(".")[0] for node in pipeline.nodes if node.namespace}
         builds_reference_clip = any(node.name == "clip.build_reference_clip" for node in pipeline.nodes)
         check_run_parameters(catalog.load("parameters"), namespaces, builds_reference_clip)
+
+
+class RunRecordHooks:
+    """Keep runs from mixing (``cgd_kedro.run_records``): pin each input to the newest version
+    written by a complete run, and record what the run read and wrote, and whether it finished.
+
+    Registered first in ``settings.HOOKS`` so that pluggy, which calls hooks last-registered
+    first, runs it after the parameter check: a run refused for a bad parameter leaves no record.
+    """
+
+    def __init__(self) -> None:
+        self.records: RunRecords | None = None
+        self.version = ""
+        self.record: dict = {}
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self.records = RunRecords(context.project_path)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        self.version = run_params["run_id"]
+        resume_run = (catalog.load("parameters").get("runtime") or {}).get("resume_run")
+        chosen = choose_input_versions(catalog, pipeline.inputs(), self.records, resume_run)
+        self.record = start_record(run_params, describe_inputs(catalog, chosen))
+        self.records.write(self.version, self.record)
+        sources = sorted({entry.version for entry in chosen.values()})
+        logger.info("Run %s: reading %d versioned input(s) from run(s) %s; record in %s",
+                    self.version, len(chosen), ", ".join(sources) or "-", self.records.folder / f"{self.version}.json")  # fmt: skip
+
+    def _finish(self, status: str, pipeline, catalog, error: BaseException | None = None) -> None:
+        if not self.record:  # before_pipeline_run did not get as far as writing it
+            return
+        outputs = outputs_written(catalog, pipeline.all_outputs(), self.version)
+        self.records.write(self.version, finish_record(self.record, status, outputs, error))
+        self.record = {}
+
+    @hook_impl
+    def after_pipeline_run(self, pipeline, catalog) -> None:
+        self._finish(COMPLETE, pipeline, catalog)
+
+    @hook_impl
+    def on_pipeline_error(self, error, pipeline, catalog) -> None:
+        self._finish(FAILED, pipeline, catalog, error)
 
 
 class AccelerationHooks:

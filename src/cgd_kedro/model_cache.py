@@ -23,37 +23,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+
+from cgd_kedro.datasets.atomic import save_safetensors
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "cgd_kedro.model_cache/1"
 Trained = tuple[dict[str, torch.Tensor], dict]
-
-
-def atomic_save(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Save ``tensors`` as safetensors at ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".writing-", suffix=".safetensors")
-    os.close(handle)
-    try:
-        # clone: safetensors refuses tensors that share storage (tied weights)
-        save_file({key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}, temporary, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates it private; a cache entry is an ordinary file
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 @cache
@@ -128,6 +110,6 @@ def cached_training(
         except (SafetensorError, OSError, ValueError, KeyError) as error:
             log.warning("%s: ignoring the unreadable cache entry '%s' (%s); training again", name, path, error)
     tensors, info = train()
-    atomic_save(path, tensors, {"format": CACHE_FORMAT, "info": json.dumps(info)})
+    save_safetensors(path, tensors, {"format": CACHE_FORMAT, "info": json.dumps(info)})
     log.info("%s: cached in '%s' for later runs with the same data and parameters", name, path)
     return tensors, info, False

@@ -39,17 +39,19 @@ class RuntimeConfig:
     """The ``runtime`` parameters: ``device`` (``auto`` | ``cpu`` | ``cuda``), the run's ``seed``,
     ``cache_dir``, where models trained from unchanged data and parameters are kept for later runs
     (``cgd_kedro.model_cache``; ``None``: train every time), and the CUDA fast path's ``precision``
-    and ``compile`` (``cgd_kedro.accelerate``)."""
+    and ``compile`` (``cgd_kedro.accelerate``), and ``resume_run``, the version of an incomplete
+    run whose outputs this run may read (``cgd_kedro.run_records``; None: complete runs only)."""
 
     device: str = "auto"
     seed: int = 0
     cache_dir: str | None = None
     precision: str = "auto"
     compile: str = "auto"
+    resume_run: str | None = None
 
     @classmethod
     def from_params(cls, params: dict) -> RuntimeConfig:
-        known = {"device", "seed", "cache_dir", "precision", "compile"}
+        known = {"device", "seed", "cache_dir", "precision", "compile", "resume_run"}
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"runtime: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}")

@@ -2,9 +2,10 @@
 
 from kedro.config import OmegaConfigLoader
 
-from cgd_kedro.hooks import AccelerationHooks, NodeTimingHooks, ParameterCheckHooks
+from cgd_kedro.hooks import AccelerationHooks, NodeTimingHooks, ParameterCheckHooks, RunRecordHooks
 
-HOOKS = (ParameterCheckHooks(), AccelerationHooks(), NodeTimingHooks())
+# pluggy calls the last registered first: the parameter check runs before anything else.
+HOOKS = (RunRecordHooks(), AccelerationHooks(), NodeTimingHooks(), ParameterCheckHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

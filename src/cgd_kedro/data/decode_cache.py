@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from cgd_kedro.data.imageset import ImageSet
-from cgd_kedro.model_cache import atomic_save
+from cgd_kedro.datasets.atomic import save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,6 @@ def cached_decode(cache_dir: Path, settings: dict, sources: Iterable[Path], deco
             log.warning("dataset: ignoring the unreadable cache entry '%s' (%s); decoding again", path, error)
     train, test, class_names = decode()
     tensors = {f"train.{k}": v for k, v in train.items()} | {f"test.{k}": v for k, v in test.items()}
-    atomic_save(path, tensors, {"class_names": json.dumps(class_names), "settings": json.dumps(settings)})
+    save_safetensors(path, tensors, {"class_names": json.dumps(class_names), "settings": json.dumps(settings)})
     log.info("dataset: decoded images cached in '%s'", path)
     return train, test, class_names

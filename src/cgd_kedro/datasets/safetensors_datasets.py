@@ -1,4 +1,4 @@
-"""Versioned local-file datasets over safetensors.
+"""Versioned local-file datasets over safetensors (saved atomically, see ``atomic``).
 
 safetensors stores raw tensors plus a string-to-string header, so loading can never execute
 code from the file (unlike pickle-based ``torch.save``). A file that is not what the dataset
@@ -14,16 +14,14 @@ from typing import Any
 import torch
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+
+from cgd_kedro.datasets.atomic import save_safetensors
 
 CHECKPOINT_FORMAT = "cgd_kedro.classifier/1"
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # safetensors refuses shared or non-contiguous storage; a contiguous CPU copy is always valid.
-    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
-    save_file(tensors, str(path), metadata=metadata)
+    save_safetensors(path, tensors, metadata)  # atomic, canonical bytes
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from kedro.io.core import DatasetError
 
+from cgd_kedro.datasets.atomic import save_torch
 from cgd_kedro.datasets.safetensors_datasets import LocalFileDataset
 
 
@@ -26,6 +27,4 @@ class TorchTensorDataset(LocalFileDataset):
             raise DatasetError(f"{path}: not a tensor file readable with weights_only=True ({error})") from error
 
     def save(self, data: Any) -> None:
-        path = Path(self._get_save_path())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(data, path)
+        save_torch(Path(self._get_save_path()), data)  # atomic

@@ -1,7 +1,9 @@
 """The project's artefacts as the platform reads them: through the Kedro catalog, one env at a time.
 
 Every read builds a fresh catalog, so "latest" always means the newest version on disk, including
-the outputs of a run that finished a moment ago. Nothing here writes.
+the outputs of a run that finished a moment ago, but only versions a later ``kedro run`` would
+read too: those of complete runs (``cgd_kedro.run_records``), never a killed run's partial
+outputs. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from kedro.io.core import DatasetError
 from cgd_kedro.pipelines.abd_defense.pipeline import CLIP_ATTACK_NAMESPACES
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 from cgd_kedro.reporting.tables import build_defense_report
+from cgd_kedro.run_records import RunRecords
 
 _CONFIG_LOCK = threading.Lock()
 
@@ -52,6 +55,8 @@ class ProjectView:
             self.dataset = str(context.config_loader["globals"]["dataset"])
             self.params: dict[str, Any] = context.params
             self.catalog = context.catalog
+        self.records = RunRecords(self.project_path)
+        self.run_records = self.records.read_all()
 
     def _base_path(self, name: str) -> Path | None:
         """Where the catalog keeps dataset ``name`` (a versioned one's folder of versions)."""
@@ -70,14 +75,21 @@ class ProjectView:
         return base / chosen / base.name if chosen in versions else None
 
     def versions(self, name: str) -> tuple[str, ...]:
-        """Saved versions of the versioned dataset ``name``, newest first (timestamps sort by time)."""
+        """Saved versions of the versioned dataset ``name`` from complete runs, newest first."""
         base = self._base_path(name)
         if base is None or not base.is_dir():
             return ()
-        return tuple(sorted((d.name for d in base.iterdir() if (d / base.name).is_file()), reverse=True))
+        saved = sorted((d.name for d in base.iterdir() if (d / base.name).is_file()), reverse=True)
+        filepath = str(self.catalog.get(name)._filepath)
+        return tuple(v for v in saved if self.records.usable(filepath, v, self.run_records) is not None)
 
     def load(self, name: str, version: str | None = None, default: Any = None) -> Any:
-        """Dataset ``name`` at ``version`` (None: the newest), or ``default`` if it was never saved."""
+        """Dataset ``name`` at ``version`` (None: the newest of a complete run), or ``default`` if there is none."""
+        if version is None and getattr(self.catalog.get(name), "_version", None) is not None:
+            versions = self.versions(name)
+            if not versions:
+                return default
+            version = versions[0]
         try:
             return self.catalog.load(name, version=version)
         except DatasetError:
