@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import pickle
+import sys
+import time
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from safetensors.torch import save
 from test_submissions import RunsCode, compact_state_dict, torch_bytes
 
 from cgd_kedro.platform.app import create_app
+from cgd_kedro.run_records import RunRecords
 
 pytestmark = pytest.mark.slow
 
@@ -65,10 +69,10 @@ def test_malicious_uploads_are_refused_and_nothing_is_written(client, platform_p
     before = files(platform_project)
     marker = tmp_path / "pwned"
     cases = [
-        ("evil.pt", pickle.dumps({"w": RunsCode(str(marker))}), "weights_only=True"),
+        ("evil.pt", pickle.dumps({"w": RunsCode(str(marker))}), "holds Python objects other than tensors"),
         ("../../../outside.safetensors", save(compact_state_dict()), "no folders"),
         ("..%2F..%2Fx.pt", torch_bytes(compact_state_dict()), "no folders"),
-        ("big.safetensors", b"\x00" * (2 * 2**20 + 10), "over the 2 MiB limit"),
+        ("big.safetensors", b"\x00" * (2 * 2**20 + 10), "the file is over the 2 MiB limit"),
         ("image.pt", torch_bytes(torch.rand(3, 32, 32)), "expected a state_dict"),
         ("seven.safetensors", save(compact_state_dict(num_classes=7)), "weights do not match"),
         ("model.exe", b"MZ", "format must be one of"),
@@ -94,3 +98,83 @@ def test_a_good_upload_is_stored_under_data_and_evaluated(client, platform_proje
     page = client.get(f"/jobs/{job_id}").text
     assert "<td>badnets</td><td>submitted</td>" in page
 
+
+
+def test_a_body_over_the_limit_is_refused_while_it_streams(client, platform_project):  # noqa: F811
+    # Driven as the server would (ASGI messages), since the test client reads a whole body before sending it.
+    received, sent = [], []
+
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.safetensors"\r\n\r\n'
+
+    async def receive():  # a 64 MiB file in 64 KiB chunks, no Content-Length (chunked)
+        received.append(1)
+        return {"type": "http.request", "body": (part if len(received) == 1 else b"\x00" * 2**16), "more_body": len(received) < 1024}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/submit", "raw_path": b"/submit", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"multipart/form-data; boundary=x")], "http_version": "1.1", "scheme": "http",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000)}  # fmt: skip
+    before = files(platform_project)
+    asyncio.run(client.app(scope, receive, send))
+    assert sent[0]["status"] == 413 and sent[1]["body"] == b"upload refused: the request is over the 3 MiB limit"
+    assert len(received) * 2**16 <= 3 * 2**20 + 2**16  # read up to the limit (2 MiB + 1 MiB of form overhead), no further
+    declared = client.post("/submit", content=b"", headers={"content-length": str(2 * 2**30), "content-type": "multipart/form-data; boundary=x"})
+    assert declared.status_code == 413 and "2048.0 MiB, over the 3 MiB limit" in declared.text
+    assert files(platform_project) == before
+
+
+def test_jobs_are_cancelled_over_the_api_and_responses_name_no_local_folder(client, platform_project):  # noqa: F811
+    jobs = client.app.state.jobs
+    job = jobs.submit_run("sleeper", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(120)"])
+    deadline = time.time() + 60
+    while jobs.jobs[job.id].status != "running" and time.time() < deadline:
+        time.sleep(0.1)
+    state = client.delete(f"/api/jobs/{job.id}")
+    assert state.status_code == 200
+    assert jobs.wait(job.id, timeout=30).status == "cancelled"
+    assert client.get(f"/api/jobs/{job.id}").json()["status"] == "cancelled"
+    assert client.delete("/api/jobs/nope").status_code == 404
+    assert "Cancel this job" not in client.get(f"/jobs/{job.id}").text  # no button on a finished job
+    missing_env = client.get("/?env=nosuchenv")
+    assert missing_env.status_code == 404 and str(platform_project) not in missing_env.text and "conf/" in missing_env.text
+
+
+def test_pages_reuse_the_view_until_a_run_record_changes(client, platform_project, monkeypatch):  # noqa: F811
+    from cgd_kedro.platform import project
+
+    built = []
+    original = project.ProjectView.__init__
+    monkeypatch.setattr(project.ProjectView, "__init__", lambda self, *a, **k: (built.append(1), original(self, *a, **k))[1])
+    for _ in range(3):
+        assert client.get("/").status_code == 200
+    assert len(built) <= 1  # at most one build (the first request may come before the warm-up's)
+    built.clear()
+    records = RunRecords(platform_project)
+    records.write("2099-01-01T00.00.00.000Z", {"status": "running"})  # a run starts
+    try:
+        assert client.get("/leaderboard").status_code == 200 and len(built) == 1
+        assert client.get("/experiments").status_code == 200 and len(built) == 1
+    finally:
+        (records.folder / "2099-01-01T00.00.00.000Z.json").unlink()
+
+
+def test_a_killed_runs_newer_outputs_are_not_shown(client, platform_project):  # noqa: F811
+    metrics = platform_project / "data/08_reporting/embedded/badnets/attack_metrics.json"
+    shown = client.get("/experiments/badnets").text
+    killed = "2099-01-02T00.00.00.000Z"
+    (metrics / killed).mkdir()
+    (metrics / killed / "attack_metrics.json").write_text('{"clean_acc": 0.123456, "asr": 0.5, "n_train": 1}')
+    records = RunRecords(platform_project)  # written as runs write them: a new file renamed into place
+    record = records.folder / f"{killed}.json"
+    records.write(killed, {"status": "running"})
+    try:
+        page = client.get("/experiments/badnets").text
+        assert killed not in page and "0.123" not in page and page.count("<tr") == shown.count("<tr")
+        records.write(killed, {"status": "complete"})  # once its run completes, it is the latest
+        assert killed in client.get("/experiments/badnets").text
+    finally:
+        record.unlink()
+        (metrics / killed / "attack_metrics.json").unlink()
+        (metrics / killed).rmdir()

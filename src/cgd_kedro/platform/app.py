@@ -2,14 +2,18 @@
 
 ``create_app(project_path)`` builds the FastAPI application; ``kedro platform`` serves it on
 127.0.0.1. Pages are rendered on the server (Jinja2, autoescaped); the only script sorts tables and
-follows a running job. Everything is read through the Kedro catalog (``ProjectView``); the only
-files the platform writes are under ``data/09_platform/`` (job logs, submitted models, results).
+follows a running job. Everything is read through the Kedro catalog (``ProjectView``, cached per
+environment until a run or the configuration changes); the only files the platform writes are
+under ``data/09_platform/`` (job logs, submitted models, results). Request bodies are limited
+while they stream in (``BodySizeLimit``); no response names a folder of the machine.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import threading
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -17,12 +21,14 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from cgd_kedro.datasets.atomic import atomic_write
 from cgd_kedro.datasets.safetensors_datasets import ClassifierCheckpointDataset
 from cgd_kedro.models.registry import list_models
 from cgd_kedro.platform import figures
 from cgd_kedro.platform.evaluation import evaluate_submission
-from cgd_kedro.platform.jobs import RUNNABLE, JobQueue, parse_overrides, run_command
-from cgd_kedro.platform.project import ProjectView
+from cgd_kedro.platform.jobs import DEFAULT_MAX_SECONDS, RUNNABLE, JobQueue, parse_overrides, run_command
+from cgd_kedro.platform.limits import BodySizeLimit
+from cgd_kedro.platform.project import ProjectView, ViewCache
 from cgd_kedro.platform.submissions import MAX_UPLOAD_BYTES, SubmissionError, checked_checkpoint, inside
 from cgd_kedro.reporting.render import SORT_SCRIPT, STYLE, html_table
 
@@ -32,21 +38,40 @@ TEMPLATES = Path(__file__).parent / "templates"
 SERVED_FIGURES = ("entropy_map", "abd_samples_png", "similarity_panel_png", "clip_defense_curves_png")
 
 
-def create_app(project_path: Path | str = ".", env: str | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
-    """The platform over the Kedro project at ``project_path`` (environment ``env``)."""
+MULTIPART_OVERHEAD = 2**20  # form fields and part headers around the uploaded file
+
+
+def create_app(
+    project_path: Path | str = ".", env: str | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_job_seconds: float = DEFAULT_MAX_SECONDS
+) -> FastAPI:  # fmt: skip
+    """The platform over the Kedro project at ``project_path`` (environment ``env``).
+
+    ``max_upload_bytes``: the largest model file accepted; ``max_job_seconds``: a pipeline run
+    taking longer is cancelled.
+    """
     project_path = Path(project_path).resolve()
     platform_dir = project_path / PLATFORM_DIR
-    jobs = JobQueue(project_path, platform_dir / "jobs")
+    jobs = JobQueue(project_path, platform_dir / "jobs", max_seconds=max_job_seconds)
+    views = ViewCache(project_path)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.globals |= {"style": STYLE, "sort_script": SORT_SCRIPT, "env": env or "default", "runnable": RUNNABLE}
-    app = FastAPI(title="cgd_kedro platform", docs_url=None, redoc_url=None)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        # Build the default view in the background so the first page does not wait for a Kedro session.
+        threading.Thread(target=views.get, args=(env,), name="cgd-platform-warm-up", daemon=True).start()
+        yield
+        jobs.shutdown()  # the server stops: no run outlives it, queued jobs are marked cancelled
+
+    app = FastAPI(title="cgd_kedro platform", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
     app.state.jobs = jobs
 
     def view(chosen: str | None = None) -> ProjectView:
         """The catalog of environment ``chosen`` (a conf/ folder; None: the platform's own)."""
         if chosen is not None and chosen not in environments(project_path):
-            raise HTTPException(404, f"env: no environment {chosen!r} in {project_path / 'conf'}")
-        return ProjectView(project_path, chosen or env)
+            raise HTTPException(404, f"env: no environment {chosen!r} in conf/")
+        return views.get(chosen or env)
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
         chosen = request.query_params.get("env")
@@ -152,9 +177,17 @@ def create_app(project_path: Path | str = ".", env: str | None = None, max_uploa
 
     @app.get("/api/jobs/{job_id}")
     def job_state(job_id: str):
-        job = _job(jobs, job_id)
-        return JSONResponse({"id": job.id, "status": job.status, "done": job.done, "total": job.total, "error": job.error,
-                             "seconds": round(job.seconds, 1), "log": jobs.log_tail(job_id, 8000)})  # fmt: skip
+        return _job_json(jobs, _job(jobs, job_id))
+
+    @app.delete("/api/jobs/{job_id}")
+    def cancel_job(job_id: str):
+        """Cancel a queued or running job: a run's whole process group is ended."""
+        return _job_json(jobs, jobs.cancel(_job(jobs, job_id).id))
+
+    @app.post("/jobs/{job_id}/cancel")
+    def cancel_job_form(job_id: str):  # the job page's button (an HTML form cannot send DELETE)
+        jobs.cancel(_job(jobs, job_id).id)
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
     @app.get("/submit", response_class=HTMLResponse)
     def submit_form(request: Request):
@@ -163,7 +196,7 @@ def create_app(project_path: Path | str = ".", env: str | None = None, max_uploa
     @app.post("/submit")
     def submit(request: Request, file: UploadFile = File(...), architecture: str = Form(...), defend: bool = Form(False)):
         # A plain def: FastAPI runs it in a worker thread, so reading the catalog blocks no other request.
-        data = file.file.read(max_upload_bytes + 1)  # never more than the limit in memory
+        data = file.file.read(max_upload_bytes + 1)  # never more than the limit in memory (BodySizeLimit stops larger bodies)
         v = view()
         info = v.load("dataset_info")
         try:
@@ -180,7 +213,8 @@ def create_app(project_path: Path | str = ".", env: str | None = None, max_uploa
 
         def evaluate(log) -> None:
             results = evaluate_submission(view(), checkpoint, defend, log)
-            (folder / "result.json").write_text(json.dumps(results, indent=1))
+            text = json.dumps(results, indent=1)
+            atomic_write(folder / "result.json", lambda temporary: temporary.write_text(text))
 
         job = jobs.submit_call(f"submission {file.filename} ({architecture})" + (" + CGD" if defend else ""), evaluate, job_id=job_id)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)
@@ -201,6 +235,11 @@ def _job(jobs: JobQueue, job_id: str):
     if job_id not in jobs.jobs:
         raise HTTPException(404, f"no job {job_id!r}")
     return jobs.jobs[job_id]
+
+
+def _job_json(jobs: JobQueue, job) -> JSONResponse:
+    return JSONResponse({"id": job.id, "status": job.status, "done": job.done, "total": job.total, "error": job.error,
+                         "seconds": round(job.seconds, 1), "log": jobs.log_tail(job.id, 8000)})  # fmt: skip
 
 
 def _result(platform_dir: Path, job_id: str) -> dict | None:

@@ -1,9 +1,14 @@
 """Background jobs of the platform: pipeline runs and submission evaluations, one at a time, queued.
 
-A pipeline run is ``kedro run`` in a child process, so a failing or crashing run cannot take the
-server down, and Kedro's versioning means it never overwrites an earlier version: a failed run
-leaves every earlier output as it was. Each job keeps its state (``job.json``) and its log
-(``log.txt``) in its own folder under the platform's folder in ``data/``.
+A pipeline run is ``kedro run`` in a child process of its own process group, so a failing or
+crashing run cannot take the server down, and Kedro's versioning means it never overwrites an
+earlier version: a failed run leaves every earlier output as it was. Each job keeps its state
+(``job.json``) and its log (``log.txt``) in its own folder under the platform's folder in ``data/``.
+
+Jobs are bounded and cancellable: ``cancel`` ends a queued job before it starts and a running
+run's whole process group (SIGTERM, then SIGKILL after a grace period); a run over ``max_seconds``
+is cancelled the same way; ``shutdown`` (the server stopping) cancels everything, and jobs a
+previous server left queued or running are marked cancelled when the next one starts.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +27,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from cgd_kedro.datasets.atomic import atomic_write
 
 # What the Run form offers: label -> the pipelines it runs.
 RUNNABLE: dict[str, tuple[str, ...]] = {
@@ -75,7 +83,7 @@ class Job:
     id: str
     kind: str  # run | submission
     title: str
-    status: str = "queued"  # queued | running | succeeded | failed
+    status: str = "queued"  # queued | running | succeeded | failed | cancelled
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
@@ -88,19 +96,73 @@ class Job:
     def seconds(self) -> float:
         return ((self.finished or time.time()) - self.started) if self.started else 0.0
 
+    @property
+    def ended(self) -> bool:
+        return self.status in FINISHED
+
+
+FINISHED = ("succeeded", "failed", "cancelled")
+DEFAULT_MAX_SECONDS = 12 * 3600  # a run past this is cancelled (the CIFAR-10 CPU profile's whole run: ~9 h on 2 cores)
+KILL_GRACE_SECONDS = 10.0
+
+
+class JobCancelled(Exception):
+    """Raised inside a submission's evaluation (at its next log line) once the job is cancelled."""
+
 
 class JobQueue:
     """Jobs run one at a time in a worker thread, in the order submitted."""
 
-    def __init__(self, project_path: Path, jobs_dir: Path) -> None:
+    def __init__(self, project_path: Path, jobs_dir: Path, max_seconds: float = DEFAULT_MAX_SECONDS) -> None:
         self.project_path = Path(project_path)
         self.jobs_dir = Path(jobs_dir)
-        self.jobs: dict[str, Job] = {}
+        self.max_seconds = max_seconds
+        self.jobs: dict[str, Job] = self._previous_jobs()
         self._calls: dict[str, Callable[[Callable[[str], None]], None]] = {}
         self._queue: queue.Queue[str] = queue.Queue()
         self._lock = threading.Lock()
+        self._processes: dict[str, subprocess.Popen] = {}
+        self._cancelled: set[str] = set()
+        self._stopping = False
         self._worker = threading.Thread(target=self._work, name="cgd-platform-jobs", daemon=True)
         self._worker.start()
+
+    def _previous_jobs(self) -> dict[str, Job]:
+        """Jobs of earlier servers; those left queued or running are marked cancelled (their queue is gone)."""
+        jobs = {}
+        for path in sorted(self.jobs_dir.glob("*/job.json")) if self.jobs_dir.is_dir() else []:
+            try:
+                job = Job(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                continue  # an unreadable job file is left alone, not shown
+            if not job.ended:
+                job.status, job.error = "cancelled", "the platform stopped before this job finished"
+                job.finished = job.finished or time.time()
+                self._save(job)
+            jobs[job.id] = job
+        return jobs
+
+    def cancel(self, job_id: str, reason: str = "cancelled by the user") -> Job:
+        """Cancel a queued or running job (a finished one is returned unchanged)."""
+        job = self.jobs[job_id]
+        with self._lock:
+            if job.ended:
+                return job
+            self._cancelled.add(job_id)
+            job.error = reason
+            process = self._processes.get(job_id)
+            if job.status == "queued":
+                job.status, job.finished = "cancelled", time.time()
+                self._save(job)
+        if process is not None:
+            _end_process_group(process)
+        return job
+
+    def shutdown(self) -> None:
+        """The server is stopping: cancel every queued and running job, ending their processes."""
+        self._stopping = True
+        for job_id in list(self.jobs):
+            self.cancel(job_id, "the platform stopped before this job finished")
 
     def submit_run(self, title: str, command: list[str]) -> Job:
         return self._submit(Job(id=self.new_id(), kind="run", title=title, command=command))
@@ -115,8 +177,9 @@ class JobQueue:
         return self.jobs_dir / job_id / "log.txt"
 
     def log_tail(self, job_id: str, max_chars: int = 20000) -> str:
+        """The end of the job's log, with this machine's folders shortened (no absolute path leaves the server)."""
         path = self.log_path(job_id)
-        return path.read_text(errors="replace")[-max_chars:] if path.exists() else ""
+        return without_local_paths(path.read_text(errors="replace")[-max_chars:], self.project_path) if path.exists() else ""
 
     def wait(self, job_id: str, timeout: float) -> Job:
         """Block until the job has finished (for tests and scripts)."""
@@ -138,39 +201,101 @@ class JobQueue:
         return job
 
     def _save(self, job: Job) -> None:
-        (self.jobs_dir / job.id / "job.json").write_text(json.dumps(asdict(job), indent=1))
+        text = json.dumps(asdict(job), indent=1)
+        atomic_write(self.jobs_dir / job.id / "job.json", lambda temporary: temporary.write_text(text))
 
     def _work(self) -> None:
         while True:
             job = self.jobs[self._queue.get()]
-            job.status, job.started = "running", time.time()
+            with self._lock:
+                if job.id in self._cancelled or self._stopping:
+                    continue  # cancelled while queued: already saved as such
+                job.status, job.started = "running", time.time()
             self._save(job)
             with self.log_path(job.id).open("a", buffering=1) as log:
                 try:
                     if job.kind == "run":
                         self._run_command(job, log)
                     else:
-                        self._calls.pop(job.id)(lambda line: log.write(line.rstrip("\n") + "\n"))
+                        self._calls.pop(job.id)(lambda line: self._log_line(job.id, log, line))
                         job.status = "succeeded"
+                except JobCancelled:
+                    log.write("cancelled\n")
                 except Exception as error:  # the job fails, the server and the queue go on
                     log.write(traceback.format_exc())
                     job.status, job.error = "failed", f"{type(error).__name__}: {error}"
+                if job.id in self._cancelled and job.status != "succeeded":
+                    job.status = "cancelled"
             job.finished = time.time()
             self._save(job)
+
+    def _log_line(self, job_id: str, log, line: str) -> None:
+        if job_id in self._cancelled:
+            raise JobCancelled(job_id)
+        log.write(line.rstrip("\n") + "\n")
 
     def _run_command(self, job: Job, log) -> None:
         env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
         log.write("$ " + " ".join(job.command[1:]) + "\n")
-        process = subprocess.Popen(job.command, cwd=self.project_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # A process group of its own: cancelling ends the run and anything it started (workers).
+        process = subprocess.Popen(job.command, cwd=self.project_path, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+        with self._lock:
+            self._processes[job.id] = process
+            cancelled_before_start = job.id in self._cancelled
+        if cancelled_before_start:
+            _end_process_group(process)
+        timer = threading.Timer(self.max_seconds, self.cancel, (job.id, f"over the platform's time limit of {self.max_seconds:.0f} s"))
+        timer.daemon = True
+        timer.start()
         lines: list[str] = []
-        for line in process.stdout:
-            log.write(line)
-            lines = (lines + [line.rstrip()])[-200:]
-            if match := PROGRESS.search(line):
-                job.done, job.total = int(match[1]), int(match[2])
-        if process.wait() == 0:
+        try:
+            for line in process.stdout:
+                log.write(line)
+                lines = (lines + [line.rstrip()])[-200:]
+                if match := PROGRESS.search(line):
+                    job.done, job.total = int(match[1]), int(match[2])
+            returncode = process.wait()
+        finally:
+            timer.cancel()
+            with self._lock:
+                self._processes.pop(job.id, None)
+        if job.id in self._cancelled:
+            return  # _work marks it cancelled, keeping the reason
+        if returncode == 0:
             job.status = "succeeded"
             return
         job.status = "failed"
         errors = [line.strip() for line in lines if re.search(r"(Error|error:|Exception)", line)]
-        job.error = (errors[-1] if errors else f"kedro run exited with status {process.returncode}")[:500]
+        job.error = (errors[-1] if errors else f"kedro run exited with status {returncode}")[:500]
+
+
+def without_local_paths(text: str, project_path: Path) -> str:
+    """``text`` with the project's folder written ``.`` and Python's install folders ``<python>``."""
+    prefixes = sorted({str(Path(project_path).resolve()), sys.prefix, sys.base_prefix, sys.exec_prefix}, key=len, reverse=True)
+    for prefix in prefixes:
+        text = text.replace(prefix + os.sep, "." + os.sep if prefix == str(Path(project_path).resolve()) else "<python>" + os.sep)
+        text = text.replace(prefix, "." if prefix == str(Path(project_path).resolve()) else "<python>")
+    return text
+
+
+def _end_process_group(process: subprocess.Popen, grace: float = KILL_GRACE_SECONDS) -> None:
+    """SIGTERM to the process's group, SIGKILL to what is left after ``grace`` seconds."""
+    try:
+        group = os.getpgid(process.pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader has gone; make sure no member of the group outlives it
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return

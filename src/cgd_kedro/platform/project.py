@@ -1,15 +1,18 @@
 """The project's artefacts as the platform reads them: through the Kedro catalog, one env at a time.
 
-Every read builds a fresh catalog, so "latest" always means the newest version on disk, including
-the outputs of a run that finished a moment ago, but only versions a later ``kedro run`` would
-read too: those of complete runs (``cgd_kedro.run_records``), never a killed run's partial
-outputs. Nothing here writes.
+"Latest" means the newest version of a complete run (``cgd_kedro.run_records``), the version a
+later ``kedro run`` would read too, never a killed run's partial outputs. Building a view (a Kedro
+session and catalog) takes seconds, so ``ViewCache`` keeps one per environment and builds a new
+one only when a run record or a configuration file has changed since: every run writes its
+record when it starts and when it ends, so the outputs of a run that finished a moment ago are
+shown on the next request. Nothing here writes.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ from kedro.io.core import DatasetError
 from cgd_kedro.pipelines.abd_defense.pipeline import CLIP_ATTACK_NAMESPACES
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 from cgd_kedro.reporting.tables import build_defense_report
-from cgd_kedro.run_records import RunRecords
+from cgd_kedro.run_records import RUNS_FOLDER, RunRecords
 
 _CONFIG_LOCK = threading.Lock()
 
@@ -97,6 +100,10 @@ class ProjectView:
 
     def experiments(self) -> list[Experiment]:
         """Every attack with a saved undefended result: classifier attacks, then CLIP attacks."""
+        return list(self._experiments)
+
+    @cached_property
+    def _experiments(self) -> tuple[Experiment, ...]:
         found = []
         for attack in ATTACK_NAMESPACES:
             if versions := self.versions(f"{attack}.attack_metrics"):
@@ -104,13 +111,43 @@ class ProjectView:
         for clip_attack in CLIP_ATTACK_NAMESPACES:
             if versions := self.versions(f"{clip_attack}.backdoor_report"):
                 found.append(Experiment(clip_attack, "clip", versions))
-        return found
+        return tuple(found)
 
     def leaderboard(self) -> pd.DataFrame:
         """``defense_report`` from the newest saved results of every attack and CLIP attack: the same
         table the reporting pipeline builds, without waiting for a reporting run."""
+        return self._leaderboard.copy()
+
+    @cached_property
+    def _leaderboard(self) -> pd.DataFrame:
         defense_metrics = {a: m for a in ATTACK_NAMESPACES if (m := self.load(f"{a}.defense_metrics")) is not None}
         robustness = {a: r for a in defense_metrics if (r := self.load(f"{a}.cgd_robustness")) is not None}
         abd_report = self.load("abd_report")
         seed = int(self.params.get("runtime", {}).get("seed", 0))
         return build_defense_report(self.dataset, seed, defense_metrics, abd_report, robustness)
+
+
+class ViewCache:
+    """One ``ProjectView`` per environment, rebuilt when the project's state has changed.
+
+    The state is the modification time of the run-record folder (a record is renamed into it
+    when a run starts and when it ends) and of every configuration file.
+    """
+
+    def __init__(self, project_path: Path) -> None:
+        self.project_path = Path(project_path).resolve()
+        self._views: dict[str | None, tuple[tuple, ProjectView]] = {}
+        self._lock = threading.Lock()
+
+    def stamp(self) -> tuple:
+        records = self.project_path / RUNS_FOLDER
+        conf = sorted((str(p), p.stat().st_mtime_ns) for p in (self.project_path / "conf").rglob("*") if p.is_file())
+        return (records.stat().st_mtime_ns if records.is_dir() else 0, tuple(conf))
+
+    def get(self, env: str | None) -> ProjectView:
+        stamp = self.stamp()
+        with self._lock:  # one build at a time; requests arriving meanwhile get the fresh view
+            cached = self._views.get(env)
+            if cached is None or cached[0] != stamp:
+                self._views[env] = (stamp, ProjectView(self.project_path, env))
+            return self._views[env][1]
