@@ -1,40 +1,122 @@
-"""Helpers for parameter sections parsed into frozen dataclasses: unknown keys and invalid values
-raise ``ValueError`` naming the parameter (``section.name``), so typos stop a run before any work."""
+"""Typed parameter sections: pydantic models with types, ranges, defaults and a description per field.
+
+Every section of the parameters files is a ``ParameterModel``: unknown keys are errors (with a
+"did you mean" suggestion), values are checked strictly (no ``true`` for a number, no ``"3"``
+for an integer; integers are accepted for floats), and an invalid section raises
+``ParameterError`` (a ``ValueError``) whose message gives the full dotted path, the value and
+the constraint, e.g. ``badnets.attack.ratio = 1.5: must be less than or equal to 1``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import Any, TypeVar
+import difflib
+from typing import Any, ClassVar
 
-T = TypeVar("T")
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-
-def reject_unknown(cls: type, params: dict, section: str) -> None:
-    """Raise ``section: unknown parameter(s) [...]`` for keys of ``params`` that are not fields of ``cls``."""
-    known = {f.name for f in fields(cls)}
-    unknown = set(params) - known
-    if unknown:
-        raise ValueError(f"{section}: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
+# Upper bounds that stop a typo (an extra zero or three) before it allocates or trains for days.
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 65_536
+MAX_IMAGES = 1_000_000  # generated or held-out images: 3 GB of 32x32 uint8 images
+MAX_STEPS = 1_000_000
 
 
-def section_from_params(cls: type[T], params: dict, section: str) -> T:
-    """``cls(**params)``, rejecting keys that are not fields of ``cls`` by name."""
-    reject_unknown(cls, params, section)
-    return cls(**params)
+class ParameterError(ValueError):
+    """An invalid parameter; the message names it in full (``section.key``), its value and the rule."""
 
 
-def require(section: str, instance: Any, checks: dict[str, bool]) -> None:
-    """Raise for the first field whose check is False: ``section.field: invalid value ...``."""
-    for name, ok in checks.items():
-        if not ok:
-            raise ValueError(f"{section}.{name}: invalid value {getattr(instance, name)!r}")
+class ParameterModel(BaseModel):
+    """Base of every parameter section. ``SECTION``: the section's dotted name in error messages."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+    SECTION: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, values: Any) -> Any:
+        """A YAML section left empty (``training:``) reads as null: it means the section's defaults."""
+        if not isinstance(values, dict):
+            return values
+        return {key: value for key, value in values.items()
+                if not (value is None and key in cls.model_fields and _is_section(cls.model_fields[key].annotation))}  # fmt: skip
+
+    @classmethod
+    def from_params(cls, params: dict | None, section: str | None = None):
+        """The section from a parameters dict (``None``: every default); ``ParameterError`` if invalid."""
+        try:
+            return cls.model_validate(dict(params or {}))
+        except ValidationError as error:
+            raise ParameterError(describe_errors(error, section if section is not None else cls.SECTION, cls)) from None
+
+    def as_dict(self) -> dict:
+        return self.model_dump()
 
 
-def positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _fields_at(model: type[BaseModel], location: tuple) -> list[str]:
+    """The field names of the (nested) model at ``location``, for "did you mean"."""
+    for part in location:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        candidates = (annotation, *getattr(annotation, "__args__", ()))  # X, or X | None
+        nested = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nested is None:
+            return []
+        model = nested
+    return list(model.model_fields)
+
+
+def describe_errors(error: ValidationError, section: str, model: type[BaseModel]) -> str:
+    """One line per problem: ``path = value: constraint`` or ``path: unknown parameter ...``."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        location = tuple(problem["loc"])
+        path = ".".join(str(part) for part in (section, *location) if part != "")
+        if problem["type"] == "extra_forbidden":
+            known = _fields_at(model, location[:-1])
+            close = difflib.get_close_matches(str(location[-1]), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else (f"; expected one of {sorted(known)}" if known else "")
+            lines.append(f"{path}: unknown parameter{hint}")
+            continue
+        message = problem["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+        if problem["type"] == "value_error" and (not location or isinstance(problem.get("input"), dict)):
+            lines.append(_within(path, message))  # a check across a section's fields names its parameter itself
+            continue
+        parts = path.split(".")
+        for start in range(len(parts)):  # a check's own message may already name the parameter
+            message = message.removeprefix(".".join(parts[start:]) + ": ")
+        value = problem.get("input")
+        lines.append(f"{path}: {message}" if problem["type"] == "missing" else f"{path} = {_short(value)}: {message}")
+    return "; ".join(lines)
+
+
+def _within(section: str, message: str) -> str:
+    """``message`` with the parameter it names completed to its full path under ``section``
+    (``attack.ratio: ...`` in section ``badnets.attack`` -> ``badnets.attack.ratio: ...``)."""
+    parts = section.split(".") if section else []
+    for start in range(len(parts)):
+        suffix = ".".join(parts[start:])
+        if message.startswith((suffix + ".", suffix + ":", suffix + " ")):
+            return ".".join([*parts[:start], message])
+    return f"{section}: {message}" if section else message
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def unknown_key_error(section: str, key: str, known: list[str]) -> ParameterError:
+    """``section.key: unknown parameter; did you mean ...`` for a dict-level check."""
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(known)}"
+    return ParameterError(f"{section + '.' if section else ''}{key}: unknown parameter{hint}")
 
 
 def check_share(name: str, value: object) -> None:
-    """Raise ``name: expected a share in (0, 1]`` unless ``value`` is a number in (0, 1]."""
+    """Raise ``name = value: must be a share in (0, 1]`` unless ``value`` is a number in (0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"{name}: expected a share in (0, 1], got {value!r}")
+        raise ParameterError(f"{name} = {value!r}: must be a share in (0, 1]")

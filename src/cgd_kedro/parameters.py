@@ -1,20 +1,25 @@
-"""Parameter sections shared by several pipelines, and the fail-fast check of a whole run.
+"""The run's parameters as typed models, one per parameters file, and the check of a whole run.
 
-Every section is parsed into a frozen dataclass whose constructor rejects unknown keys and
-out-of-range values with a message naming the parameter, so a typo in YAML or ``--params``
-stops the run before any data is generated or any model trained.
+Each file of ``conf/base/parameters_*.yml`` has a model here whose fields are the sections it
+defines (themselves ``ParameterModel``s next to the code that uses them: ``TrainingConfig``,
+``UnlearnConfig``, ...). ``RunParameters`` joins them: validating the merged parameters of a run
+(every env, ``--params`` and the platform's overrides alike) checks every key at every level,
+types, ranges and upper bounds, with the full dotted path in the message, before any node runs.
+``RunParameters.model_json_schema()`` is the machine-readable reference (the platform's form
+offers its paths); ``python -m cgd_kedro.parameters`` prints it as the README's table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import sys
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, create_model, field_validator
 
 from cgd_kedro.accelerate import Acceleration
 from cgd_kedro.attacks.poisoning import AttackConfig
+from cgd_kedro.attacks.registry import list_attacks
 from cgd_kedro.cgd.split import SplitConfig
 from cgd_kedro.cgd.suspicious import SuspiciousConfig
 from cgd_kedro.cgd.unlearn import UnlearnConfig
@@ -22,47 +27,39 @@ from cgd_kedro.clip.adversarial_patch import AdversarialPatchConfig
 from cgd_kedro.clip.corpora import ClipCorpusConfig
 from cgd_kedro.clip.defenses import ClipDefenseConfig
 from cgd_kedro.clip.reference import ClipConfig
-from cgd_kedro.clip.triggers import CLIP_NAMESPACE_PREFIX, ClipAttackConfig
-from cgd_kedro.config import check_share
+from cgd_kedro.clip.triggers import CLIP_ATTACKS, CLIP_NAMESPACE_PREFIX, ClipAttackConfig
+from cgd_kedro.config import ParameterError, ParameterModel, describe_errors
 from cgd_kedro.data.sources import DatasetConfig
 from cgd_kedro.defenses.abl import ABLConfig
 from cgd_kedro.defenses.anp import ANPConfig
 from cgd_kedro.defenses.fine_pruning import FinePruningConfig
+from cgd_kedro.defenses.ibau import IBAUConfig
+from cgd_kedro.defenses.mcr import MCRConfig
 from cgd_kedro.models.registry import check_architecture
 from cgd_kedro.reporting.tables import check_seeds
 from cgd_kedro.runtime import resolve_device
 from cgd_kedro.training.classifier import TrainingConfig
 
+CLIP_ATTACK_NAMESPACES = tuple(CLIP_NAMESPACE_PREFIX + attack for attack in CLIP_ATTACKS)
 
-@dataclass(frozen=True)
-class RuntimeConfig:
-    """The ``runtime`` parameters: ``device`` (``auto`` | ``cpu`` | ``cuda``), the run's ``seed``,
-    ``cache_dir``, where models trained from unchanged data and parameters are kept for later runs
-    (``cgd_kedro.model_cache``; ``None``: train every time), and the CUDA fast path's ``precision``
-    and ``compile`` (``cgd_kedro.accelerate``), and ``resume_run``, the version of an incomplete
-    run whose outputs this run may read (``cgd_kedro.run_records``; None: complete runs only)."""
 
-    device: str = "auto"
-    seed: int = 0
-    cache_dir: str | None = None
-    precision: str = "auto"
-    compile: str = "auto"
-    resume_run: str | None = None
+class RuntimeConfig(ParameterModel):
+    """The ``runtime`` parameters."""
 
+    SECTION: ClassVar[str] = "runtime"
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto, cpu or cuda (cuda without a GPU is an error)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="same seed + same device = bit-identical result")
+    cache_dir: str | None = Field(None, min_length=1, description="models trained from unchanged data and parameters are kept here for later runs (null: train every time)")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="CUDA only: auto = bfloat16 autocast where supported; the CPU always runs fp32")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="CUDA only: torch.compile; auto = for victim and clean-model training")
+    resume_run: str | None = Field(None, min_length=1, description="the version of an incomplete run whose outputs this run may read (to resume it with --from-nodes)")
+
+    @field_validator("device")
     @classmethod
-    def from_params(cls, params: dict) -> RuntimeConfig:
-        known = {"device", "seed", "cache_dir", "precision", "compile", "resume_run"}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"runtime: unknown parameter(s) {sorted(unknown)}; expected {sorted(known)}")
-        config = cls(**params)
-        resolve_device(config.device)
-        if not isinstance(config.seed, int) or isinstance(config.seed, bool) or config.seed < 0:
-            raise ValueError(f"runtime.seed: expected a non-negative integer, got {config.seed!r}")
-        if config.cache_dir is not None and not (isinstance(config.cache_dir, str) and config.cache_dir.strip()):
-            raise ValueError(f"runtime.cache_dir: expected a folder path or null, got {config.cache_dir!r}")
-        config.acceleration  # noqa: B018 (validates precision and compile)
-        return config
+    def _available(cls, device: str) -> str:
+        resolve_device(device)  # cuda without a GPU is an error here, not in the first node
+        return device
 
     @property
     def acceleration(self) -> Acceleration:
@@ -74,87 +71,212 @@ class RuntimeConfig:
         return resolve_device(self.device)
 
 
-@dataclass(frozen=True)
-class VictimConfig:
+class VictimConfig(ParameterModel):
     """The ``victim`` parameters: the classifier ``architecture`` and its ``training`` recipe."""
 
-    architecture: str = "compact_cnn"
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    SECTION: ClassVar[str] = "victim"
 
+    architecture: str = Field("compact_cnn", description="a registered classifier (cgd_kedro.models.registry)")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="the training recipe")
+
+    @field_validator("architecture")
     @classmethod
-    def from_params(cls, params: dict) -> VictimConfig:
-        unknown = set(params) - {"architecture", "training"}
-        if unknown:
-            raise ValueError(f"victim: unknown parameter(s) {sorted(unknown)}; expected 'architecture' and 'training'")
-        architecture = params.get("architecture", cls.architecture)
+    def _registered(cls, architecture: str) -> str:
         check_architecture(architecture)
-        return cls(architecture, TrainingConfig.from_params(dict(params.get("training") or {})))
+        return architecture
 
 
-def check_run_parameters(params: dict, namespaces: set[str], builds_reference_clip: bool = False) -> None:
-    """Validate every section the run will use.
+class AttackSection(ParameterModel):
+    """An attack namespace of ``parameters_poison.yml``: ``<attack>.attack``."""
 
-    ``builds_reference_clip``: the run builds the reference CLIP, so its weights file (or the
-    embedded pretraining) must be available.
+    attack: AttackConfig | None = Field(None, description="the attack (name, target, ratio, mode, trigger)")
 
-    Raises ``ValueError`` (or ``FileNotFoundError`` for a missing dataset directory) whose message
-    starts with the parameter's full path, e.g. ``badnets.attack.ratio: ...``.
+
+class ClipAttackSection(ParameterModel):
+    """A CLIP attack namespace of ``parameters_abd_defense.yml``: ``clip_<attack>.attack``, keys of
+    ``clip_attack`` that this namespace sets differently (merged over the shared section)."""
+
+    attack: dict[str, Any] = Field(default_factory=dict, description="clip_attack keys for this namespace (e.g. attack: badnet)")
+
+
+class PatchSection(ParameterModel):
+    """The ``abd`` parameters."""
+
+    patch: AdversarialPatchConfig = Field(default_factory=AdversarialPatchConfig, description="ABD's adversarial patch")
+
+
+class ReportingConfig(ParameterModel):
+    """The ``reporting`` parameters."""
+
+    seeds: list[int] | None = Field(None, description="the seeds the summary averages over (null: every seed on disk)")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _distinct(cls, seeds: object) -> object:
+        return check_seeds(seeds)
+
+
+class RecordConfig(ParameterModel):
+    """The ``backdoorbench.record`` parameters."""
+
+    record_dir: str | None = Field(None, description="a BackdoorBench record folder (record/<name>)")
+
+
+class BackdoorBenchSection(ParameterModel):
+    record: RecordConfig = Field(default_factory=RecordConfig, description="the record to import")
+
+
+# --- one model per parameters file ------------------------------------------------------------
+class BaseParameters(ParameterModel):
+    """``parameters.yml``."""
+
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="where the images come from")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="device, seed, model cache, CUDA fast path, resuming")
+
+
+PoisonParameters = create_model(
+    "PoisonParameters",
+    __base__=ParameterModel,
+    __doc__="``parameters_poison.yml``: the victim and one namespace per attack.",
+    victim=(VictimConfig, Field(default_factory=VictimConfig, description="the victim classifier")),
+    **{name: (AttackSection | None, Field(None, description=f"the {name} attack")) for name in list_attacks()},
+)
+
+
+class ReferenceClipParameters(ParameterModel):
+    """``parameters_reference_clip.yml``."""
+
+    clip: ClipConfig = Field(default_factory=ClipConfig, description="the reference CLIP")
+
+
+class ClipSplitParameters(ParameterModel):
+    """``parameters_clip_split.yml``."""
+
+    suspicious: SuspiciousConfig = Field(default_factory=SuspiciousConfig, description="the suspicious models")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="the 2-D split rule")
+
+
+class CgdUnlearnParameters(ParameterModel):
+    """``parameters_cgd_unlearn.yml``."""
+
+    cgd: UnlearnConfig = Field(default_factory=UnlearnConfig, description="CGD's unlearning")
+    abl: ABLConfig = Field(default_factory=ABLConfig, description="ABL")
+    fine_pruning: FinePruningConfig = Field(default_factory=FinePruningConfig, description="Fine-Pruning")
+    anp: ANPConfig = Field(default_factory=ANPConfig, description="ANP")
+    mcr: MCRConfig = Field(default_factory=MCRConfig, description="MCR, mode connectivity repair")
+    ibau: IBAUConfig = Field(default_factory=IBAUConfig, description="I-BAU, implicit backdoor adversarial unlearning")
+    oracle_fraction: float = Field(0.05, gt=0, le=1, description="share of genuinely clean data for the *_oracle variants")
+
+
+AbdDefenseParameters = create_model(
+    "AbdDefenseParameters",
+    __base__=ParameterModel,
+    __doc__="``parameters_abd_defense.yml``: corpora, shared CLIP attack settings, one namespace per CLIP attack, defenses.",
+    clip_corpus=(ClipCorpusConfig, Field(default_factory=ClipCorpusConfig, description="the embedded world's image-caption pairs")),
+    clip_attack=(ClipAttackConfig, Field(default_factory=ClipAttackConfig, description="settings shared by the CLIP attacks")),
+    clip_defense=(ClipDefenseConfig, Field(default_factory=ClipDefenseConfig, description="FT, CleanCLIP and ABD")),
+    abd=(PatchSection, Field(default_factory=PatchSection, description="ABD")),
+    **{name: (ClipAttackSection | None, Field(None, description=f"the {name} CLIP attack")) for name in CLIP_ATTACK_NAMESPACES},
+)
+
+
+class ReportingParameters(ParameterModel):
+    """``parameters_reporting.yml``."""
+
+    reporting: ReportingConfig = Field(default_factory=ReportingConfig, description="the report")
+
+
+class BackdoorBenchImportParameters(ParameterModel):
+    """``parameters_backdoorbench_import.yml``."""
+
+    backdoorbench: BackdoorBenchSection = Field(default_factory=BackdoorBenchSection, description="a BackdoorBench record as an experiment")
+
+
+class RunParameters(
+    BaseParameters, PoisonParameters, ReferenceClipParameters, ClipSplitParameters, CgdUnlearnParameters,
+    AbdDefenseParameters, ReportingParameters, BackdoorBenchImportParameters,
+):  # fmt: skip
+    """Every parameter of a run: the union of the parameters files' models."""
+
+
+PARAMETER_FILES = {
+    "parameters.yml": BaseParameters, "parameters_poison.yml": PoisonParameters,
+    "parameters_reference_clip.yml": ReferenceClipParameters, "parameters_clip_split.yml": ClipSplitParameters,
+    "parameters_cgd_unlearn.yml": CgdUnlearnParameters, "parameters_abd_defense.yml": AbdDefenseParameters,
+    "parameters_reporting.yml": ReportingParameters, "parameters_backdoorbench_import.yml": BackdoorBenchImportParameters,
+}  # fmt: skip
+
+
+def check_run_parameters(params: dict, namespaces: set[str] = frozenset(), builds_reference_clip: bool = False) -> RunParameters:
+    """Validate every parameter of a run (all sections present, whatever the run uses).
+
+    ``namespaces``: the run's namespaces; their attacks' targets are checked against the dataset's
+    classes and their CLIP attacks merged with ``clip_attack``. ``builds_reference_clip``: the run
+    builds the reference CLIP, so its weights file (or the embedded pretraining) must be available.
+
+    Raises ``ParameterError`` (or ``FileNotFoundError`` for a missing dataset directory or weights
+    file) naming the parameter in full, e.g. ``badnets.attack.ratio = 1.5: ...``.
     """
-    with _named("dataset"):
-        dataset = DatasetConfig.from_params(params.get("dataset", {}))
-    with _named("runtime"):
-        RuntimeConfig.from_params(params.get("runtime", {}))
-    if "victim" in params:
-        with _named("victim"):
-            VictimConfig.from_params(params["victim"])
-    if "clip" in params:
-        with _named("clip"):
-            clip = ClipConfig.from_params(params["clip"])
-        if builds_reference_clip:  # its errors name their parameter in full (clip.weights, dataset.clip_holdout.size)
-            clip.check_source(dataset.name, dataset.clip_holdout_size(clip.weights))
-    sections = {
-        "suspicious": SuspiciousConfig, "split": SplitConfig, "cgd": UnlearnConfig,
-        "fine_pruning": FinePruningConfig, "abl": ABLConfig, "anp": ANPConfig,
-    }  # fmt: skip
-    for section, config in sections.items():
-        if section in params:
-            with _named(section):
-                config.from_params(params[section])
-    check_share("oracle_fraction", params.get("oracle_fraction", 0.05))
-    if "clip_defense" in params:
-        ClipDefenseConfig.from_params(params["clip_defense"])
-    if "abd" in params:
-        if set(params["abd"]) - {"patch"}:
-            raise ValueError(f"abd: unknown parameter(s) {sorted(set(params['abd']) - {'patch'})}; expected ['patch']")
-        AdversarialPatchConfig.from_params(dict(params["abd"].get("patch") or {}))
-    if "clip_corpus" in params:
-        ClipCorpusConfig.from_params(params["clip_corpus"])
-    if "reporting" in params:
-        if set(params["reporting"]) - {"seeds"}:
-            raise ValueError(f"reporting: unknown parameter(s) {sorted(set(params['reporting']) - {'seeds'})}; expected ['seeds']")
-        check_seeds(params["reporting"].get("seeds"))
-    for namespace in sorted(namespaces):
-        section = params.get(namespace, {})
-        if namespace.startswith(CLIP_NAMESPACE_PREFIX):
-            # The values come from the shared `clip_attack` section and the namespace's own `attack`.
-            try:
-                config = ClipAttackConfig.from_shared(params.get("clip_attack", {}), section.get("attack", {}))
-                if config.target >= dataset.num_classes:
-                    raise ValueError(f"clip_attack.target: class {config.target} does not exist ({dataset.num_classes} classes)")
-            except ValueError as error:
-                raise ValueError(f"{error} (in {namespace}, from clip_attack and {namespace}.attack)") from error
-        elif "attack" in section:
-            with _named(namespace):
-                AttackConfig.from_params(section["attack"], dataset.num_classes)
+    from pydantic import ValidationError
 
-
-@contextmanager
-def _named(section: str) -> Iterator[None]:
-    """Prefix an error message with ``section.`` unless it already names the section."""
     try:
-        yield
-    except (ValueError, FileNotFoundError) as error:
-        message = str(error)
-        if message.startswith(f"{section}.") or message.startswith(f"{section}:"):
-            raise
-        raise type(error)(f"{section}.{message}") from error
+        run = RunParameters.model_validate(dict(params))
+    except ValidationError as error:
+        raise ParameterError(describe_errors(error, "", RunParameters)) from None
+    if builds_reference_clip:  # its errors name their parameter in full (clip.weights, dataset.clip_holdout.size)
+        run.clip.check_source(run.dataset.name, run.dataset.clip_holdout_size(run.clip.weights))
+    num_classes = run.dataset.num_classes
+    for namespace in sorted(namespaces):
+        section = getattr(run, namespace, None) if namespace in RunParameters.model_fields else None
+        if isinstance(section, AttackSection) and section.attack is not None and section.attack.target >= num_classes:
+            raise ParameterError(f"{namespace}.attack.target = {section.attack.target}: must be a class index in [0, {num_classes - 1}]")
+        if namespace.startswith(CLIP_NAMESPACE_PREFIX) and namespace in CLIP_ATTACK_NAMESPACES:
+            own = dict(params.get(namespace, {}) or {}).get("attack", {}) or {}
+            try:
+                config = ClipAttackConfig.from_shared(params.get("clip_attack", {}) or {}, own)
+            except ValueError as error:
+                raise ParameterError(f"{error} (in {namespace}, from clip_attack and {namespace}.attack)") from None
+            if config.target >= num_classes:
+                raise ParameterError(f"clip_attack.target = {config.target}: class {config.target} does not exist ({num_classes} classes)")
+    return run
+
+
+def parameter_rows() -> list[tuple[str, str, str, str, str]]:
+    """``(file, path, default, constraint, meaning)`` of every parameter, walked from the models."""
+    symbols = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<", "min_length": "length >="}
+    rows = []
+
+    def walk(file_name: str, model: type[ParameterModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            path, annotation = f"{prefix}{name}", field.annotation
+            candidates = (annotation, *getattr(annotation, "__args__", ()))
+            nested = next((a for a in candidates if isinstance(a, type) and issubclass(a, ParameterModel)), None)
+            if nested is not None and nested not in (AttackSection, ClipAttackSection):
+                walk(file_name, nested, path + ".")
+                continue
+            default = field.get_default(call_default_factory=True)
+            default = default.model_dump() if isinstance(default, ParameterModel) else default
+            bounds = ", ".join(f"{symbol} {getattr(m, key)}" for m in field.metadata for key, symbol in symbols.items() if getattr(m, key, None) is not None)
+            if getattr(annotation, "__args__", None) and all(isinstance(a, str) for a in annotation.__args__):
+                bounds = " / ".join(annotation.__args__)  # a Literal: its choices
+            rows.append((file_name, path, repr(default), bounds, field.description or ""))
+
+    for file_name, model in PARAMETER_FILES.items():
+        walk(file_name, model, "")
+    return rows
+
+
+def parameter_reference() -> str:
+    """The Markdown table of every parameter, per parameters file (the README's reference)."""
+    lines = ["| parameter | default | constraint | meaning |", "|---|---|---|---|"]
+    current = None
+    for file_name, path, default, bounds, meaning in parameter_rows():
+        if file_name != current:
+            lines.append(f"| **{file_name}** | | | |")
+            current = file_name
+        lines.append(f"| `{path}` | `{default}` | {bounds} | {meaning} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(parameter_reference() + "\n")

@@ -134,9 +134,9 @@ def test_validation_is_held_out_of_distinct_clean_samples():
 def test_config_errors_name_the_parameter():
     assert UnlearnConfig.from_params({}) == UnlearnConfig()
     for params, name in (({"alpha": -1}, "cgd.alpha"), ({"tolerance": -0.5}, "cgd.tolerance"),
-                         ({"early_stopping": "best"}, "cgd.early_stopping: unknown rule 'best'"),
+                         ({"early_stopping": "best"}, "cgd.early_stopping = 'best': must be 'unlearned_best' or 'tolerance'"),
                          ({"patience": 0}, "cgd.patience"), ({"agreement_margin": 2}, "cgd.agreement_margin"),
-                         ({"epochs": 0}, "cgd.epochs"), ({"temp": 3}, "cgd: unknown"),
+                         ({"epochs": 0}, "cgd.epochs"), ({"temp": 3}, "cgd.temp: unknown parameter"),
                          ({"curve_test_images": 0}, "cgd.curve_test_images"), ({"schedule": "step"}, "cgd.schedule")):  # fmt: skip
         with pytest.raises(ValueError, match=name):
             UnlearnConfig.from_params(params)

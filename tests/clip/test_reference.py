@@ -20,7 +20,7 @@ def test_defaults_templates_and_parameter_errors():
         ({"templates": ["no slot"]}, "clip.templates"),
         ({"logit_scale": 0}, "clip.logit_scale"),
         ({"batch_size": 0}, "clip.batch_size"),
-        ({"weight": "x"}, "clip: unknown"),
+        ({"weight": "x"}, "clip.weight: unknown parameter; did you mean 'weights'"),
         ({"pretrain": {"epochs": 0}}, "clip.pretrain.epochs"),
     ):
         with pytest.raises(ValueError, match=message):

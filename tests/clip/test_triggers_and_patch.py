@@ -81,10 +81,10 @@ def test_adversarial_patch_stays_inside_its_corner_and_leaves_the_encoder_alone(
 
 
 def test_adversarial_patch_config_names_a_bad_method_or_value():
-    with pytest.raises(ValueError, match=r"abd.patch.method: unknown method 'gan'"):
-        AdversarialPatchConfig(method="gan")
-    with pytest.raises(ValueError, match=r"abd.patch.adversarial_weight"):
-        AdversarialPatchConfig(method="generator", adversarial_weight=-1)
+    with pytest.raises(ValueError, match=r"abd.patch.method = 'gan': must be 'direct' or 'generator'"):
+        AdversarialPatchConfig.from_params({"method": "gan"})
+    with pytest.raises(ValueError, match=r"abd.patch.adversarial_weight = -1: must be greater than or equal to 0"):
+        AdversarialPatchConfig.from_params({"method": "generator", "adversarial_weight": -1})
 
 
 def test_defense_views_ft_none_cleanclip_augments_abd_patches():

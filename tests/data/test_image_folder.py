@@ -163,7 +163,7 @@ def test_neither_layout_is_named(tmp_path):
 
 @pytest.mark.parametrize(("key", "value"), [("max_per_class", 0), ("max_test_per_class", -1), ("max_per_class", 2.5)])
 def test_bad_caps_are_named(tmp_path, key, value):
-    with pytest.raises(ValueError, match=rf"dataset\.{key}: expected a positive integer or null"):
+    with pytest.raises(ValueError, match=rf"dataset\.{key} = {value}: must be (greater than or equal to 1|a valid integer)"):
         DatasetConfig.from_params({"name": "cifar10", "root": str(tmp_path), key: value})
 
 

@@ -79,8 +79,8 @@ def test_pruning_stops_before_held_out_accuracy_falls_below_the_ratio(toy_traine
 
 def test_parameters_are_checked_by_name():
     with pytest.raises(ValueError, match="anp.anp_eps"):
-        ANPConfig(anp_eps=1.5)
-    with pytest.raises(ValueError, match="anp: unknown"):
+        ANPConfig.from_params({"anp_eps": 1.5})
+    with pytest.raises(ValueError, match=r"anp\.eps: unknown parameter; did you mean .anp_eps."):
         ANPConfig.from_params({"eps": 0.4})
     with pytest.raises(ValueError, match="anp.acc_ratio"):
-        ANPConfig(acc_ratio=0)
+        ANPConfig.from_params({"acc_ratio": 0})

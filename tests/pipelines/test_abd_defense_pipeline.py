@@ -81,11 +81,11 @@ def test_in_memory_run_backdoors_defends_and_reports():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"clip_badnet": {"attack": {"attack": "badnets"}}}, "clip_attack.attack: unknown CLIP attack 'badnets'"),
+        ({"clip_badnet": {"attack": {"attack": "badnets"}}}, "clip_attack.attack = 'badnets': must be 'badnet', 'blended' or 'badclip' (in clip_badnet"),
         ({"clip_attack": {"poison_ratio": 1.5}}, "clip_attack.poison_ratio"),
-        ({"clip_attack": {"target": 10}}, "clip_attack.target: class 10 does not exist"),
+        ({"clip_attack": {"target": 10}}, "clip_attack.target = 10: class 10 does not exist"),
         ({"clip_defense": {"finetune": {"lr": -1}}}, "clip_defense.finetune.lr"),
-        ({"clip_defense": {"lambda": 1}}, "clip_defense: unknown parameter"),
+        ({"clip_defense": {"lambda": 1}}, "clip_defense.lambda: unknown parameter; did you mean 'lambda2'"),
         ({"abd": {"patch": {"patch_size": 0}}}, "abd.patch.patch_size"),
         ({"clip_corpus": {"n_defense": 1}}, "clip_corpus.n_defense"),
     ],

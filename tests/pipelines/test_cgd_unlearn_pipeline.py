@@ -21,6 +21,9 @@ TINY_CGD = {"epochs": 2, "batch_size": 64, "max_batches_per_epoch": 3}
 TINY_FP = {"epochs": 1, "batch_size": 64, "prune_step": 0.1}
 TINY_ANP = {"nb_iter": 3, "batch_size": 32}
 TINY_ABL = {"isolation_epochs": 1, "finetune_epochs": 1, "unlearning_epochs": 1, "batch_size": 64}
+TINY_MCR = {"ft_epochs": 1, "curve_epochs": 1, "batch_size": 8, "ts": [0.25, 0.5]}
+TINY_IBAU = {"n_rounds": 1, "K": 2, "batch_size": 32}
+TINY_DEFENSES = {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "anp": TINY_ANP, "mcr": TINY_MCR, "ibau": TINY_IBAU}
 
 
 class _KeptMemoryDataset(MemoryDataset):
@@ -42,12 +45,12 @@ def test_test_sets_reach_only_the_evaluation_and_cgd_reporting():
 
 
 def _run_all() -> DataCatalog:
-    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "anp": TINY_ANP, "oracle_fraction": 0.1}
+    params = tiny_clip_parameters() | TINY_DEFENSES | {"oracle_fraction": 0.1}
     pipeline = (
         create_dataset_pipeline() + create_attack_pipeline("badnets") + create_reference_pipeline()
         + create_split_pipeline("badnets") + create_defense_pipeline("badnets")
     )  # fmt: skip
-    sections = ("dataset", "runtime", "victim", "clip", "suspicious", "split", "cgd", "fine_pruning", "abl", "anp", "oracle_fraction")
+    sections = ("dataset", "runtime", "victim", "clip", "suspicious", "split", *TINY_DEFENSES, "oracle_fraction")
     entries = {f"params:{k}": params[k] for k in sections}
     entries["params:badnets.attack"] = params["badnets"]["attack"]
     catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in entries.items()})
@@ -60,7 +63,11 @@ def _run_all() -> DataCatalog:
 def test_in_memory_run_reports_every_defense_and_test_data_never_steers_cgd():
     catalog = _run_all()
     metrics = catalog.load("badnets.defense_metrics")
-    assert set(metrics) == {"none", "cgd", "retrain", "abl", "fp_cgd", "fp_oracle", "anp_cgd", "anp_oracle"}
+    assert set(metrics) == {"none", "cgd", "retrain", "abl", "fp_cgd", "fp_oracle", "anp_cgd", "anp_oracle", "mcr_cgd", "mcr_oracle", "ibau_cgd", "ibau_oracle"}
+    # MCR fed CGD's subset chose t by the triggered-agreement proxy; the oracle, without one, kept mcr.t
+    assert catalog.load("badnets.mcr_oracle_report")["t"] == 0.5 and "triggered_agreement" not in catalog.load("badnets.mcr_oracle_report")["curve"][0]
+    assert "triggered_agreement" in catalog.load("badnets.mcr_cgd_report")["curve"][0]
+    assert catalog.load("badnets.mcr_cgd_report")["t"] in (0.25, 0.5)
     assert len(catalog.load("badnets.abl_report")["isolated"]) == 3  # 1% of 300
     for name, row in metrics.items():
         # the pruning defenses also say how many channels they pruned (0: the report marks "no effect")
@@ -92,13 +99,13 @@ def test_in_memory_run_reports_every_defense_and_test_data_never_steers_cgd():
 def test_session_defends_on_latest_upstream_outputs_and_refuses_bad_parameters(tmp_project):
     from test_clip_split_pipeline import _files, _session
 
-    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "anp": TINY_ANP}
+    params = tiny_clip_parameters() | TINY_DEFENSES
     _session(tmp_project, ["poison"], ["dataset", "badnets"], **params)
     _session(tmp_project, ["reference_clip", "clip_split"], ["clip", "badnets"], **params)
     upstream = _files(tmp_project)
     for bad, message in (
         ({"cgd": TINY_CGD | {"alpha": -1}}, r"cgd\.alpha"),
-        ({"cgd": TINY_CGD | {"epoch": 3}}, r"cgd: unknown"),
+        ({"cgd": TINY_CGD | {"epoch": 3}}, r"cgd\.epoch: unknown parameter; did you mean 'epochs'\?"),
         ({"abl": TINY_ABL | {"isolation_ratio": 2}}, r"abl\.isolation_ratio"),
         ({"fine_pruning": TINY_FP | {"acc_ratio": 0}}, r"fine_pruning\.acc_ratio"),
         ({"oracle_fraction": 1.5}, r"oracle_fraction"),

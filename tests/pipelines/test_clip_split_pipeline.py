@@ -109,7 +109,15 @@ def _session(project: Path, pipelines: list[str], namespaces: list[str] | None =
 
 
 def _files(root: Path) -> dict[str, float]:
-    return {str(p): p.stat().st_mtime for p in (root / "data").rglob("*") if p.is_file()}
+    """Every artefact under data/ with its modification time (run records aside: a run that fails
+    in a node leaves a record saying so, and nothing else)."""
+    return {str(p): p.stat().st_mtime for p in (root / "data").rglob("*") if p.is_file() and "09_runs" not in p.parts}
+
+
+def _run_statuses(root: Path) -> list[str]:
+    import json
+
+    return [json.loads(p.read_text())["status"] for p in sorted((root / "data" / "09_runs").glob("*.json"))]
 
 
 @pytest.mark.slow
@@ -195,6 +203,8 @@ def test_missing_foreign_or_mismatched_weights_stop_the_run_and_leave_outputs_in
     with pytest.raises(ValueError, match="clip.model_name"):
         _session(tmp_project, ["reference_clip"], **tiny_clip_parameters(model_name="ViT-Huge-9000"))
     assert _files(tmp_project) == before
+    # the weights files failed inside the node (three records say "failed"); the bad parameters before any
+    assert _run_statuses(tmp_project) == ["complete", "failed", "failed", "failed"]
 
 
 def test_split_node_ignores_ground_truth_flags():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
-from test_cgd_unlearn_pipeline import TINY_ABL, TINY_ANP, TINY_CGD, TINY_FP
+from test_cgd_unlearn_pipeline import TINY_DEFENSES
 from test_abd_defense_pipeline import tiny_abd_parameters
 
 from cgd_kedro.pipeline_registry import DEFAULT_CLIP_ATTACKS
@@ -19,7 +19,7 @@ from cgd_kedro.pipelines.poison.pipeline import DEFAULT_ATTACKS
 @pytest.mark.slow
 def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_project):
     bootstrap_project(tmp_project)
-    params = tiny_abd_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "anp": TINY_ANP}
+    params = tiny_abd_parameters() | TINY_DEFENSES
     with KedroSession.create(project_path=tmp_project, runtime_params=params) as session:
         session.run()
     reporting = tmp_project / "data/08_reporting/embedded"

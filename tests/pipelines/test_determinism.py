@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
-from test_cgd_unlearn_pipeline import TINY_ANP, TINY_CGD, TINY_FP
+from test_cgd_unlearn_pipeline import TINY_DEFENSES
 from test_clip_split_pipeline import tiny_clip_parameters
 
 from cgd_kedro.run_records import RunRecords
@@ -42,7 +42,7 @@ def _fingerprint(path: Path) -> str:
 
 @pytest.mark.slow
 def test_two_runs_with_the_same_seed_write_identical_files(tmp_project):
-    params = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "anp": TINY_ANP}
+    params = tiny_clip_parameters() | TINY_DEFENSES
     params["runtime"] |= {"cache_dir": None}
     bootstrap_project(tmp_project)
     for _ in range(2):

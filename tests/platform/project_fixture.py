@@ -13,11 +13,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "pipelines"))  # the pipeline tests' tiny parameters
 
-from test_cgd_unlearn_pipeline import TINY_ABL, TINY_ANP, TINY_CGD, TINY_FP  # noqa: E402
+from test_cgd_unlearn_pipeline import TINY_DEFENSES  # noqa: E402
 from test_clip_split_pipeline import tiny_clip_parameters  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-TINY = tiny_clip_parameters() | {"cgd": TINY_CGD, "fine_pruning": TINY_FP, "abl": TINY_ABL, "anp": TINY_ANP}
+TINY = tiny_clip_parameters() | TINY_DEFENSES
 
 
 def files(root: Path) -> dict[str, float]:

@@ -170,16 +170,16 @@ def test_training_config_from_params():
 @pytest.mark.parametrize(
     ("params", "match"),
     [
-        ({"epoch": 3}, r"training: unknown parameter\(s\) \['epoch'\]"),
-        ({"epochs": 0}, r"training\.epochs: invalid value 0"),
+        ({"epoch": 3}, r"training\.epoch: unknown parameter; did you mean 'epochs'\?"),
+        ({"epochs": 0}, r"training\.epochs = 0: must be greater than or equal to 1"),
         ({"epochs": 2.0}, r"training\.epochs"),
-        ({"lr": -1}, r"training\.lr: invalid value -1"),
+        ({"lr": -1}, r"training\.lr = -1: must be greater than 0"),
         ({"lr": 0}, r"training\.lr"),
         ({"batch_size": 0}, r"training\.batch_size"),
         ({"momentum": 1.0}, r"training\.momentum"),
         ({"weight_decay": -1e-4}, r"training\.weight_decay"),
         ({"crop_padding": -1}, r"training\.crop_padding"),
-        ({"warmup": 1.0}, r"training\.warmup: invalid value 1\.0"),
+        ({"warmup": 1.0}, r"training\.warmup = 1\.0: must be less than 1"),
         ({"label_smoothing": -0.1}, r"training\.label_smoothing"),
     ],
 )
@@ -189,7 +189,7 @@ def test_training_config_errors_name_the_parameter(params, match):
 
 
 def test_training_config_section_name_in_unknown_key_error():
-    with pytest.raises(ValueError, match=r"^victim\.training: unknown parameter\(s\) \['lr_rate'\]"):
+    with pytest.raises(ValueError, match=r"^victim\.training\.lr_rate: unknown parameter"):
         TrainingConfig.from_params({"lr_rate": 0.1}, "victim.training")
 
 
@@ -199,10 +199,10 @@ def test_adam_with_constant_schedule_is_available_and_checked():
     model = build_classifier("compact_cnn", 2, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     history = train_classifier(model, images, labels, config, device=torch.device("cpu"), generator=seed_everything(0))
     assert history[-1]["train_acc"] > 0.9
-    with pytest.raises(ValueError, match="training.optimizer"):
-        TrainingConfig(optimizer="rmsprop")
-    with pytest.raises(ValueError, match="training.schedule"):
-        TrainingConfig(schedule="step")
+    with pytest.raises(ValueError, match="training.optimizer = 'rmsprop': must be 'sgd' or 'adam'"):
+        TrainingConfig.from_params({"optimizer": "rmsprop"})
+    with pytest.raises(ValueError, match="training.schedule = 'step': must be 'cosine' or 'constant'"):
+        TrainingConfig.from_params({"schedule": "step"})
 
 
 def test_crop_without_flip_never_mirrors():

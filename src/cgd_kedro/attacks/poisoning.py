@@ -16,64 +16,54 @@ Poisoning ratio: the poison count is ``round(ratio * N)`` of the whole training 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field, field_validator, model_validator
 from torch import Tensor
 
 from cgd_kedro.attacks.base import Attack, State
-from cgd_kedro.attacks.registry import build_attack, list_attacks
+from cgd_kedro.attacks.registry import build_attack
+from cgd_kedro.config import ParameterError, ParameterModel
 from cgd_kedro.data.imageset import ImageSet
 
 log = logging.getLogger(__name__)
 
-LABEL_MODES = ("all_to_one", "all_to_all")
+class AttackConfig(ParameterModel):
+    """An attack as configured under ``<attack>.attack`` in ``parameters_poison.yml``. Its name
+    and trigger arguments are checked by building the attack (no work: triggers are prepared later)."""
 
+    SECTION: ClassVar[str] = "attack"
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    name: str = Field(description="registered attack name (cgd_kedro.attacks.list_attacks)")
+    target: int = Field(0, ge=0, description="target class for all_to_one (and the clean-label class)")
+    ratio: float = Field(0.1, gt=0, le=1, description="poisoning ratio, as a share of the whole training set")
+    mode: Literal["all_to_one", "all_to_all"] = Field("all_to_one", description="all_to_one, or all_to_all (y -> y+1 mod K)")
+    trigger: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the attack (its trigger parameters)")
 
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _empty_if_null(cls, trigger: object) -> object:
+        return trigger if trigger is not None else {}
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """An attack as configured under ``<attack>.attack`` in ``parameters_poison.yml``.
-
-    Attributes:
-        name: registered attack name (see ``cgd_kedro.attacks.list_attacks``).
-        target: target class for ``all_to_one``.
-        ratio: poisoning ratio in (0, 1], as a share of the whole training set.
-        mode: ``all_to_one`` or ``all_to_all``.
-        trigger: keyword arguments of the attack (its trigger parameters).
-    """
-
-    name: str
-    target: int = 0
-    ratio: float = 0.1
-    mode: str = "all_to_one"
-    trigger: dict = field(default_factory=dict)
+    @model_validator(mode="after")
+    def _buildable(self) -> AttackConfig:
+        try:
+            attack = self.build()  # unknown names and bad trigger arguments fail here, before any work
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            raise ValueError(message if message.startswith("attack.") else f"attack.name = {self.name!r}: {message}") from None
+        if self.mode == "all_to_all" and (attack.clean_label or not attack.supports_all_to_all):
+            raise ValueError(f"attack.mode = 'all_to_all': {self.name!r} supports all_to_one only")
+        return self
 
     @classmethod
-    def from_params(cls, params: dict, num_classes: int) -> AttackConfig:
-        known = {"name", "target", "ratio", "mode", "trigger"}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"attack: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
-        if "name" not in params:
-            raise ValueError(f"attack.name: missing; available attacks: {list_attacks()}")
-        config = cls(**{**params, "trigger": dict(params.get("trigger") or {})})
-        attack = config.build()  # unknown names and bad trigger arguments fail here, before any work
-        if not _is_number(config.ratio) or not 0 < config.ratio <= 1:
-            raise ValueError(f"attack.ratio: expected a poisoning ratio in (0, 1], got {config.ratio!r}")
-        if not _is_int(config.target) or not 0 <= config.target < num_classes:
-            raise ValueError(f"attack.target: expected a class index in [0, {num_classes - 1}], got {config.target!r}")
-        if config.mode not in LABEL_MODES:
-            raise ValueError(f"attack.mode: expected one of {LABEL_MODES}, got {config.mode!r}")
-        if config.mode == "all_to_all" and (attack.clean_label or not attack.supports_all_to_all):
-            raise ValueError(f"attack.mode: {config.name!r} supports all_to_one only")
+    def from_params(cls, params: dict | None, num_classes: int | None = None, section: str | None = None) -> AttackConfig:
+        """The section, with ``target`` checked against ``num_classes`` when it is given."""
+        config = super().from_params(params, section)
+        if num_classes is not None and config.target >= num_classes:
+            name = section if section is not None else cls.SECTION
+            raise ParameterError(f"{name}.target = {config.target}: must be a class index in [0, {num_classes - 1}]")
         return config
 
     def build(self) -> Attack:

@@ -10,29 +10,30 @@ Ground-truth poison flags never enter the split; ``split_quality`` uses them onl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from cgd_kedro.config import section_from_params
+from cgd_kedro.config import ParameterModel
 
 
-@dataclass(frozen=True)
-class SplitConfig:
-    """The ``split`` parameters: ``sigma1`` (clean-subset quantile, 0.2), ``sigma2`` (triggered-subset
-    quantile, 0.1) and ``balance`` (oversample the clean subset to equal class sizes, True)."""
+class SplitConfig(ParameterModel):
+    """The ``split`` parameters (the reference's defaults)."""
 
-    sigma1: float = 0.2
-    sigma2: float = 0.1
-    balance: bool = True
+    SECTION: ClassVar[str] = "split"
 
-    @classmethod
-    def from_params(cls, params: dict) -> SplitConfig:
-        config = section_from_params(cls, params, "split")
-        split_masks(torch.zeros(1), torch.zeros(1), config.sigma1, config.sigma2)  # range checks
-        return config
+    sigma1: float = Field(0.2, ge=0, lt=1, description="clean = r_clip <= 1 - sigma1 and r_sus >= sigma1")
+    sigma2: float = Field(0.1, ge=0, lt=1, description="triggered = r_clip > 1 - sigma2 or r_sus < sigma2")
+    balance: bool = Field(True, description="oversample the clean subset to equal class sizes")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> SplitConfig:
+        if self.sigma2 > self.sigma1:
+            raise ValueError(f"split.sigma2 = {self.sigma2}: must not exceed sigma1 ({self.sigma1}) or a sample could be clean and triggered")
+        return self
 
 
 def given_label_nll(logits: Tensor, labels: Tensor) -> Tensor:

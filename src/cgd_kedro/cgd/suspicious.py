@@ -8,13 +8,13 @@ samples get a *low* NLL of their given label. The reference trains 3 such models
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor
 
-from cgd_kedro.config import reject_unknown
+from cgd_kedro.config import ParameterModel
 from cgd_kedro.metrics import predict_logits
 from cgd_kedro.models.classifier import build_classifier
 from cgd_kedro.models.registry import check_architecture
@@ -24,30 +24,26 @@ from cgd_kedro.training.classifier import TrainingConfig, train_classifier
 REFERENCE_RECIPE = {"epochs": 5, "batch_size": 256, "lr": 3e-4, "weight_decay": 5e-4, "optimizer": "adam", "schedule": "constant", "augment": False}
 
 
-@dataclass(frozen=True)
-class SuspiciousConfig:
-    """The ``suspicious`` parameters.
+class SuspiciousConfig(ParameterModel):
+    """The ``suspicious`` parameters; ``training`` keys override the reference's recipe."""
 
-    Attributes:
-        architecture: registered classifier (the reference uses the victim's, PreActResNet18).
-        runs: models trained from different seeds; their logits are averaged.
-        training: the recipe (``TrainingConfig`` keys); defaults are the reference's.
-    """
+    SECTION: ClassVar[str] = "suspicious"
 
-    architecture: str = "compact_cnn"
-    runs: int = 3
-    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(**REFERENCE_RECIPE))
+    architecture: str = Field("compact_cnn", description="registered classifier (the reference: the victim's, PreActResNet18)")
+    runs: int = Field(3, ge=1, le=100, description="models trained from different seeds; their logits are averaged")
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(**REFERENCE_RECIPE),
+                                     description="the recipe (training keys); defaults: the reference's (Adam 3e-4, 5 epochs)")  # fmt: skip
 
+    @field_validator("architecture")
     @classmethod
-    def from_params(cls, params: dict) -> SuspiciousConfig:
-        reject_unknown(cls, params, "suspicious")
-        architecture = params.get("architecture", cls.architecture)
+    def _registered(cls, architecture: str) -> str:
         check_architecture(architecture)
-        runs = params.get("runs", cls.runs)
-        if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
-            raise ValueError(f"suspicious.runs: expected a positive integer, got {runs!r}")
-        training = TrainingConfig.from_params(REFERENCE_RECIPE | dict(params.get("training") or {}), "suspicious.training")
-        return cls(architecture, runs, training)
+        return architecture
+
+    @field_validator("training", mode="before")
+    @classmethod
+    def _over_reference_recipe(cls, training: object) -> object:
+        return REFERENCE_RECIPE | training if isinstance(training, dict) else training
 
 
 def suspicious_logits(

@@ -41,15 +41,16 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step, prepare_model, to_device
-from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.config import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_IMAGES, MAX_STEPS, ParameterModel
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.runtime import log_time_estimate
 from cgd_kedro.training.augment import crop_and_flip
@@ -57,88 +58,34 @@ from cgd_kedro.training.classifier import schedule_factor, to_unit_float
 
 log = logging.getLogger(__name__)
 
-EARLY_STOPPING_RULES = ("unlearned_best", "tolerance")
-LR_SCHEDULES = ("constant", "cosine")
 AGREEMENT_SAMPLE = 1024  # triggered samples the per-epoch triggered agreement is measured on
 
 
-@dataclass(frozen=True)
-class UnlearnConfig:
-    """The ``cgd`` parameters (reference defaults).
+class UnlearnConfig(ParameterModel):
+    """The ``cgd`` parameters (reference defaults). ``schedule: cosine`` is a departure for short
+    budgets (README, "Departures"); ``curve_test_images`` is for the report only, never read by the
+    unlearning: the defense's final CA/ASR always uses the whole test sets."""
 
-    Attributes:
-        alpha: weight of the KL distillation toward CLIP on triggered samples (0.0005).
-        beta: weight of the given-label log-likelihood on triggered samples (0.025).
-        temperature: softmax temperature ``T`` of the distillation (3).
-        lr, momentum, weight_decay: SGD (0.01, 0, 5e-4): the reference builds ``SGD(params, lr,
-            weight_decay)``, without momentum.
-        schedule: ``constant`` (the reference) or ``cosine``: per-step cosine decay of ``lr`` to 0
-            over the whole budget (``epochs x max_batches_per_epoch``), a departure for short
-            budgets: at a constant high lr the fine-tuned model never settles, and the CA lost in the
-            epoch the trigger is unlearnt is not won back (README, "Departures").
-        batch_size: samples per step, clean and triggered mixed (256).
-        epochs: at most this many epochs (10).
-        max_batches_per_epoch: an epoch stops after this many batches (200).
-        early_stopping: ``unlearned_best`` (default) or ``tolerance`` (the reference's rule); see above.
-        patience: ``unlearned_best``: stop after this many epochs without a better candidate (3).
-        agreement_margin: ``unlearned_best``: an epoch is a candidate when the triggered agreement
-            fell by less than this during it (0.05).
-        tolerance: ``tolerance``: threshold in clean-accuracy *points* on the validation slice (1.0).
-        validation_fraction: share of the clean subset's distinct samples held out for validation (0.1).
-        augment: random crop (pad 4) of the training batches, and with ``flip`` a horizontal flip.
-        flip: the reference flips only on CIFAR-10 (set per dataset environment; GTSRB: no).
-        curve_test_images: reporting only, never read by the unlearning: the per-epoch test CA/ASR
-            curve of the report is measured on this many random test (and backdoor test) images;
-            ``None`` = all. The defense's final CA/ASR always uses the whole test sets.
-    """
+    SECTION: ClassVar[str] = "cgd"
 
-    alpha: float = 0.0005
-    beta: float = 0.025
-    temperature: float = 3.0
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 5e-4
-    schedule: str = "constant"
-    batch_size: int = 256
-    epochs: int = 10
-    max_batches_per_epoch: int = 200
-    early_stopping: str = "unlearned_best"
-    patience: int = 3
-    agreement_margin: float = 0.05
-    tolerance: float = 1.0
-    validation_fraction: float = 0.1
-    augment: bool = True
-    flip: bool = True
-    curve_test_images: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.early_stopping not in EARLY_STOPPING_RULES:
-            raise ValueError(f"cgd.early_stopping: unknown rule {self.early_stopping!r}; expected one of {list(EARLY_STOPPING_RULES)}")
-        checks = {
-            "alpha": self.alpha >= 0,
-            "beta": self.beta >= 0,
-            "temperature": self.temperature > 0,
-            "lr": self.lr > 0,
-            "momentum": 0 <= self.momentum < 1,
-            "weight_decay": self.weight_decay >= 0,
-            "schedule": self.schedule in LR_SCHEDULES,
-            "batch_size": positive_int(self.batch_size) and self.batch_size >= 2,
-            "epochs": positive_int(self.epochs),
-            "max_batches_per_epoch": positive_int(self.max_batches_per_epoch),
-            "patience": positive_int(self.patience),
-            "agreement_margin": 0 <= self.agreement_margin <= 1,
-            "tolerance": self.tolerance >= 0,
-            "validation_fraction": 0 < self.validation_fraction < 1,
-            "curve_test_images": self.curve_test_images is None or positive_int(self.curve_test_images),
-        }
-        require("cgd", self, checks)
-
-    @classmethod
-    def from_params(cls, params: dict) -> UnlearnConfig:
-        return section_from_params(cls, params, "cgd")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    alpha: float = Field(0.0005, ge=0, le=1000, description="weight of the KL distillation toward CLIP on triggered samples")
+    beta: float = Field(0.025, ge=0, le=1000, description="weight of the given-label log-likelihood on triggered samples")
+    temperature: float = Field(3.0, gt=0, le=1000, description="softmax temperature of the distillation")
+    lr: float = Field(0.01, gt=0, le=10, description="SGD learning rate (the reference: no momentum)")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum (the reference: 0)")
+    weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 penalty")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="constant (the reference) or a per-step cosine decay to 0 over the whole budget")
+    batch_size: int = Field(256, ge=2, le=MAX_BATCH_SIZE, description="samples per step, clean and triggered mixed")
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="at most this many epochs")
+    max_batches_per_epoch: int = Field(200, ge=1, le=MAX_STEPS, description="an epoch stops after this many batches")
+    early_stopping: Literal["unlearned_best", "tolerance"] = Field("unlearned_best", description="the stopping rule; tolerance = the reference's")
+    patience: int = Field(3, ge=1, le=MAX_EPOCHS, description="unlearned_best: stop after this many epochs without a better candidate")
+    agreement_margin: float = Field(0.05, ge=0, le=1, description="unlearned_best: an epoch is a candidate when the triggered agreement fell by less than this")
+    tolerance: float = Field(1.0, ge=0, le=100, description="tolerance: threshold in clean-accuracy points on the validation slice")
+    validation_fraction: float = Field(0.1, gt=0, lt=1, description="share of the clean subset's distinct samples held out for validation")
+    augment: bool = Field(True, description="random crop (pad 4) of the training batches")
+    flip: bool = Field(True, description="horizontal flip too (the reference: CIFAR-10 only)")
+    curve_test_images: int | None = Field(None, ge=1, le=MAX_IMAGES, description="the report's per-epoch test curve on this many test images (null: all)")
 
 
 def cgd_loss(

@@ -25,64 +25,31 @@ imitates the real trigger, and ABD's CA/ASR with each).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cgd_kedro.clip.triggers import ClipTrigger, apply_trigger, corner_mask, frozen, optimise_corner_patch
 from cgd_kedro.clip.zero_shot import clip_preprocess
-from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.config import MAX_BATCH_SIZE, MAX_STEPS, ParameterModel
 
-PATCH_METHODS = ("direct", "generator")
+class AdversarialPatchConfig(ParameterModel):
+    """The ``abd.patch`` parameters."""
 
+    SECTION: ClassVar[str] = "abd.patch"
 
-@dataclass(frozen=True)
-class AdversarialPatchConfig:
-    """The ``abd.patch`` parameters.
-
-    Attributes:
-        patch_size: side of the corner patch in pixels (6 of 32 = 3.5% of the image; the paper: ~3%).
-        steps: Adam steps.
-        lr: Adam learning rate on the patch's logits (``direct``).
-        batch_size: clean pairs per step.
-        method: ``direct`` (optimise the pattern) or ``generator`` (noise-fed generator with a
-            discriminator, the paper's).
-        generator_lr: Adam learning rate of the generator and the discriminator (``generator`` only).
-        noise_dim: the generator's noise dimension (``generator`` only).
-        adversarial_weight: weight of the generator's GAN loss next to ``L_bd`` (``generator`` only).
-    """
-
-    patch_size: int = 6
-    steps: int = 200
-    lr: float = 0.05
-    batch_size: int = 128
-    method: str = "direct"
-    generator_lr: float = 1e-3
-    noise_dim: int = 32
-    adversarial_weight: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.method not in PATCH_METHODS:
-            raise ValueError(f"abd.patch.method: unknown method {self.method!r}; expected one of {list(PATCH_METHODS)}")
-        require("abd.patch", self, {
-            "patch_size": positive_int(self.patch_size),
-            "steps": positive_int(self.steps),
-            "lr": self.lr > 0,
-            "batch_size": positive_int(self.batch_size) and self.batch_size >= 2,
-            "generator_lr": self.generator_lr > 0,
-            "noise_dim": positive_int(self.noise_dim),
-            "adversarial_weight": self.adversarial_weight >= 0,
-        })  # fmt: skip
-
-    @classmethod
-    def from_params(cls, params: dict) -> AdversarialPatchConfig:
-        return section_from_params(cls, params, "abd.patch")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    patch_size: int = Field(6, ge=1, le=1024, description="side of the corner patch in pixels (6 of 32 = 3.5% of the image; the paper: ~3%)")
+    steps: int = Field(200, ge=1, le=MAX_STEPS, description="Adam steps")
+    lr: float = Field(0.05, gt=0, le=10, description="Adam learning rate on the patch's logits (direct)")
+    batch_size: int = Field(128, ge=2, le=MAX_BATCH_SIZE, description="clean pairs per step")
+    method: Literal["direct", "generator"] = Field("direct", description="direct (optimise the pattern) or generator (noise-fed generator with a discriminator, the paper's)")
+    generator_lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate of the generator and the discriminator (generator only)")
+    noise_dim: int = Field(32, ge=1, le=4096, description="the generator's noise dimension (generator only)")
+    adversarial_weight: float = Field(0.1, ge=0, le=1000, description="weight of the generator's GAN loss next to L_bd (generator only)")
 
 
 def backdoor_loss(patched_features: Tensor, text_features: Tensor) -> Tensor:

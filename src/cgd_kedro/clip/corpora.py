@@ -12,30 +12,24 @@ are the images' classes (used to pick non-target images to poison, and for figur
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 
-from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.config import MAX_IMAGES, ParameterModel
 from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.data.world import captions_for, generate_images
 from cgd_kedro.runtime import derive_seed
 
 
-@dataclass(frozen=True)
-class ClipCorpusConfig:
-    """The ``clip_corpus`` parameters: ``n_finetune`` poisonable pairs, ``n_defense`` clean pairs."""
+class ClipCorpusConfig(ParameterModel):
+    """The ``clip_corpus`` parameters: the embedded world's image-caption pairs for ``abd_defense``."""
 
-    n_finetune: int = 10000
-    n_defense: int = 5000
+    SECTION: ClassVar[str] = "clip_corpus"
 
-    def __post_init__(self) -> None:
-        require("clip_corpus", self, {"n_finetune": positive_int(self.n_finetune) and self.n_finetune >= 2,
-                                      "n_defense": positive_int(self.n_defense) and self.n_defense >= 2})  # fmt: skip
-
-    @classmethod
-    def from_params(cls, params: dict) -> ClipCorpusConfig:
-        return section_from_params(cls, params, "clip_corpus")
+    n_finetune: int = Field(10000, ge=2, le=MAX_IMAGES, description="poisonable fine-tuning pairs")
+    n_defense: int = Field(5000, ge=2, le=MAX_IMAGES, description="clean pairs the CLIP defenses fine-tune on")
 
 
 def world_corpora(config: ClipCorpusConfig, *, seed: int, image_size: int, difficulty: float) -> tuple[dict, dict]:

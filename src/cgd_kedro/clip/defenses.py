@@ -11,55 +11,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
 from cgd_kedro.clip.eda import eda_batch
 from cgd_kedro.clip.pretrain import ContrastiveConfig, Views, train_contrastive
 from cgd_kedro.clip.triggers import ClipTrigger, apply_trigger
-from cgd_kedro.config import positive_int, require, reject_unknown
+from cgd_kedro.config import MAX_BATCH_SIZE, ParameterModel
 
 CLIP_DEFENSES = ("ft", "cleanclip", "abd")
 
 
-@dataclass(frozen=True)
-class ClipDefenseConfig:
-    """The ``clip_defense`` parameters, shared by the three defenses so they are comparable.
+class ClipDefenseConfig(ParameterModel):
+    """The ``clip_defense`` parameters, shared by FT, CleanCLIP and ABD so they are comparable."""
 
-    Attributes:
-        finetune: the fine-tuning recipe (``ContrastiveConfig``: epochs, batch size, lr, ...).
-        lambda1, lambda2: weights of L_CLIP and L_SS (1, 1).
-        eda_alpha: share of words each EDA operation changes (0.1).
-        autoaugment_group: images that share one AutoAugment draw (v2 ops act per call).
-    """
+    SECTION: ClassVar[str] = "clip_defense"
 
-    finetune: ContrastiveConfig = field(default_factory=lambda: ContrastiveConfig(epochs=5, batch_size=128, lr=1e-4, augment=False))
-    lambda1: float = 1.0
-    lambda2: float = 1.0
-    eda_alpha: float = 0.1
-    autoaugment_group: int = 8
-
-    def __post_init__(self) -> None:
-        require("clip_defense", self, {
-            "lambda1": self.lambda1 >= 0,
-            "lambda2": self.lambda2 >= 0,
-            "eda_alpha": 0 <= self.eda_alpha <= 1,
-            "autoaugment_group": positive_int(self.autoaugment_group),
-        })  # fmt: skip
-
-    @classmethod
-    def from_params(cls, params: dict) -> ClipDefenseConfig:
-        reject_unknown(cls, params, "clip_defense")
-        params = dict(params)
-        if "finetune" in params:
-            params["finetune"] = ContrastiveConfig.from_params(dict(params["finetune"] or {}), "clip_defense.finetune")
-        return cls(**params)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    finetune: ContrastiveConfig = Field(default_factory=lambda: ContrastiveConfig(epochs=5, batch_size=128, lr=1e-4, augment=False),
+                                        description="the fine-tuning recipe (epochs, batch size, lr, ...)")  # fmt: skip
+    lambda1: float = Field(1.0, ge=0, le=1000, description="weight of L_CLIP")
+    lambda2: float = Field(1.0, ge=0, le=1000, description="weight of L_SS (CleanCLIP's in-modality term)")
+    eda_alpha: float = Field(0.1, ge=0, le=1, description="share of words each EDA operation changes")
+    autoaugment_group: int = Field(8, ge=1, le=MAX_BATCH_SIZE, description="images that share one AutoAugment draw")
 
 
 def autoaugment_view(images: Tensor, group: int) -> Tensor:

@@ -18,10 +18,10 @@ A CLIP checkpoint in the catalog is ``{"model_name": str, "state_dict": {...}}``
 from __future__ import annotations
 
 import logging
+import pickle
 from functools import cache
 from pathlib import Path
 
-import open_clip
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -41,16 +41,22 @@ PROJECT_PREPROCESS = {EMBEDDED_CLIP: {"mean": (0.465, 0.465, 0.454), "std": (0.1
 
 
 @cache
-def _register_project_configs() -> None:
+def _open_clip():
+    """open_clip, imported on first use with the project's model configs registered (importing it
+    takes seconds; a run whose parameters are refused, or that never builds a CLIP, does not pay it)."""
+    import open_clip
+
     open_clip.add_model_config(CONFIG_DIR)
+    return open_clip
 
 
 def list_clip_models() -> list[str]:
-    _register_project_configs()
-    return open_clip.list_models()
+    return _open_clip().list_models()
 
 
 def check_clip_name(model_name: str) -> None:
+    if model_name in PRETRAINABLE_CLIPS:  # the project's own configs (model_configs/)
+        return
     if model_name not in list_clip_models():
         raise ValueError(
             f"clip.model_name: unknown open_clip model {model_name!r}; e.g. {EMBEDDED_CLIP!r}, 'ViT-B-32', 'RN50'"
@@ -63,14 +69,14 @@ def create_clip(model_name: str) -> nn.Module:
     # open_clip warns that no pretrained weights were loaded; here that is the intent.
     logging.getLogger("root").disabled, previous = True, logging.getLogger("root").disabled
     try:
-        return open_clip.create_model(model_name, pretrained=None, force_preprocess_cfg=PROJECT_PREPROCESS.get(model_name))
+        return _open_clip().create_model(model_name, pretrained=None, force_preprocess_cfg=PROJECT_PREPROCESS.get(model_name))
     finally:
         logging.getLogger("root").disabled = previous
 
 
 def get_tokenizer(model_name: str):
     check_clip_name(model_name)
-    return open_clip.get_tokenizer(model_name)
+    return _open_clip().get_tokenizer(model_name)
 
 
 def resolve_weights_path(path: str | Path) -> Path:
@@ -100,8 +106,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's advice (weights_only=False) is exactly what must not be done
+        raise ValueError(
+            f"clip.weights: {str(path)!r} refused: it holds Python objects other than tensors (a pickle that "
+            "would run code when loaded); save the model's state_dict with safetensors or torch.save(model.state_dict())"
+        ) from None
     except (SafetensorError, RuntimeError, OSError, ValueError, EOFError) as error:
-        raise ValueError(f"clip.weights: {str(path)!r} is not a readable CLIP checkpoint ({error})") from error
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise ValueError(f"clip.weights: {str(path)!r} is not a readable CLIP checkpoint ({first_line})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -137,6 +149,6 @@ def preprocess_config(model: nn.Module) -> dict:
     size = size[0] if isinstance(size, (tuple, list)) else size
     return {
         "size": int(size),
-        "mean": tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-        "std": tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+        "mean": tuple(cfg.get("mean", _open_clip().OPENAI_DATASET_MEAN)),
+        "std": tuple(cfg.get("std", _open_clip().OPENAI_DATASET_STD)),
     }

@@ -9,62 +9,35 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step, prepare_model, to_device
 from cgd_kedro.clip.losses import cleanclip_loss, clip_loss
 from cgd_kedro.clip.zero_shot import clip_preprocess
-from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.config import MAX_BATCH_SIZE, MAX_EPOCHS, ParameterModel
 from cgd_kedro.runtime import log_time_estimate
 from cgd_kedro.training.augment import crop_and_flip
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ContrastiveConfig:
-    """Hyper-parameters of ``train_contrastive``.
+class ContrastiveConfig(ParameterModel):
+    """Hyper-parameters of ``train_contrastive`` (the same recipe serves pretraining, backdoor
+    implanting and the CLIP defenses)."""
 
-    Attributes:
-        epochs: passes over the pairs.
-        batch_size: pairs per step (the InfoNCE negatives are the rest of the batch).
-        lr: peak AdamW learning rate (one-cycle: warm-up then cosine decay).
-        weight_decay: AdamW weight decay (not applied to norms, biases and the logit scale).
-        warmup: share of steps spent warming up.
-        augment: random crop (pad 2) and horizontal flip of the images.
-    """
+    SECTION: ClassVar[str] = "clip.pretrain"
 
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 0.1
-    warmup: float = 0.1
-    augment: bool = True
-
-    def __post_init__(self) -> None:
-        require("clip.pretrain", self, {
-            "epochs": positive_int(self.epochs),
-            "batch_size": positive_int(self.batch_size) and self.batch_size >= 2,
-            "lr": self.lr > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup": 0 <= self.warmup < 1,
-        })  # fmt: skip
-
-    @classmethod
-    def from_params(cls, params: dict, section: str = "clip.pretrain") -> ContrastiveConfig:
-        """The config of ``section`` (the same recipe serves pretraining, backdoor implanting and
-        the CLIP defenses); errors name ``section``."""
-        try:
-            return section_from_params(cls, params, section)
-        except ValueError as error:
-            raise ValueError(str(error).replace("clip.pretrain.", f"{section}.", 1)) from None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="passes over the pairs")
+    batch_size: int = Field(256, ge=2, le=MAX_BATCH_SIZE, description="pairs per step (the InfoNCE negatives are the rest of the batch)")
+    lr: float = Field(2e-3, gt=0, le=10, description="peak AdamW learning rate (warm-up then cosine decay)")
+    weight_decay: float = Field(0.1, ge=0, le=10, description="AdamW weight decay (not on norms, biases and the logit scale)")
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up")
+    augment: bool = Field(True, description="random crop (pad 2) and horizontal flip of the images")
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

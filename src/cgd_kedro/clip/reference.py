@@ -21,10 +21,11 @@ ranking only slightly (softmax is monotone per sample, not across samples).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from cgd_kedro.clip.factory import (
@@ -41,7 +42,7 @@ from cgd_kedro.clip.factory import (
 )
 from cgd_kedro.clip.pretrain import ContrastiveConfig, train_contrastive
 from cgd_kedro.clip.zero_shot import class_text_embeddings, image_embeddings, zero_shot_logits
-from cgd_kedro.config import reject_unknown
+from cgd_kedro.config import MAX_BATCH_SIZE, ParameterModel
 
 # Captions of the CLIP stand-in's pretraining pairs: CLIP's own CIFAR prompt list (Radford et al.
 # 2021), so that the text tower sees varied sentences rather than one template per class; without
@@ -64,52 +65,36 @@ DEFAULT_TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class ClipConfig:
-    """The ``clip`` parameters.
+class ClipConfig(ParameterModel):
+    """The ``clip`` parameters."""
 
-    Attributes:
-        model_name: open_clip model name (``cgd-embedded-clip`` and ``cgd-small-clip`` are the
-            project's own configs, the ones that can be pretrained here).
-        weights: local open_clip weights file; ``None`` = pretrain ``model_name`` here (the
-            embedded CLIP, or the stand-in of a real dataset).
-        templates: prompt templates with ``{}`` for the class name, averaged as an ensemble;
-            ``None`` = the dataset's defaults (``DEFAULT_TEMPLATES``).
-        caption_templates: captions of the stand-in's pretraining pairs, one template per image
-            in turn; ``None`` = CLIP's CIFAR prompt list (``CAPTION_TEMPLATES``).
-        logit_scale: multiplies the cosine similarities (reference: 1, i.e. none).
-        batch_size: images per forward pass when scoring.
-        pretrain: contrastive pretraining of the embedded CLIP (``ContrastiveConfig``).
-    """
+    SECTION: ClassVar[str] = "clip"
 
-    model_name: str = EMBEDDED_CLIP
-    weights: str | None = None
-    templates: tuple[str, ...] | None = None
-    caption_templates: tuple[str, ...] | None = None
-    logit_scale: float = 1.0
-    batch_size: int = 256
-    pretrain: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    model_name: str = Field(EMBEDDED_CLIP, description="open_clip model name; cgd-embedded-clip and cgd-small-clip are the project's own configs, the ones pretrained here")
+    weights: str | None = Field(None, description="local open_clip weights file; null = pretrain model_name here (the embedded CLIP, or a real dataset's stand-in)")
+    templates: tuple[str, ...] | None = Field(None, strict=False, description="prompt templates with {} for the class name, averaged; null = the dataset's defaults")
+    caption_templates: tuple[str, ...] | None = Field(None, strict=False, description="captions of the stand-in's pretraining pairs, in turn; null = CLIP's CIFAR prompt list")
+    logit_scale: float = Field(1.0, gt=0, le=1000, description="multiplies the cosine similarities (the reference: 1, i.e. none)")
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH_SIZE, description="images per forward pass when scoring")
+    pretrain: ContrastiveConfig = Field(default_factory=ContrastiveConfig, description="contrastive pretraining of a CLIP made here")
 
+    @field_validator("model_name")
     @classmethod
-    def from_params(cls, params: dict) -> ClipConfig:
-        reject_unknown(cls, params, "clip")
-        templates, captions = params.get("templates"), params.get("caption_templates")
-        config = cls(
-            **{k: v for k, v in params.items() if k not in ("templates", "caption_templates", "pretrain")},
-            templates=tuple(templates) if templates else None,
-            caption_templates=tuple(captions) if captions else None,
-            pretrain=ContrastiveConfig.from_params(dict(params.get("pretrain") or {})),
-        )
-        check_clip_name(config.model_name)
-        for key in ("templates", "caption_templates"):
-            value = getattr(config, key)
-            if value and any("{}" not in t for t in value):
-                raise ValueError(f"clip.{key}: every template needs '{{}}' for the class name, got {list(value)}")
-        if not config.logit_scale > 0:
-            raise ValueError(f"clip.logit_scale: expected a positive number, got {config.logit_scale!r}")
-        if not isinstance(config.batch_size, int) or config.batch_size < 1:
-            raise ValueError(f"clip.batch_size: expected a positive integer, got {config.batch_size!r}")
-        return config
+    def _known_model(cls, model_name: str) -> str:
+        check_clip_name(model_name)
+        return model_name
+
+    @field_validator("templates", "caption_templates", mode="before")
+    @classmethod
+    def _none_if_empty(cls, templates: object) -> object:
+        return templates or None
+
+    @field_validator("templates", "caption_templates")
+    @classmethod
+    def _class_placeholder(cls, templates: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if templates and any("{}" not in t for t in templates):
+            raise ValueError(f"every template needs '{{}}' for the class name, got {list(templates)}")
+        return templates
 
     def check_source(self, dataset_name: str, holdout_size: int = 0) -> None:
         """Cheap check, before any work, that the weights can come from somewhere.

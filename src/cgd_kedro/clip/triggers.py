@@ -27,16 +27,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cgd_kedro.attacks.base import pixel_affine
 from cgd_kedro.clip.pretrain import ContrastiveConfig
 from cgd_kedro.clip.zero_shot import clip_preprocess
-from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.config import MAX_BATCH_SIZE, MAX_STEPS, ParameterModel
 
 log = logging.getLogger(__name__)
 
@@ -46,54 +47,30 @@ CLIP_NAMESPACE_PREFIX = "clip_"
 ClipTrigger = dict[str, Tensor]  # {"pattern": C x H x W, "mask": 1 x H x W}, floats in [0, 1]
 
 
-@dataclass(frozen=True)
-class ClipAttackConfig:
-    """One CLIP attack (the ``clip_attack`` parameters of an ``abd_defense`` namespace).
+class ClipAttackConfig(ParameterModel):
+    """One CLIP attack (the ``clip_attack`` parameters of an ``abd_defense`` namespace)."""
 
-    Attributes:
-        attack: ``badnet``, ``blended`` or ``badclip``.
-        target: target class index; poisoned captions name it.
-        poison_ratio: share of the fine-tuning pairs poisoned (non-target images only).
-        caption_templates: poisoned captions, ``{}`` = the target class name, one drawn per pair.
-        patch_size: side of the corner patch in pixels (badnet, badclip).
-        blend_alpha: mask value of the blended trigger.
-        badclip_steps, badclip_lr, badclip_batch_size: Adam optimisation of the badclip patch.
-        finetune: the contrastive fine-tuning that implants the backdoor (``ContrastiveConfig``).
-    """
+    SECTION: ClassVar[str] = "clip_attack"
 
-    attack: str = "badnet"
-    target: int = 0
-    poison_ratio: float = 0.05
-    caption_templates: tuple[str, ...] = ("a photo of a {}", "a picture of a {}", "an image of a {}")
-    patch_size: int = 4
-    blend_alpha: float = 0.2
-    badclip_steps: int = 100
-    badclip_lr: float = 0.05
-    badclip_batch_size: int = 128
-    finetune: ContrastiveConfig = ContrastiveConfig(epochs=10, batch_size=64, lr=2e-3)
+    attack: Literal["badnet", "blended", "badclip"] = Field("badnet", description="the CLIP attack")
+    target: int = Field(0, ge=0, le=100_000, description="target class index; poisoned captions name it")
+    poison_ratio: float = Field(0.05, gt=0, lt=1, description="share of the fine-tuning pairs poisoned (non-target images only)")
+    caption_templates: tuple[str, ...] = Field(("a photo of a {}", "a picture of a {}", "an image of a {}"), strict=False, min_length=1,
+                                               description="poisoned captions, {} = the target class name, one drawn per pair")  # fmt: skip
+    patch_size: int = Field(4, ge=1, le=1024, description="side of the corner patch in pixels (badnet, badclip)")
+    blend_alpha: float = Field(0.2, gt=0, le=1, description="mask value of the blended trigger")
+    badclip_steps: int = Field(100, ge=1, le=MAX_STEPS, description="Adam steps optimising the badclip patch")
+    badclip_lr: float = Field(0.05, gt=0, le=10, description="Adam learning rate of the badclip patch")
+    badclip_batch_size: int = Field(128, ge=2, le=MAX_BATCH_SIZE, description="pairs per badclip step")
+    finetune: ContrastiveConfig = Field(default_factory=lambda: ContrastiveConfig(epochs=10, batch_size=64, lr=2e-3),
+                                        description="the contrastive fine-tuning that implants the backdoor")  # fmt: skip
 
-    def __post_init__(self) -> None:
-        if self.attack not in CLIP_ATTACKS:
-            raise ValueError(f"clip_attack.attack: unknown CLIP attack {self.attack!r}; expected one of {list(CLIP_ATTACKS)}")
-        require("clip_attack", self, {
-            "target": isinstance(self.target, int) and self.target >= 0,
-            "poison_ratio": 0 < self.poison_ratio < 1,
-            "caption_templates": bool(self.caption_templates) and all("{}" in t for t in self.caption_templates),
-            "patch_size": positive_int(self.patch_size),
-            "blend_alpha": 0 < self.blend_alpha <= 1,
-            "badclip_steps": positive_int(self.badclip_steps),
-            "badclip_lr": self.badclip_lr > 0,
-            "badclip_batch_size": positive_int(self.badclip_batch_size) and self.badclip_batch_size >= 2,
-        })  # fmt: skip
-
+    @field_validator("caption_templates")
     @classmethod
-    def from_params(cls, params: dict) -> ClipAttackConfig:
-        params = dict(params)
-        if "caption_templates" in params:
-            params["caption_templates"] = tuple(params["caption_templates"])
-        if "finetune" in params:
-            params["finetune"] = ContrastiveConfig.from_params(dict(params["finetune"] or {}), "clip_attack.finetune")
-        return section_from_params(cls, params, "clip_attack")
+    def _class_placeholder(cls, templates: tuple[str, ...]) -> tuple[str, ...]:
+        if any("{}" not in t for t in templates):
+            raise ValueError(f"every template needs '{{}}' for the target class name, got {list(templates)}")
+        return templates
 
     @classmethod
     def from_shared(cls, shared: dict, own: dict) -> ClipAttackConfig:
@@ -102,9 +79,6 @@ class ClipAttackConfig:
         if "finetune" in shared and "finetune" in own:
             merged["finetune"] = dict(shared["finetune"]) | dict(own["finetune"])
         return cls.from_params(merged)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def corner_mask(image_size: int, patch_size: int) -> Tensor:

@@ -7,11 +7,13 @@ Kedro environment overrides ``name`` and ``root``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from typing import Annotated, ClassVar, Literal
 from pathlib import Path
 
 import torch
+from pydantic import Field, field_validator, model_validator
 
+from cgd_kedro.config import MAX_IMAGES, ParameterModel
 from cgd_kedro.data import world
 from cgd_kedro.data.decode_cache import cached_decode
 from cgd_kedro.data.image_folder import class_folders, is_image_folder, load_image_folder
@@ -32,120 +34,65 @@ IMAGE_FOLDER = "image-folder"
 DEFAULT_CLIP_HOLDOUT = 10000
 
 
-@dataclass(frozen=True)
-class WorldConfig:
+class WorldConfig(ParameterModel):
     """Size and difficulty of the embedded world (see ``cgd_kedro.data.world``)."""
 
-    seed: int = 0
-    n_train: int = 20000
-    n_test: int = 4000
-    n_captions: int = 20000
-    image_size: int = 32
-    difficulty: float = 0.5
+    SECTION: ClassVar[str] = "dataset.world"
+
+    seed: int = Field(0, ge=0, description="the world's own seed (which images exist), fixed apart from runtime.seed")
+    n_train: int = Field(20000, ge=1, le=MAX_IMAGES, description="training images")
+    n_test: int = Field(4000, ge=1, le=MAX_IMAGES, description="test images")
+    n_captions: int = Field(20000, ge=1, le=MAX_IMAGES, description="image-caption pairs for the embedded CLIP")
+    image_size: int = Field(32, ge=8, le=512, description="side of the square images in pixels")
+    difficulty: float = Field(0.5, ge=0, le=1, description="clutter, noise, colour jitter, placement")
 
 
-@dataclass(frozen=True)
-class ClipHoldoutConfig:
+class ClipHoldoutConfig(ParameterModel):
     """The ``dataset.clip_holdout`` parameters: the "public" slice of a real training set that the
-    CLIP stand-in is pretrained on when ``clip.weights`` is not set.
+    CLIP stand-in is pretrained on when ``clip.weights`` is not set; never seen by the victim, the
+    suspicious models or any defense."""
 
-    Attributes:
-        size: images held out (stratified by class), never seen by the victim, the suspicious
-            models or any defense; ``auto``: 10,000 for a real dataset without ``clip.weights``,
-            0 otherwise (the embedded world's CLIP has its own caption corpus).
-        seed: which images; fixed apart from ``runtime.seed`` so that every seed of a study
-            trains on the same images.
-    """
+    SECTION: ClassVar[str] = "dataset.clip_holdout"
 
-    size: int | str = "auto"
-    seed: int = 0
+    size: Annotated[int, Field(ge=0, le=MAX_IMAGES)] | Literal["auto"] = Field(
+        "auto", description="images held out (stratified by class); auto = 10,000 for a real dataset without clip.weights, 0 otherwise")
+    seed: int = Field(0, ge=0, description="which images; fixed apart from runtime.seed so every seed of a study uses the same")
 
 
-@dataclass(frozen=True)
-class DatasetConfig:
-    """The ``dataset`` parameters.
+class DatasetConfig(ParameterModel):
+    """The ``dataset`` parameters. Cheap checks of the source (name, format, root directory) run
+    when the section is read, before any data is."""
 
-    Attributes:
-        name: ``embedded``, a built-in real dataset (``cifar10``, ``cifar100``, ``gtsrb``,
-            ``tinyimagenet``) or any other name for an image folder of your own.
-        root: local directory holding a real dataset; ignored for ``embedded``.
-        format: ``auto`` (the dataset's native layout if present, else an image folder),
-            ``image-folder`` (``root/{train,test}/<class>/<image>``) or the native format
-            (``cifar-pickle``, ``gtsrb-ppm``, ``tinyimagenet-official``).
-        image_size: resize real images to this size (``None``: native size).
-        max_per_class: keep at most this many training images per class (smoke runs, tests).
-        max_test_per_class: the same for the test set.
-        cache_dir: decoded datasets are kept here, keyed by a fingerprint of the source files and
-            these settings, so a later run does not decode them again (``None``: no cache).
-        clip_holdout: the slice held out for the CLIP stand-in (``ClipHoldoutConfig``).
-        mean, std: per-channel input normalisation applied inside every classifier.
-        world: the embedded world's generator settings.
-    """
+    SECTION: ClassVar[str] = "dataset"
 
-    name: str = "embedded"
-    root: str | None = None
-    format: str = "auto"
-    image_size: int | None = None
-    max_per_class: int | None = None
-    max_test_per_class: int | None = None
-    cache_dir: str | None = None
-    clip_holdout: ClipHoldoutConfig = field(default_factory=ClipHoldoutConfig)
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.25, 0.25, 0.25)
-    world: WorldConfig = field(default_factory=WorldConfig)
+    name: str = Field("embedded", min_length=1, description="embedded, a built-in real dataset (cifar10, cifar100, gtsrb, tinyimagenet) or a name of your own for an image folder")
+    root: str | None = Field(None, description="local directory holding a real dataset; ignored for embedded")
+    format: str = Field("auto", description="auto, image-folder (root/{train,test}/<class>/<image>) or the native format (cifar-pickle, gtsrb-ppm, tinyimagenet-official)")
+    image_size: int | None = Field(None, ge=1, le=4096, description="resize real images to this size (null: native size)")
+    max_per_class: int | None = Field(None, ge=1, le=MAX_IMAGES, description="keep at most this many training images per class (smoke runs, tests)")
+    max_test_per_class: int | None = Field(None, ge=1, le=MAX_IMAGES, description="the same for the test set")
+    cache_dir: str | None = Field(None, description="decoded datasets are kept here, keyed by a fingerprint of the files and these settings (null: no cache)")
+    clip_holdout: ClipHoldoutConfig = Field(default_factory=ClipHoldoutConfig, description="the slice held out for the CLIP stand-in")
+    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), strict=False, description="per-channel input normalisation applied inside every classifier")
+    std: tuple[float, float, float] = Field((0.25, 0.25, 0.25), strict=False, description="per-channel input normalisation (all > 0)")
+    world: WorldConfig = Field(default_factory=WorldConfig, description="the embedded world's generator settings")
 
+    @field_validator("std")
     @classmethod
-    def from_params(cls, params: dict) -> DatasetConfig:
-        nested = {"world": WorldConfig, "clip_holdout": ClipHoldoutConfig}
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"dataset: unknown parameter(s) {sorted(unknown)}; expected some of {sorted(known)}")
-        sections = {}
-        for key, section_cls in nested.items():
-            section = dict(params.get(key) or {})
-            section_known = set(section_cls.__dataclass_fields__)
-            if set(section) - section_known:
-                raise ValueError(
-                    f"dataset.{key}: unknown parameter(s) {sorted(set(section) - section_known)}; "
-                    f"expected some of {sorted(section_known)}"
-                )
-            sections[key] = section_cls(**section)
-        config = cls(
-            **{k: v for k, v in params.items() if k not in ("mean", "std", *nested)},
-            mean=tuple(params.get("mean", cls.mean)),
-            std=tuple(params.get("std", cls.std)),
-            **sections,
-        )
-        config.check()
-        return config
+    def _positive(cls, std: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(std) <= 0:
+            raise ValueError("every value must be greater than 0")
+        return std
 
-    def check(self) -> None:
-        """Cheap checks run before any data is read: name, format, root directory, sizes."""
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"dataset.mean/std: expected 3 values each, std > 0; got {self.mean}, {self.std}")
-        for key in ("max_per_class", "max_test_per_class", "image_size"):
-            value = getattr(self, key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"dataset.{key}: expected a positive integer or null, got {value!r}")
-        holdout = self.clip_holdout
-        if holdout.size != "auto" and (isinstance(holdout.size, bool) or not isinstance(holdout.size, int) or holdout.size < 0):
-            raise ValueError(f"dataset.clip_holdout.size: expected 'auto' or a non-negative integer, got {holdout.size!r}")
-        if isinstance(holdout.seed, bool) or not isinstance(holdout.seed, int) or holdout.seed < 0:
-            raise ValueError(f"dataset.clip_holdout.seed: expected a non-negative integer, got {holdout.seed!r}")
+    @model_validator(mode="after")
+    def _source_exists(self) -> DatasetConfig:
         if self.name == "embedded":
-            w = self.world
-            for key in ("n_train", "n_test", "n_captions"):
-                if not isinstance(getattr(w, key), int) or getattr(w, key) < 1:
-                    raise ValueError(f"dataset.world.{key}: expected a positive integer, got {getattr(w, key)!r}")
-            if not 0 <= w.difficulty <= 1:
-                raise ValueError(f"dataset.world.difficulty: expected a value in [0, 1], got {w.difficulty!r}")
-            if holdout.size not in ("auto", 0):
+            if self.clip_holdout.size not in ("auto", 0):
                 raise ValueError(
                     "dataset.clip_holdout.size: the embedded world's CLIP is pretrained on its own caption corpus; "
-                    f"use auto or 0, got {holdout.size!r}"
+                    f"use auto or 0, got {self.clip_holdout.size!r}"
                 )
-            return
+            return self
         formats = ("auto", IMAGE_FOLDER, *([NATIVE_FORMATS[self.name]] if self.name in NATIVE_FORMATS else []))
         if self.format not in formats:
             raise ValueError(f"dataset.format: {self.format!r} does not apply to dataset {self.name!r}; expected one of {list(formats)}")
@@ -167,6 +114,8 @@ class DatasetConfig:
                 f"dataset.name: {self.name!r} is not a built-in dataset ({', '.join(DATASET_NAMES)}), so it must be an "
                 f"image folder; '{self.root}' has no train/ and test/ folders"
             )
+
+        return self
 
     def resolved_format(self) -> str:
         """The on-disk format of a real dataset: the configured one, or for ``auto`` the native layout

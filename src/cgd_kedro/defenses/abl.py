@@ -15,69 +15,38 @@ The defense sees the training images and their given labels only.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step, prepare_model, to_device
-from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.config import MAX_BATCH_SIZE, MAX_EPOCHS, ParameterModel
 from cgd_kedro.training.augment import crop_and_flip
 from cgd_kedro.training.classifier import to_unit_float
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ABLConfig:
-    """The ``abl`` parameters.
+class ABLConfig(ParameterModel):
+    """The ``abl`` parameters (BackdoorBench's, with shorter phases for the embedded world)."""
 
-    Attributes:
-        isolation_ratio: share of the training set isolated as backdoor samples (0.01).
-        gamma: flooding level of the LGA loss (0.5).
-        isolation_epochs: epochs of LGA training before isolating (BackdoorBench: 20; here 5: with 2
-            the trigger is not learnt yet and BadNets' isolation precision was 0.0, with 5 it is 0.985).
-        finetune_epochs: epochs of plain training on the non-isolated samples (BackdoorBench: 60; here 5).
-        unlearning_epochs: epochs of gradient ascent on the isolated samples (5).
-        lr: SGD learning rate of isolation and fine-tuning (cosine over both; 0.05 like the victim here).
-        lr_unlearning: SGD learning rate of the unlearning phase (5e-4).
-        momentum, weight_decay, batch_size, augment: as for the victim.
-    """
+    SECTION: ClassVar[str] = "abl"
 
-    isolation_ratio: float = 0.01
-    gamma: float = 0.5
-    isolation_epochs: int = 5
-    finetune_epochs: int = 5
-    unlearning_epochs: int = 5
-    lr: float = 0.05
-    lr_unlearning: float = 5e-4
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    augment: bool = True
-    flip: bool = True  # only where the dataset allows it (not GTSRB)
-
-    def __post_init__(self) -> None:
-        require("abl", self, {
-            "isolation_ratio": 0 < self.isolation_ratio < 1,
-            "gamma": self.gamma >= 0,
-            "isolation_epochs": positive_int(self.isolation_epochs),
-            "finetune_epochs": isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0,
-            "unlearning_epochs": isinstance(self.unlearning_epochs, int) and self.unlearning_epochs >= 0,
-            "lr": self.lr > 0,
-            "lr_unlearning": self.lr_unlearning > 0,
-            "momentum": 0 <= self.momentum < 1,
-            "weight_decay": self.weight_decay >= 0,
-            "batch_size": positive_int(self.batch_size),
-        })  # fmt: skip
-
-    @classmethod
-    def from_params(cls, params: dict) -> ABLConfig:
-        return section_from_params(cls, params, "abl")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    isolation_ratio: float = Field(0.01, gt=0, lt=1, description="share of the training set isolated as backdoor samples")
+    gamma: float = Field(0.5, ge=0, le=100, description="flooding level of the LGA loss")
+    isolation_epochs: int = Field(5, ge=1, le=MAX_EPOCHS, description="epochs of LGA training before isolating (BackdoorBench: 20)")
+    finetune_epochs: int = Field(5, ge=0, le=MAX_EPOCHS, description="epochs of plain training on the non-isolated samples (BackdoorBench: 60)")
+    unlearning_epochs: int = Field(5, ge=0, le=MAX_EPOCHS, description="epochs of gradient ascent on the isolated samples")
+    lr: float = Field(0.05, gt=0, le=10, description="SGD learning rate of isolation and fine-tuning (cosine over both)")
+    lr_unlearning: float = Field(5e-4, gt=0, le=10, description="SGD learning rate of the unlearning phase")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 penalty")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE, description="images per step")
+    augment: bool = Field(True, description="random crop and flip, as for the victim")
+    flip: bool = Field(True, description="only where the dataset allows it (not GTSRB)")
 
 
 def lga_loss(logits: Tensor, labels: Tensor, gamma: float) -> Tensor:

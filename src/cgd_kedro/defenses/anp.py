@@ -23,14 +23,15 @@ registered architecture. The defense sees the clean set only.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.config import MAX_BATCH_SIZE, MAX_STEPS, ParameterModel
 from cgd_kedro.defenses.clean_set import split_clean_set
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.training.classifier import to_unit_float
@@ -38,55 +39,21 @@ from cgd_kedro.training.classifier import to_unit_float
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ANPConfig:
-    """The ``anp`` parameters (BackdoorBench names).
+class ANPConfig(ParameterModel):
+    """The ``anp`` parameters (BackdoorBench names)."""
 
-    Attributes:
-        anp_eps: bound of the neuron perturbations (0.4).
-        anp_steps: signed-gradient steps on the perturbations per batch (1).
-        anp_alpha: weight of the unperturbed loss in the mask objective (0.2).
-        nb_iter: mask-optimisation batches (BackdoorBench: 2000; here 300).
-        lr: SGD learning rate of the masks (0.2, momentum 0.9).
-        batch_size: clean samples per batch (128).
-        pruning_threshold: channels with a mask below it are pruning candidates (0.2).
-        acc_ratio: keep pruning while the held-out clean accuracy is at least this share of the
-            unpruned model's (0.9, as Fine-Pruning).
-        prune_step: channels pruned between two accuracy checks, as a share of all channels (0.01).
-        validation_fraction: share of the clean set held out for those checks (0.2).
-    """
+    SECTION: ClassVar[str] = "anp"
 
-    anp_eps: float = 0.4
-    anp_steps: int = 1
-    anp_alpha: float = 0.2
-    nb_iter: int = 300
-    lr: float = 0.2
-    batch_size: int = 128
-    pruning_threshold: float = 0.2
-    acc_ratio: float = 0.9
-    prune_step: float = 0.01
-    validation_fraction: float = 0.2
-
-    def __post_init__(self) -> None:
-        require("anp", self, {
-            "anp_eps": 0 <= self.anp_eps < 1,
-            "anp_steps": positive_int(self.anp_steps),
-            "anp_alpha": 0 <= self.anp_alpha <= 1,
-            "nb_iter": positive_int(self.nb_iter),
-            "lr": self.lr > 0,
-            "batch_size": positive_int(self.batch_size),
-            "pruning_threshold": 0 <= self.pruning_threshold <= 1,
-            "acc_ratio": 0 < self.acc_ratio <= 1,
-            "prune_step": 0 < self.prune_step <= 1,
-            "validation_fraction": 0 < self.validation_fraction < 1,
-        })  # fmt: skip
-
-    @classmethod
-    def from_params(cls, params: dict) -> ANPConfig:
-        return section_from_params(cls, params, "anp")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    anp_eps: float = Field(0.4, ge=0, lt=1, description="bound of the neuron perturbations")
+    anp_steps: int = Field(1, ge=1, le=1000, description="signed-gradient steps on the perturbations per batch")
+    anp_alpha: float = Field(0.2, ge=0, le=1, description="weight of the unperturbed loss in the mask objective")
+    nb_iter: int = Field(300, ge=1, le=MAX_STEPS, description="mask-optimisation batches (BackdoorBench: 2000)")
+    lr: float = Field(0.2, gt=0, le=10, description="SGD learning rate of the masks (momentum 0.9)")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE, description="clean samples per batch")
+    pruning_threshold: float = Field(0.2, ge=0, le=1, description="channels with a mask below it are pruning candidates")
+    acc_ratio: float = Field(0.9, gt=0, le=1, description="keep pruning while held-out clean accuracy is at least this share of the unpruned model's")
+    prune_step: float = Field(0.01, gt=0, le=1, description="channels pruned between two accuracy checks, as a share of all channels")
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the clean set held out for those checks")
 
 
 class _NeuronNoise:

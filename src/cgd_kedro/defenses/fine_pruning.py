@@ -17,14 +17,15 @@ data and no poison flags.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step
-from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.config import MAX_BATCH_SIZE, MAX_EPOCHS, ParameterModel
 from cgd_kedro.defenses.clean_set import split_clean_set
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.models.classifier import last_linear, penultimate_features
@@ -34,48 +35,21 @@ from cgd_kedro.training.classifier import to_unit_float
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class FinePruningConfig:
-    """The ``fine_pruning`` parameters (BackdoorBench's defaults, fine-tuning scaled to the embedded world).
+class FinePruningConfig(ParameterModel):
+    """The ``fine_pruning`` parameters (BackdoorBench's defaults, fine-tuning scaled to the embedded world)."""
 
-    Attributes:
-        acc_ratio: keep pruning while the held-out clean accuracy is at least this share of the
-            unpruned model's (0.9).
-        prune_step: channels pruned between two accuracy checks, as a share of all channels (0.05).
-        validation_fraction: share of the clean set held out to check accuracy while pruning (0.2).
-        epochs, lr, momentum, weight_decay, batch_size, augment: the fine-tuning on the clean set.
-    """
+    SECTION: ClassVar[str] = "fine_pruning"
 
-    acc_ratio: float = 0.9
-    prune_step: float = 0.05
-    validation_fraction: float = 0.2
-    epochs: int = 10
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    augment: bool = True
-    flip: bool = True  # only where the dataset allows it (not GTSRB)
-
-    def __post_init__(self) -> None:
-        checks = {
-            "acc_ratio": 0 < self.acc_ratio <= 1,
-            "prune_step": 0 < self.prune_step <= 1,
-            "validation_fraction": 0 < self.validation_fraction < 1,
-            "epochs": isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 0,
-            "lr": self.lr > 0,
-            "momentum": 0 <= self.momentum < 1,
-            "weight_decay": self.weight_decay >= 0,
-            "batch_size": positive_int(self.batch_size),
-        }
-        require("fine_pruning", self, checks)
-
-    @classmethod
-    def from_params(cls, params: dict) -> FinePruningConfig:
-        return section_from_params(cls, params, "fine_pruning")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    acc_ratio: float = Field(0.9, gt=0, le=1, description="keep pruning while held-out clean accuracy is at least this share of the unpruned model's")
+    prune_step: float = Field(0.05, gt=0, le=1, description="channels pruned between two accuracy checks, as a share of all channels")
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the clean set held out to check accuracy while pruning")
+    epochs: int = Field(10, ge=0, le=MAX_EPOCHS, description="fine-tuning passes over the clean set")
+    lr: float = Field(0.01, gt=0, le=10, description="fine-tuning SGD learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="fine-tuning SGD momentum")
+    weight_decay: float = Field(5e-4, ge=0, le=1, description="fine-tuning L2 penalty")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE, description="fine-tuning images per step")
+    augment: bool = Field(True, description="random crop and flip while fine-tuning")
+    flip: bool = Field(True, description="only where the dataset allows it (not GTSRB)")
 
 
 @torch.no_grad()

@@ -26,7 +26,8 @@ from cgd_kedro.datasets.safetensors_datasets import ClassifierCheckpointDataset
 from cgd_kedro.models.registry import list_models
 from cgd_kedro.platform import figures
 from cgd_kedro.platform.evaluation import evaluate_submission
-from cgd_kedro.platform.jobs import DEFAULT_MAX_SECONDS, RUNNABLE, JobQueue, parse_overrides, run_command
+from cgd_kedro.parameters import check_run_parameters, parameter_rows
+from cgd_kedro.platform.jobs import DEFAULT_MAX_SECONDS, RUNNABLE, JobQueue, parse_overrides, run_command, with_overrides, without_local_paths
 from cgd_kedro.platform.limits import BodySizeLimit
 from cgd_kedro.platform.project import ProjectView, ViewCache
 from cgd_kedro.platform.submissions import MAX_UPLOAD_BYTES, SubmissionError, checked_checkpoint, inside
@@ -54,7 +55,8 @@ def create_app(
     jobs = JobQueue(project_path, platform_dir / "jobs", max_seconds=max_job_seconds)
     views = ViewCache(project_path)
     templates = Jinja2Templates(directory=str(TEMPLATES))
-    templates.env.globals |= {"style": STYLE, "sort_script": SORT_SCRIPT, "env": env or "default", "runnable": RUNNABLE}
+    templates.env.globals |= {"style": STYLE, "sort_script": SORT_SCRIPT, "env": env or "default", "runnable": RUNNABLE,
+                              "parameters": parameter_rows()}  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -64,7 +66,7 @@ def create_app(
         jobs.shutdown()  # the server stops: no run outlives it, queued jobs are marked cancelled
 
     app = FastAPI(title="cgd_kedro platform", docs_url=None, redoc_url=None, lifespan=lifespan)
-    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + MULTIPART_OVERHEAD, shown_limit=max_upload_bytes)
     app.state.jobs = jobs
 
     def view(chosen: str | None = None) -> ProjectView:
@@ -162,10 +164,14 @@ def create_app(
     def launch(request: Request, run: str = Form(...), namespaces: str = Form(""), params: str = Form("")):
         names = [n.strip() for n in namespaces.split(",") if n.strip()]
         try:
-            command = run_command(run, names, parse_overrides(params), env)
-        except ValueError as error:
+            overrides = parse_overrides(params)
+            command = run_command(run, names, overrides, env)
+            # The run's own parameter check, before a job is queued: an unknown key or a bad value is refused here.
+            check_run_parameters(with_overrides(view().params, overrides), set(names))
+        except (ValueError, FileNotFoundError) as error:
             form = {"run": run, "namespaces": namespaces, "params": params}
-            return page(request, "runs.html", 400, jobs=_recent(jobs, 50), error=str(error), form=form)
+            message = without_local_paths(str(error), project_path)
+            return page(request, "runs.html", 400, jobs=_recent(jobs, 50), error=message, form=form)
         title = f"{run}" + (f" [{', '.join(names)}]" if names else "")
         job = jobs.submit_run(title, command)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)

@@ -13,6 +13,7 @@ previous server left queued or running are marked cancelled when the next one st
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import queue
@@ -27,6 +28,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import yaml
 
 from cgd_kedro.datasets.atomic import atomic_write
 
@@ -59,6 +62,24 @@ def parse_overrides(text: str) -> dict[str, str]:
             raise ValueError(f"parameter override line {number} {raw.strip()!r}: expected key=value, e.g. cgd.epochs=2 (scalar values only)")
         overrides[key] = value
     return overrides
+
+
+def with_overrides(params: dict, overrides: dict[str, str]) -> dict:
+    """``params`` with each ``a.b.c=value`` override set, the value read as YAML (as ``kedro run
+    --params`` reads it: numbers, booleans, null, else a string)."""
+    merged = copy.deepcopy(dict(params))
+    for key, text in overrides.items():
+        *parents, last = key.split(".")
+        section = merged
+        for part in parents:
+            if not isinstance(section.get(part), dict):
+                section[part] = {}
+            section = section[part]
+        try:
+            section[last] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            section[last] = text
+    return merged
 
 
 def run_command(run: str, namespaces: list[str], overrides: dict[str, str], env: str | None) -> list[str]:

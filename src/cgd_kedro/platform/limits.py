@@ -23,9 +23,11 @@ def _limit_text(limit: int) -> str:
 class BodySizeLimit:
     """Refuse HTTP request bodies over ``max_bytes`` with 413, reading at most ``max_bytes`` of them."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, shown_limit: int | None = None) -> None:
+        """``shown_limit``: the limit the messages name (the upload limit, without the form's overhead)."""
         self.app = app
         self.max_bytes = max_bytes
+        self.shown = _limit_text(shown_limit if shown_limit is not None else max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,7 +36,7 @@ class BodySizeLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             size = int(declared)
-            await self._refuse(send, f"upload refused: the request is {size / 2**20:.1f} MiB, over the {_limit_text(self.max_bytes)} limit")
+            await self._refuse(send, f"upload refused: the request is {size / 2**20:.1f} MiB, over the {self.shown} upload limit")
             return
         received = 0
         started = False
@@ -57,7 +59,7 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await self._refuse(send, f"upload refused: the request is over the {_limit_text(self.max_bytes)} limit")
+                await self._refuse(send, f"upload refused: the request is over the {self.shown} upload limit")
 
     @staticmethod
     async def _refuse(send: Send, text: str) -> None:

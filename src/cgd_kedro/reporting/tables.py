@@ -65,7 +65,8 @@ def clip_rows(abd_report: pd.DataFrame) -> list[dict]:
 # The parameter section holding each defense's training budget (named in its `note`).
 BUDGET_PARAMETERS = {
     "cgd": "cgd", "cgd_bdclip": "cgd", "retrain": "victim.training", "abl": "abl", "fp_cgd": "fine_pruning",
-    "fp_oracle": "fine_pruning", "anp_cgd": "anp", "anp_oracle": "anp", "ft": "clip_defense", "cleanclip": "clip_defense",
+    "fp_oracle": "fine_pruning", "anp_cgd": "anp", "anp_oracle": "anp", "mcr_cgd": "mcr", "mcr_oracle": "mcr", "ibau_cgd": "ibau",
+    "ibau_oracle": "ibau", "ft": "clip_defense", "cleanclip": "clip_defense",
     "abd": "clip_defense",
 }  # fmt: skip
 TRUSTED_CHANCE_MULTIPLE = 2.0

@@ -5,76 +5,39 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cgd_kedro.accelerate import autocast, compiled_forward, grad_scaler, optimiser_step, prepare_model, to_device
-from cgd_kedro.config import positive_int, require, section_from_params
+from cgd_kedro.config import MAX_BATCH_SIZE, MAX_EPOCHS, ParameterModel
 from cgd_kedro.runtime import log_time_estimate
 from cgd_kedro.training.augment import crop_and_flip
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Hyper-parameters of ``train_classifier``; defaults are BackdoorBench's CIFAR-10 recipe.
+class TrainingConfig(ParameterModel):
+    """Hyper-parameters of ``train_classifier``; defaults are BackdoorBench's CIFAR-10 recipe."""
 
-    Attributes:
-        epochs: passes over the training set (BackdoorBench: 100; the embedded default uses fewer).
-        batch_size: images per SGD step.
-        lr: initial learning rate of SGD, decayed to 0 by a per-step cosine schedule.
-        momentum: SGD momentum.
-        weight_decay: L2 penalty.
-        augment: random crop (``crop_padding``) and, with ``flip``, horizontal flip, on the device.
-        crop_padding: zero padding of the random crop in pixels.
-        flip: mirror half the images (only where the dataset allows it: not GTSRB).
-        optimizer: ``sgd`` (with ``momentum``) or ``adam`` (``momentum`` unused; CGD's suspicious model).
-        schedule: ``cosine`` (per step, down to 0) or ``constant``.
-        warmup: share of the steps over which the learning rate first rises linearly from 0
-            (0: none, BackdoorBench; fast few-epoch recipes such as airbench's warm up).
-        label_smoothing: cross-entropy label smoothing (0: none, BackdoorBench; airbench: 0.2).
-    """
+    SECTION: ClassVar[str] = "training"
 
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    augment: bool = True
-    crop_padding: int = 4
-    flip: bool = True
-    optimizer: str = "sgd"
-    schedule: str = "cosine"
-    warmup: float = 0.0
-    label_smoothing: float = 0.0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": positive_int(self.epochs),
-            "batch_size": positive_int(self.batch_size),
-            "lr": self.lr > 0,
-            "momentum": 0 <= self.momentum < 1,
-            "weight_decay": self.weight_decay >= 0,
-            "crop_padding": isinstance(self.crop_padding, int) and self.crop_padding >= 0,
-            "optimizer": self.optimizer in ("sgd", "adam"),
-            "schedule": self.schedule in ("cosine", "constant"),
-            "warmup": isinstance(self.warmup, (int, float)) and 0 <= self.warmup < 1,
-            "label_smoothing": isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
-        }
-        require("training", self, checks)
-
-    @classmethod
-    def from_params(cls, params: dict, section: str = "training") -> TrainingConfig:
-        """Build from a parameters dict, rejecting unknown keys by name (catches typos in YAML)."""
-        return section_from_params(cls, params, section)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description="passes over the training set (BackdoorBench: 100)")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE, description="images per SGD step")
+    lr: float = Field(0.01, gt=0, le=10, description="initial learning rate, decayed by `schedule`")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (unused by adam)")
+    weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 penalty")
+    augment: bool = Field(True, description="random crop (`crop_padding`) and, with `flip`, horizontal flip, on the device")
+    crop_padding: int = Field(4, ge=0, le=64, description="zero padding of the random crop, in pixels")
+    flip: bool = Field(True, description="mirror half the images (only where the dataset allows it: not GTSRB)")
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (with momentum) or adam (CGD's suspicious model)")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="cosine: per step, down to 0")
+    warmup: float = Field(0.0, ge=0, lt=1, description="share of the steps over which the lr first rises linearly from 0")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing (BackdoorBench: 0)")
 
 
 def to_unit_float(images: Tensor) -> Tensor:

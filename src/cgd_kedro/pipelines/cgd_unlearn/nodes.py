@@ -20,6 +20,8 @@ from cgd_kedro.data.imageset import ImageSet, subset
 from cgd_kedro.defenses.abl import ABLConfig, anti_backdoor_learning
 from cgd_kedro.defenses.anp import ANPConfig, adversarial_neuron_pruning
 from cgd_kedro.defenses.fine_pruning import FinePruningConfig, fine_prune
+from cgd_kedro.defenses.ibau import IBAUConfig, implicit_backdoor_unlearning
+from cgd_kedro.defenses.mcr import MCRConfig, mode_connectivity_repair
 from cgd_kedro.metrics import defense_effectiveness_rating, evaluate_backdoor
 from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
 from cgd_kedro.parameters import RuntimeConfig, VictimConfig
@@ -96,9 +98,13 @@ def anti_backdoor_learning_defense(
 
 
 def cgd_clean_data(poisoned_train: ImageSet, cgd_split: dict) -> ImageSet:
-    """CGD's clean subset (distinct samples, given labels) as the clean set of a clean-data defense."""
+    """CGD's clean subset (distinct samples, given labels) as the clean set of a clean-data defense,
+    with CGD's triggered subset alongside (``triggered_images``/``triggered_labels``, training data:
+    MCR's ASR proxy)."""
     indices = cgd_split["clean"].nonzero().squeeze(1)
-    return {"images": poisoned_train["images"][indices], "labels": poisoned_train["labels"][indices]}
+    triggered = cgd_split["triggered"].nonzero().squeeze(1)
+    return {"images": poisoned_train["images"][indices], "labels": poisoned_train["labels"][indices],
+            "triggered_images": poisoned_train["images"][triggered], "triggered_labels": poisoned_train["labels"][triggered]}  # fmt: skip
 
 
 def oracle_clean_data(train_set: ImageSet, oracle_fraction: float, runtime: dict) -> ImageSet:
@@ -111,15 +117,17 @@ def oracle_clean_data(train_set: ImageSet, oracle_fraction: float, runtime: dict
     return {"images": train_set["images"][indices], "labels": train_set["labels"][indices]}
 
 
-def _defend_with_clean_data(victim_model: dict, clean_data: ImageSet, runtime: dict, defend, config, stream: str) -> tuple[dict, dict]:
-    """Run a clean-data defense ``defend(model, images, labels, config, device=, generator=)`` on a
-    copy of the victim; the defended checkpoint and ``{seconds, clean_samples, ...}``."""
+def _defend_with_clean_data(
+    victim_model: dict, clean_data: ImageSet, runtime: dict, defend, config, stream: str, **extra
+) -> tuple[dict, dict]:  # fmt: skip
+    """Run a clean-data defense ``defend(model, images, labels, config, device=, generator=, **extra)``
+    on a copy of the victim; the defended checkpoint and ``{seconds, clean_samples, ...}``."""
     run = RuntimeConfig.from_params(runtime)
     model = from_checkpoint(victim_model, run.torch_device, source="victim_model")
     start = time.perf_counter()
     result = defend(
         model, clean_data["images"], clean_data["labels"], config,
-        device=run.torch_device, generator=seed_everything(derive_seed(run.seed, stream)),
+        device=run.torch_device, generator=seed_everything(derive_seed(run.seed, stream)), **extra,
     )  # fmt: skip
     report = {"seconds": time.perf_counter() - start, "clean_samples": int(clean_data["labels"].shape[0])} | result
     return to_checkpoint(model, victim_model["architecture"], victim_model["num_classes"]), report
@@ -135,6 +143,23 @@ def prune_neurons_victim(victim_model: dict, clean_data: ImageSet, anp: dict, ru
     """Adversarial Neuron Pruning of the victim with the given clean set; the pruned checkpoint and its report."""
     config = ANPConfig.from_params(anp)
     return _defend_with_clean_data(victim_model, clean_data, runtime, adversarial_neuron_pruning, config, "anp")
+
+
+def mode_connectivity_repair_victim(victim_model: dict, clean_data: ImageSet, mcr: dict, runtime: dict) -> tuple[dict, dict]:
+    """MCR of the victim with the given clean set; fed CGD's subset, ``mcr.selection: proxy`` may use
+    its triggered subset (the oracle's clean data has none, so it keeps ``fixed``)."""
+    config = MCRConfig.from_params(mcr)
+    triggered = (clean_data["triggered_images"], clean_data["triggered_labels"]) if "triggered_images" in clean_data else None
+    if triggered is None and config.selection == "proxy":
+        config = config.model_copy(update={"selection": "fixed"})
+        log.info("mcr: oracle clean data has no triggered subset; choosing t = %.2f (selection: fixed)", config.t)
+    return _defend_with_clean_data(victim_model, clean_data, runtime, mode_connectivity_repair, config, "mcr", triggered=triggered)
+
+
+def implicit_unlearning_victim(victim_model: dict, clean_data: ImageSet, ibau: dict, runtime: dict) -> tuple[dict, dict]:
+    """I-BAU of the victim with the given clean set; the defended checkpoint and its report."""
+    config = IBAUConfig.from_params(ibau)
+    return _defend_with_clean_data(victim_model, clean_data, runtime, implicit_backdoor_unlearning, config, "ibau")
 
 
 def evaluate_defenses(attack_metrics: dict, test_set: ImageSet, backdoor_test: ImageSet, runtime: dict, **defended) -> dict:

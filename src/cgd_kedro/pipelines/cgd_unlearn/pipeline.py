@@ -16,10 +16,13 @@ from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 
 SHARED_INPUTS = {"train_set", "test_set", "dataset_info"}
 SHARED_PARAMETERS = {
-    "params:cgd", "params:abl", "params:fine_pruning", "params:anp", "params:oracle_fraction", "params:victim", "params:runtime",
+    "params:cgd", "params:abl", "params:fine_pruning", "params:anp", "params:mcr", "params:ibau", "params:oracle_fraction",
+    "params:victim", "params:runtime",
 }  # fmt: skip
 # Defenses whose model and report go into `<attack>.defense_metrics`, by name.
-DEFENSES: tuple[str, ...] = ("cgd", "retrain", "abl", "fp_cgd", "fp_oracle", "anp_cgd", "anp_oracle")
+DEFENSES: tuple[str, ...] = (
+    "cgd", "retrain", "abl", "fp_cgd", "fp_oracle", "anp_cgd", "anp_oracle", "mcr_cgd", "mcr_oracle", "ibau_cgd", "ibau_oracle",
+)  # fmt: skip
 # The attacks the default run compares CGD's peers on (CGD itself runs on every default attack), and
 # which peers: the clean-data defenses, CGD-fed vs oracle. Retraining and ABL train from scratch
 # (ABL three times a victim's epochs) and do not fit the default run's ten minutes on 2 CPU cores;
@@ -41,6 +44,8 @@ PEERS_WITHOUT_CLEAN_DATA = {
 CLEAN_DATA_DEFENSES = (
     ("fp", nodes.fine_prune_victim, "fine_pruning", "fine_prune"),
     ("anp", nodes.prune_neurons_victim, "anp", "adversarial_neuron_pruning"),
+    ("mcr", nodes.mode_connectivity_repair_victim, "mcr", "mode_connectivity_repair"),
+    ("ibau", nodes.implicit_unlearning_victim, "ibau", "implicit_backdoor_unlearning"),
 )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 
 import torch
 
@@ -84,7 +83,7 @@ def train_clean_model(train_set: ImageSet, test_set: ImageSet, dataset_info: dic
         checkpoint, history = train_with_victim_recipe(train_set["images"], train_set["labels"], dataset_info, victim, runtime, "clean_model")
         return checkpoint.pop("state_dict"), {"checkpoint": checkpoint, "history": history}
 
-    settings = {"victim": asdict(VictimConfig.from_params(victim)), "mean": dataset_info["mean"], "std": dataset_info["std"]}
+    settings = {"victim": VictimConfig.from_params(victim).model_dump(), "mean": dataset_info["mean"], "std": dataset_info["std"]}
     state_dict, trained, _ = cached_training(
         run.cache_dir, "clean_model", settings=settings, seed=run.seed, device=run.torch_device,
         data=[train_set["images"], train_set["labels"]], train=train,
