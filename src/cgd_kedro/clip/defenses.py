@@ -16,7 +16,6 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 from torch import Tensor, nn
-from torchvision.transforms import v2
 
 from cgd_kedro.clip.eda import eda_batch
 from cgd_kedro.clip.pretrain import ContrastiveConfig, Views, train_contrastive
@@ -41,6 +40,8 @@ class ClipDefenseConfig(ParameterModel):
 
 def autoaugment_view(images: Tensor, group: int) -> Tensor:
     """CleanCLIP's image view: AutoAugment (CIFAR-10 policy) on uint8 images, one draw per ``group`` images."""
+    from torchvision.transforms import v2  # imported here: torchvision takes seconds to import, and only this view needs it
+
     augment = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
     return torch.cat([augment(chunk) for chunk in images.split(group)])
 
