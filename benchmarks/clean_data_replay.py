@@ -9,7 +9,7 @@ RA and seconds per defense. A quick look before a full ``kedro run --pipelines c
 nothing is saved.
 
     python benchmarks/clean_data_replay.py badnets --defenses mcr ibau
-    python benchmarks/clean_data_replay.py badnets --defenses mcr mcr.curve_lr=0.01
+    python benchmarks/clean_data_replay.py badnets mcr.curve_lr=0.01 --defenses mcr   # overrides before --defenses
 """
 
 from __future__ import annotations
