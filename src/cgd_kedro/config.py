@@ -56,16 +56,19 @@ def _is_section(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
+def nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds: its annotation ``X``, or the ``X`` of ``X | None``; None for a value."""
+    candidates = (annotation, *getattr(annotation, "__args__", ()))
+    return next((c for c in candidates if _is_section(c)), None)
+
+
 def _fields_at(model: type[BaseModel], location: tuple) -> list[str]:
     """The field names of the (nested) model at ``location``, for "did you mean"."""
     for part in location:
         field = model.model_fields.get(part) if isinstance(part, str) else None
-        annotation = getattr(field, "annotation", None)
-        candidates = (annotation, *getattr(annotation, "__args__", ()))  # X, or X | None
-        nested = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if nested is None:
+        model = nested_model(getattr(field, "annotation", None))
+        if model is None:
             return []
-        model = nested
     return list(model.model_fields)
 
 
@@ -107,13 +110,6 @@ def _within(section: str, message: str) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def unknown_key_error(section: str, key: str, known: list[str]) -> ParameterError:
-    """``section.key: unknown parameter; did you mean ...`` for a dict-level check."""
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(known)}"
-    return ParameterError(f"{section + '.' if section else ''}{key}: unknown parameter{hint}")
 
 
 def check_share(name: str, value: object) -> None:

@@ -27,8 +27,8 @@ from cgd_kedro.clip.adversarial_patch import AdversarialPatchConfig
 from cgd_kedro.clip.corpora import ClipCorpusConfig
 from cgd_kedro.clip.defenses import ClipDefenseConfig
 from cgd_kedro.clip.reference import ClipConfig
-from cgd_kedro.clip.triggers import CLIP_ATTACKS, CLIP_NAMESPACE_PREFIX, ClipAttackConfig
-from cgd_kedro.config import ParameterError, ParameterModel, describe_errors
+from cgd_kedro.clip.triggers import CLIP_ATTACK_NAMESPACES, ClipAttackConfig
+from cgd_kedro.config import ParameterError, ParameterModel, nested_model
 from cgd_kedro.data.sources import DatasetConfig
 from cgd_kedro.defenses.abl import ABLConfig
 from cgd_kedro.defenses.anp import ANPConfig
@@ -39,9 +39,6 @@ from cgd_kedro.models.registry import check_architecture
 from cgd_kedro.reporting.tables import check_seeds
 from cgd_kedro.runtime import resolve_device
 from cgd_kedro.training.classifier import TrainingConfig
-
-CLIP_ATTACK_NAMESPACES = tuple(CLIP_NAMESPACE_PREFIX + attack for attack in CLIP_ATTACKS)
-
 
 class RuntimeConfig(ParameterModel):
     """The ``runtime`` parameters."""
@@ -217,12 +214,7 @@ def check_run_parameters(params: dict, namespaces: set[str] = frozenset(), build
     Raises ``ParameterError`` (or ``FileNotFoundError`` for a missing dataset directory or weights
     file) naming the parameter in full, e.g. ``badnets.attack.ratio = 1.5: ...``.
     """
-    from pydantic import ValidationError
-
-    try:
-        run = RunParameters.model_validate(dict(params))
-    except ValidationError as error:
-        raise ParameterError(describe_errors(error, "", RunParameters)) from None
+    run = RunParameters.from_params(params)
     if builds_reference_clip:  # its errors name their parameter in full (clip.weights, dataset.clip_holdout.size)
         run.clip.check_source(run.dataset.name, run.dataset.clip_holdout_size(run.clip.weights))
     num_classes = run.dataset.num_classes
@@ -230,7 +222,7 @@ def check_run_parameters(params: dict, namespaces: set[str] = frozenset(), build
         section = getattr(run, namespace, None) if namespace in RunParameters.model_fields else None
         if isinstance(section, AttackSection) and section.attack is not None and section.attack.target >= num_classes:
             raise ParameterError(f"{namespace}.attack.target = {section.attack.target}: must be a class index in [0, {num_classes - 1}]")
-        if namespace.startswith(CLIP_NAMESPACE_PREFIX) and namespace in CLIP_ATTACK_NAMESPACES:
+        if namespace in CLIP_ATTACK_NAMESPACES:
             own = dict(params.get(namespace, {}) or {}).get("attack", {}) or {}
             try:
                 config = ClipAttackConfig.from_shared(params.get("clip_attack", {}) or {}, own)
@@ -249,8 +241,7 @@ def parameter_rows() -> list[tuple[str, str, str, str, str]]:
     def walk(file_name: str, model: type[ParameterModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             path, annotation = f"{prefix}{name}", field.annotation
-            candidates = (annotation, *getattr(annotation, "__args__", ()))
-            nested = next((a for a in candidates if isinstance(a, type) and issubclass(a, ParameterModel)), None)
+            nested = nested_model(annotation)
             if nested is not None and nested not in (AttackSection, ClipAttackSection):
                 walk(file_name, nested, path + ".")
                 continue

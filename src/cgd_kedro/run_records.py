@@ -33,7 +33,7 @@ from typing import Any
 from kedro.io import DataCatalog
 from kedro.io.core import AbstractVersionedDataset, Version
 
-from cgd_kedro.datasets.atomic import atomic_write
+from cgd_kedro.datasets.atomic import save_text
 
 log = logging.getLogger(__name__)
 
@@ -79,23 +79,23 @@ class RunRecords:
         return records
 
     def write(self, version: str, record: dict) -> None:
-        text = json.dumps(record, indent=1, sort_keys=True)
-        atomic_write(self.folder / f"{version}.json", lambda temporary: temporary.write_text(text))
+        save_text(self.folder / f"{version}.json", json.dumps(record, indent=1, sort_keys=True))
 
-    def usable(self, filepath: str, version: str, records: dict[str, dict] | None = None) -> str | None:
-        """Why ``version`` of the file ``filepath`` may be read (a source string), or None if it may not."""
-        records = self.read_all() if records is None else records
-        record = records.get(version)
-        if record is None:
-            return "no run record"
-        if record.get("status") == COMPLETE:
-            return "complete run"
-        for other in records.values():
-            if other.get("status") == COMPLETE and any(
-                entry.get("filepath") == filepath and entry.get("version") == version for entry in other.get("inputs", {}).values()
-            ):
-                return "resumed run"
-        return None
+
+def usable(records: dict[str, dict], filepath: str, version: str) -> str | None:
+    """Why ``version`` of the file ``filepath`` may be read given the run ``records`` (``read_all``):
+    a source string, or None if it may not."""
+    record = records.get(version)
+    if record is None:
+        return "no run record"
+    if record.get("status") == COMPLETE:
+        return "complete run"
+    for other in records.values():
+        if other.get("status") == COMPLETE and any(
+            entry.get("filepath") == filepath and entry.get("version") == version for entry in other.get("inputs", {}).values()
+        ):
+            return "resumed run"
+    return None
 
 
 def _versioned(catalog: DataCatalog, name: str) -> AbstractVersionedDataset | None:
@@ -128,7 +128,7 @@ def choose_input_versions(
         available = [PurePath(path).parent.name for path in dataset._get_versions()]  # newest first
         skipped: list[str] = []
         for version in available:
-            source = "resumed run" if version == resume_run else records.usable(str(dataset._filepath), version, known)
+            source = "resumed run" if version == resume_run else usable(known, str(dataset._filepath), version)
             if source is not None:
                 chosen[name] = InputVersion(version, source, tuple(skipped))
                 # Kedro resolves an unpinned dataset to its newest version; pin the chosen one instead.

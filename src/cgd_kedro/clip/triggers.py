@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 CLIP_ATTACKS = ("badnet", "blended", "badclip")
 # Pipeline namespaces of the CLIP attacks are "clip_<attack>", apart from the classifier attacks'.
 CLIP_NAMESPACE_PREFIX = "clip_"
+# One namespace per CLIP attack, prefixed so it never merges with a classifier attack's namespace
+# (e.g. `blended`) in kedro-viz or `--namespaces`.
+CLIP_ATTACK_NAMESPACES: tuple[str, ...] = tuple(CLIP_NAMESPACE_PREFIX + attack for attack in CLIP_ATTACKS)
 ClipTrigger = dict[str, Tensor]  # {"pattern": C x H x W, "mask": 1 x H x W}, floats in [0, 1]
 
 

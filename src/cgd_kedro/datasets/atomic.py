@@ -81,6 +81,11 @@ def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor
     atomic_write(path, lambda temporary: temporary.write_bytes(data))
 
 
+def save_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (JSON records and job files outside the catalog)."""
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
 def save_torch(path: str | os.PathLike, data: object) -> None:
     """``torch.save(data)`` to ``path`` atomically (for files read by tools outside the project)."""
     atomic_write(path, lambda temporary: torch.save(data, temporary))

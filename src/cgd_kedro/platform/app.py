@@ -21,7 +21,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from cgd_kedro.datasets.atomic import atomic_write
+from cgd_kedro.datasets.atomic import save_text
 from cgd_kedro.datasets.safetensors_datasets import ClassifierCheckpointDataset
 from cgd_kedro.models.registry import list_models
 from cgd_kedro.platform import figures
@@ -219,8 +219,7 @@ def create_app(
 
         def evaluate(log) -> None:
             results = evaluate_submission(view(), checkpoint, defend, log)
-            text = json.dumps(results, indent=1)
-            atomic_write(folder / "result.json", lambda temporary: temporary.write_text(text))
+            save_text(folder / "result.json", json.dumps(results, indent=1))
 
         job = jobs.submit_call(f"submission {file.filename} ({architecture})" + (" + CGD" if defend else ""), evaluate, job_id=job_id)
         return RedirectResponse(f"/jobs/{job.id}", status_code=303)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from cgd_kedro.datasets.atomic import atomic_write
+from cgd_kedro.datasets.atomic import save_text
 
 # What the Run form offers: label -> the pipelines it runs.
 RUNNABLE: dict[str, tuple[str, ...]] = {
@@ -222,8 +222,7 @@ class JobQueue:
         return job
 
     def _save(self, job: Job) -> None:
-        text = json.dumps(asdict(job), indent=1)
-        atomic_write(self.jobs_dir / job.id / "job.json", lambda temporary: temporary.write_text(text))
+        save_text(self.jobs_dir / job.id / "job.json", json.dumps(asdict(job), indent=1))
 
     def _work(self) -> None:
         while True:
@@ -293,10 +292,9 @@ class JobQueue:
 
 def without_local_paths(text: str, project_path: Path) -> str:
     """``text`` with the project's folder written ``.`` and Python's install folders ``<python>``."""
-    prefixes = sorted({str(Path(project_path).resolve()), sys.prefix, sys.base_prefix, sys.exec_prefix}, key=len, reverse=True)
-    for prefix in prefixes:
-        text = text.replace(prefix + os.sep, "." + os.sep if prefix == str(Path(project_path).resolve()) else "<python>" + os.sep)
-        text = text.replace(prefix, "." if prefix == str(Path(project_path).resolve()) else "<python>")
+    shortened = {prefix: "<python>" for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)} | {str(Path(project_path).resolve()): "."}
+    for prefix in sorted(shortened, key=len, reverse=True):  # longest first: a venv inside the project is <python>
+        text = text.replace(prefix, shortened[prefix])
     return text
 
 

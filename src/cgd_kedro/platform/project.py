@@ -24,7 +24,7 @@ from kedro.io.core import DatasetError
 from cgd_kedro.pipelines.abd_defense.pipeline import CLIP_ATTACK_NAMESPACES
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 from cgd_kedro.reporting.tables import build_defense_report
-from cgd_kedro.run_records import RUNS_FOLDER, RunRecords
+from cgd_kedro.run_records import RUNS_FOLDER, RunRecords, usable
 
 _CONFIG_LOCK = threading.Lock()
 
@@ -49,8 +49,7 @@ class ProjectView:
         self.project_path = Path(project_path).resolve()
         self.env = env
         # Kedro's config loader registers process-wide OmegaConf resolvers: the server's threads
-        # must not build two at once. One catalog per view, one view per request, so "latest" is
-        # looked up afresh each request.
+        # must not build two at once (ViewCache decides when a view is built afresh).
         with _CONFIG_LOCK:
             bootstrap_project(self.project_path)
             with KedroSession.create(project_path=self.project_path, env=env) as session:
@@ -58,8 +57,7 @@ class ProjectView:
             self.dataset = str(context.config_loader["globals"]["dataset"])
             self.params: dict[str, Any] = context.params
             self.catalog = context.catalog
-        self.records = RunRecords(self.project_path)
-        self.run_records = self.records.read_all()
+        self.run_records = RunRecords(self.project_path).read_all()
 
     def _base_path(self, name: str) -> Path | None:
         """Where the catalog keeps dataset ``name`` (a versioned one's folder of versions)."""
@@ -84,7 +82,7 @@ class ProjectView:
             return ()
         saved = sorted((d.name for d in base.iterdir() if (d / base.name).is_file()), reverse=True)
         filepath = str(self.catalog.get(name)._filepath)
-        return tuple(v for v in saved if self.records.usable(filepath, v, self.run_records) is not None)
+        return tuple(v for v in saved if usable(self.run_records, filepath, v) is not None)
 
     def load(self, name: str, version: str | None = None, default: Any = None) -> Any:
         """Dataset ``name`` at ``version`` (None: the newest of a complete run), or ``default`` if there is none."""

@@ -12,12 +12,9 @@ from collections.abc import Sequence
 
 from kedro.pipeline import Pipeline, node
 
-from cgd_kedro.clip.triggers import CLIP_ATTACKS, CLIP_NAMESPACE_PREFIX
+from cgd_kedro.clip.triggers import CLIP_ATTACK_NAMESPACES
 from cgd_kedro.pipelines.abd_defense import nodes
 
-# One namespace per CLIP attack, prefixed so it never merges with a classifier attack's namespace
-# (e.g. `blended`) in kedro-viz or `--namespaces`.
-CLIP_ATTACK_NAMESPACES: tuple[str, ...] = tuple(CLIP_NAMESPACE_PREFIX + attack for attack in CLIP_ATTACKS)
 # The CLIP attacks `kedro run` defends: none. ABD's three CLIP fine-tunings (FT, CleanCLIP, ABD) and the
 # backdoor implant take about 5 min per CLIP attack on 2 CPU cores, which does not fit the default run's ten
 # minutes; `kedro run --pipelines abd_quick` runs one (clip_badnet), `--pipelines abd_defense` all three.
