@@ -10,6 +10,7 @@ nothing is saved.
 
     python benchmarks/clean_data_replay.py badnets --defenses mcr ibau
     python benchmarks/clean_data_replay.py badnets mcr.curve_lr=0.01 --defenses mcr   # overrides before --defenses
+    python benchmarks/clean_data_replay.py badnets --env cifar10 --version 2026-12-01T10.10.17.089Z  # one run's artefacts
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import yaml
 from kedro.framework.session import KedroSession
@@ -33,20 +34,41 @@ DEFENSES = {"fp": (nodes.fine_prune_victim, "fine_pruning"), "anp": (nodes.prune
             "mcr": (nodes.mode_connectivity_repair_victim, "mcr"), "ibau": (nodes.implicit_unlearning_victim, "ibau")}  # fmt: skip
 
 
+def load_at(catalog, name: str, version: str | None):
+    """``name`` at ``version`` where that run wrote it, else its latest version; says which."""
+    dataset = catalog.get(name)
+    versions = [PurePath(p).parent.name for p in dataset._get_versions()] if getattr(dataset, "_version", None) is not None else []
+    chosen = version if version in versions else (versions[0] if versions else None)
+    print(f"{name}: version {chosen}")
+    return catalog.load(name, version=chosen) if chosen else catalog.load(name)
+
+
+def describe_choice(report: dict) -> str:
+    """What the defense settled on: MCR's t, the channels a pruning defense removed, I-BAU's last |δ|."""
+    if "t" in report:
+        return f"t = {report['t']}"
+    if "pruned" in report:
+        return f"pruned {report['pruned']}"
+    if report.get("history") and "perturbation_norm" in report["history"][-1]:
+        return f"last |δ| {report['history'][-1]['perturbation_norm']:.2f}"
+    return ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("attack")
     parser.add_argument("overrides", nargs="*", help="section.key=value (YAML values), e.g. mcr.curve_epochs=20")
     parser.add_argument("--defenses", nargs="+", default=["mcr", "ibau"], choices=sorted(DEFENSES))
     parser.add_argument("--env", default=None)
+    parser.add_argument("--version", default=None, help="load the artefacts written by the run of this version (where it wrote them)")
     args = parser.parse_intermixed_args()
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
     bootstrap_project(ROOT)
     with KedroSession.create(project_path=ROOT, env=args.env) as session:
         catalog = session.load_context().catalog
-        load = lambda name: catalog.load(f"{args.attack}.{name}")  # noqa: E731
+        load = lambda name: load_at(catalog, f"{args.attack}.{name}", args.version)  # noqa: E731
         victim, poisoned, split, backdoor_test = load("victim_model"), load("poisoned_train"), load("cgd_split"), load("backdoor_test")
-        train_set, test_set = catalog.load("train_set"), catalog.load("test_set")
+        train_set, test_set = load_at(catalog, "train_set", args.version), load_at(catalog, "test_set", args.version)
         params = {name: dict(catalog.load(f"params:{section}")) for name, (_, section) in DEFENSES.items()}
         runtime, oracle_fraction = catalog.load("params:runtime"), catalog.load("params:oracle_fraction")
     sections = {section: name for name, (_, section) in DEFENSES.items()}
@@ -69,7 +91,7 @@ def main() -> None:
             checkpoint, report = function(victim, clean, params[name], runtime)
             seconds = time.perf_counter() - started
             after = evaluate_backdoor(from_checkpoint(checkpoint, device), test_set, backdoor_test, device=device)
-            chosen = f"t = {report['t']}" if "t" in report else (f"pruned {report['pruned']}" if "pruned" in report else "")
+            chosen = describe_choice(report)
             print(f"| {name}_{source} | {after['clean_acc']:.4f} | {after['asr']:.4f} | {after['ra']:.4f} | {seconds:.0f} | {chosen} |", flush=True)
 
 

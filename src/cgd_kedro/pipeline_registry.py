@@ -7,6 +7,8 @@
   they do not fit the ten minutes).
 - ``kedro run --pipelines abd_quick``: the world, the reference CLIP and ABD on ``QUICK_CLIP_ATTACKS``.
 - ``kedro run --pipelines full``: every pipeline for every attack in the library (the full grid).
+- ``kedro run --pipelines cgd_unlearn_clean_data``: CGD and the clean-data defenses (CGD-fed and
+  oracle) without retraining and ABL, every attack.
 - ``kedro run --pipelines <name>``: one pipeline, every attack; add ``--namespaces`` to narrow it.
   ``reporting`` covers the default attacks, ``reporting_full`` every attack.
 - ``backdoorbench_import`` runs only when asked for: it needs a BackdoorBench record on disk.
@@ -22,7 +24,7 @@ from kedro.pipeline import Pipeline
 from cgd_kedro.pipelines import abd_defense, cgd_robustness, cgd_unlearn, reporting
 from cgd_kedro.pipelines.abd_defense.pipeline import CLIP_ATTACK_NAMESPACES, DEFAULT_CLIP_ATTACKS, QUICK_CLIP_ATTACKS
 from cgd_kedro.pipelines.cgd_robustness.pipeline import DEFAULT_ROBUSTNESS_ATTACKS
-from cgd_kedro.pipelines.cgd_unlearn.pipeline import DEFAULT_PEER_ATTACKS, DEFAULT_PEERS
+from cgd_kedro.pipelines.cgd_unlearn.pipeline import CLEAN_DATA_PEERS, DEFAULT_PEER_ATTACKS, DEFAULT_PEERS
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES, DEFAULT_ATTACKS
 
 __all__ = ["DEFAULT_CLIP_ATTACKS", "register_pipelines"]
@@ -61,6 +63,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         attacks=ATTACK_NAMESPACES, clip_attacks=CLIP_ATTACK_NAMESPACES, robustness_attacks=ATTACK_NAMESPACES
     )
     pipelines["full"] = grid + pipelines["reporting_full"]
+    # CGD with the clean-data defenses only (Fine-Pruning, ANP, MCR, I-BAU; CGD-fed and oracle), every attack
+    pipelines["cgd_unlearn_clean_data"] = cgd_unlearn.create_pipeline(peers=CLEAN_DATA_PEERS)
     # ABD on one CLIP attack with its report (about 5 min on 2 CPU cores after the CLIP; the default run has none)
     world = default_subset(pipelines["poison"].only_nodes_with_namespaces(["dataset"]))
     pipelines["abd_quick"] = world + pipelines["reference_clip"] + abd_defense.create_pipeline(namespaces=list(QUICK_CLIP_ATTACKS))

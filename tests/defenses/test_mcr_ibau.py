@@ -12,7 +12,10 @@ from torch import nn
 
 from cgd_kedro.data.world import generate_images
 from cgd_kedro.defenses.ibau import IBAUConfig, implicit_backdoor_unlearning, implicit_hypergradient
-from cgd_kedro.defenses.mcr import MCRConfig, bezier_weights, mode_connectivity_repair, reestimate_batchnorm, set_point
+from cgd_kedro.defenses.mcr import (
+    MCRConfig, bezier_weights, curve_from_tensors, curve_to_tensors, measure_curve, mode_connectivity_repair, reestimate_batchnorm,
+    set_point,
+)  # fmt: skip
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.models.classifier import build_classifier
 from cgd_kedro.training.classifier import TrainingConfig, train_classifier
@@ -155,6 +158,15 @@ def test_mcr_lowers_the_asr_and_keeps_clean_accuracy(tiny_backdoor):
     assert result["t"] == 0.5 and [p["t"] for p in result["curve"]] == [0.3, 0.5, 0.7]
     assert _asr(model, triggered) < 0.5 * _asr(victim, triggered)
     assert _ca(model, test) >= _ca(victim, test) - 0.02
+    # The saved curve rebuilds the defended model exactly (the evaluation's test figures along t use it).
+    bends, batchnorm_indices = curve_from_tensors(curve_to_tensors(result["bends"], result["batchnorm_indices"]))
+    assert len(bends) == 3 and batchnorm_indices.numel() == 320  # 80 % of the 400 clean samples
+    rebuilt = copy.deepcopy(victim)
+    points = measure_curve(rebuilt, bends, clean_images[batchnorm_indices], [0.5], lambda m: {"asr": _asr(m, triggered)}, device=CPU)
+    assert points == [{"t": 0.5, "asr": _asr(model, triggered)}]
+    assert torch.equal(predict_logits(rebuilt, test[0], device=CPU), predict_logits(model, test[0], device=CPU))
+    with pytest.raises(ValueError, match=r"badnets\.mcr_cgd_curve: not an MCR curve"):
+        curve_from_tensors({"weight": torch.zeros(2)}, source="badnets.mcr_cgd_curve")
 
 
 def test_ibau_lowers_the_asr_and_keeps_clean_accuracy(tiny_backdoor):
@@ -163,5 +175,7 @@ def test_ibau_lowers_the_asr_and_keeps_clean_accuracy(tiny_backdoor):
     config = IBAUConfig.from_params({"n_rounds": 3, "batch_size": 64})  # BackdoorBench's settings otherwise
     result = implicit_backdoor_unlearning(model, clean_images, clean_labels, config, device=CPU, generator=torch.Generator().manual_seed(0))
     assert len(result["history"]) == 3
+    # the fitted perturbation is projected onto the authors' L2 ball (radius 10 in [0, 1] pixel units)
+    assert all(0 < h["perturbation_norm"] <= 10 + 1e-4 for h in result["history"])
     assert _asr(model, triggered) < 0.8 * _asr(victim, triggered)
     assert _ca(model, test) >= _ca(victim, test) - 0.02

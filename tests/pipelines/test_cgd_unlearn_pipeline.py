@@ -69,10 +69,22 @@ def test_in_memory_run_reports_every_defense_and_test_data_never_steers_cgd():
     assert "triggered_agreement" in catalog.load("badnets.mcr_cgd_report")["curve"][0]
     assert catalog.load("badnets.mcr_cgd_report")["t"] in (0.25, 0.5)
     assert len(catalog.load("badnets.abl_report")["isolated"]) == 3  # 1% of 300
+    # MCR's rows carry its curve: the validation figures it chose t by, and test figures at the same
+    # points measured afterwards by the evaluation (for the report's figure)
+    for source in ("cgd", "oracle"):
+        report, row = catalog.load(f"badnets.mcr_{source}_report"), metrics[f"mcr_{source}"]
+        assert row["t"] == report["t"] and [p["t"] for p in row["curve"]] == [0.25, 0.5]
+        assert all(p["val_clean_acc"] == v["val_clean_acc"] and {"test_clean_acc", "test_asr", "test_ra"} <= set(p)
+                   for p, v in zip(row["curve"], report["curve"]))  # fmt: skip
+        assert "bends" not in report and any(k.startswith("bend1.") for k in catalog.load(f"badnets.mcr_{source}_curve"))
+    # the test figure at the chosen t is the defended model's own test figure (same point, same BatchNorm data)
+    chosen = next(p for p in metrics["mcr_cgd"]["curve"] if p["t"] == metrics["mcr_cgd"]["t"])
+    assert chosen["test_clean_acc"] == metrics["mcr_cgd"]["clean_acc"] and chosen["test_asr"] == metrics["mcr_cgd"]["asr"]
     for name, row in metrics.items():
         # the pruning defenses also say how many channels they pruned (0: the report marks "no effect")
         pruned = {"pruned"} if name.startswith(("fp_", "anp_")) else set()
-        assert set(row) == {"clean_acc", "asr", "ra", "der", "seconds"} | pruned, name
+        curve = {"t", "curve"} if name.startswith("mcr_") else set()
+        assert set(row) == {"clean_acc", "asr", "ra", "der", "seconds"} | pruned | curve, name
         assert not pruned or row["pruned"] == catalog.load(f"badnets.{name}_report")["pruned"]
         assert 0 <= row["clean_acc"] <= 1 and 0 <= row["asr"] <= 1 and 0 <= row["der"] <= 1
     attack = catalog.load("badnets.attack_metrics")

@@ -27,6 +27,16 @@ def _metrics(asr_cgd: float) -> dict:
             "cgd": {"clean_acc": 0.92, "asr": asr_cgd, "ra": 0.9, "der": 0.99, "seconds": 40.0}}  # fmt: skip
 
 
+def _mcr_metrics() -> dict:
+    """MCR's rows (fed CGD's subset and oracle data) with their curves, as cgd_unlearn's evaluation writes them."""
+    def row(t: float, proxy: bool) -> dict:
+        curve = [{"t": x, "val_clean_acc": 0.9 - x / 10, "test_clean_acc": 0.88, "test_asr": 1 - x} | ({"triggered_agreement": 1 - x} if proxy else {})
+                 for x in (0.1, 0.5, 0.9)]  # fmt: skip
+        return {"clean_acc": 0.88, "asr": 1 - t, "ra": 0.5, "der": 0.7, "seconds": 9.0, "t": t, "curve": curve}
+
+    return {"mcr_cgd": row(0.9, True), "mcr_oracle": row(0.5, False)}
+
+
 def _entropy(seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame({"r_clip": rng.random(50), "r_sus": rng.random(50), "is_poisoned": rng.random(50) < 0.1})
@@ -48,7 +58,7 @@ def _inputs() -> dict:
                "clip_badnet.adversarial_patch": {"pattern": torch.zeros(3, 32, 32), "mask": mask}}  # fmt: skip
     for i, attack in enumerate(ATTACKS):
         entries |= {
-            f"{attack}.defense_metrics": _metrics(0.001 * (i + 1)),
+            f"{attack}.defense_metrics": _metrics(0.001 * (i + 1)) | (_mcr_metrics() if attack == "sig" else {}),
             f"{attack}.split_metrics": {"auroc_combined": 0.99 - i / 100, "clean_size": 16000 + i, "auroc_clip": 0.98,
                                         "triggered_recall": 0.99, "clean_poisoned_fraction": 0.0},
             f"{attack}.cgd_report": {"history": [{"epoch": e, "test_clean_acc": 0.9, "test_asr": 1.0 / (e + 1)} for e in range(3)]},
@@ -76,16 +86,17 @@ def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
     assert report[["attack", "model", "defense"]].values.tolist() == [
         ["badnets", "classifier", "none"], ["badnets", "classifier", "cgd"], ["badnets", "classifier", "cgd_bdclip"],
         ["sig", "classifier", "none"], ["sig", "classifier", "cgd"], ["sig", "classifier", "cgd_bdclip"],
-        ["badnet", "clip", "none"], ["badnet", "clip", "abd"], ["badnet", "clip", "ft"],
+        ["sig", "classifier", "mcr_cgd"], ["sig", "classifier", "mcr_oracle"], ["badnet", "clip", "none"], ["badnet", "clip", "abd"], ["badnet", "clip", "ft"],
     ]  # fmt: skip
     assert report.loc[2, ["clean_acc", "asr", "ra"]].tolist() == [0.91, 0.002, 0.88]  # CGD with the backdoored CLIP
-    assert report.loc[7, "der"] == pytest.approx((0.99 - 0.2 - (0.8 - 0.79) + 1) / 2)  # ABD against the backdoored CLIP
+    assert report.loc[9, "der"] == pytest.approx((0.99 - 0.2 - (0.8 - 0.79) + 1) / 2)  # ABD against the backdoored CLIP
     split = catalog.load("split_report")
     assert split["attack"].tolist() == ["badnets", "sig"] and split["clean_size"].tolist() == [16000, 16001]
-    for figure in ("defense_bars_png", "clip_defense_bars_png", "unlearning_curves_png", "entropy_panel_png", "abd_grid_png"):
+    for figure in ("defense_bars_png", "clip_defense_bars_png", "unlearning_curves_png", "mcr_curves_png", "entropy_panel_png", "abd_grid_png"):
         assert isinstance(catalog.load(figure), Figure), figure
+    assert len(catalog.load("mcr_curves_png").axes) == 2  # sig ran MCR (two sources), badnets did not: one row
     page, markdown = catalog.load("report_html"), catalog.load("report_md")
-    assert page.startswith("<!DOCTYPE html>") and page.count("<img") == 5 and "src='data:image/png;base64," in page
+    assert page.startswith("<!DOCTYPE html>") and page.count("<img") == 6 and "src='data:image/png;base64," in page
     assert "http://" not in page and "https://" not in page  # nothing fetched: opens offline
     assert "Reference CLIP: a stand-in, cgd-small-clip pretrained here on 10000 images held out of the training set " \
            "(zero-shot accuracy 0.751 on the test set)" in markdown
@@ -154,3 +165,8 @@ def test_registry_reporting_covers_the_default_attacks_and_reporting_full_all():
     assert defense_inputs(pipelines["reporting_full"]) == defense_inputs(pipelines["full"]) == set(ATTACK_NAMESPACES)
     assert defense_inputs(pipelines["__default__"]) == set(DEFAULT_ATTACKS)
     assert {"report_html", "defense_report", "split_report"} <= pipelines["__default__"].all_outputs()
+    # CGD and the clean-data defenses alone, every attack: no peer that trains from scratch
+    clean_data = {n.name.split(".")[1] for n in pipelines["cgd_unlearn_clean_data"].nodes}
+    assert {"fine_prune_cgd", "adversarial_neuron_pruning_oracle", "mode_connectivity_repair_cgd", "implicit_backdoor_unlearning_oracle"} <= clean_data
+    assert not {"retrain_on_clean_subset", "anti_backdoor_learning"} & clean_data
+    assert {n.namespace for n in pipelines["cgd_unlearn_clean_data"].nodes} == set(ATTACK_NAMESPACES)

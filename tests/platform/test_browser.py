@@ -102,3 +102,10 @@ def test_pages_then_a_run_whose_result_reaches_the_leaderboard(server, browser_p
     assert values == sorted(values)
     page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
     assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
+
+    # the run defended with MCR too: its experiment page draws MCR along the curve
+    page.goto(server + "/experiments/badnets")
+    page.wait_for_load_state("networkidle")
+    mcr = page.locator("img[alt='mcr']")
+    assert mcr.count() == 1 and mcr.evaluate("i => i.complete && i.naturalWidth > 0")
+    assert "[{" not in page.locator("body").inner_text()  # the curve is drawn, not dumped into the defense table

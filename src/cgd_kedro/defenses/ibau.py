@@ -5,7 +5,8 @@ The defense solves ``min_θ L_out(δ*(θ), θ)`` with ``δ*(θ)`` the universal 
 best fools the model (the inner problem). Each round:
 
 1. fit a universal perturbation ``δ`` (``1 x C x H x W``, from zeros) by SGD (lr ``perturbation_lr``)
-   over one pass of the clean set: ``-CE(f(x + δ), argmax f(x)) + w ||δ||²``;
+   over one pass of the clean set: ``-CE(f(x + δ), argmax f(x)) + w ||δ||²``, then project it onto
+   the L2 ball of radius ``perturbation_norm`` (Zeng et al.'s code; BackdoorBench dropped the ball);
 2. for each clean batch, one Adam step of the model along the *hypergradient* of
    ``L_out(δ, θ) = CE(f(x + δ·m), y)`` (``m`` adds ``δ`` to a random ``perturbed_fraction`` of the
    batch), where ``δ`` depends on ``θ`` through the fixed point of the inner gradient step
@@ -48,6 +49,12 @@ class IBAUConfig(ParameterModel):
     inner_lr: float = Field(0.1, gt=0, le=1e6, description="step of the inner gradient map whose fixed point is the perturbation")
     perturbation_weight: float = Field(0.001, ge=0, le=1e6, description="weight of ||δ||² in the inner losses")
     perturbed_fraction: float = Field(0.01, ge=0, le=1, description="share of each outer batch the perturbation is added to")
+    # The authors' code bounds δ to an L2 ball of radius 10 on [0, 1] images, this project's input
+    # space. BackdoorBench dropped the ball but adds δ in normalised space, where the same lr 10 is
+    # ~1/30 of the step; unbounded in [0, 1] space δ reached norms of 600-2,100 (README, "Departures").
+    perturbation_norm: float | None = Field(
+        10.0, gt=0, le=1e6, description="radius of the L2 ball (pixel units in [0, 1]) δ is projected onto after its fit; null: no ball"
+    )
 
 
 def _logits(model: nn.Module, images: Tensor) -> Tensor:
@@ -68,7 +75,10 @@ def fit_universal_perturbation(
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-    return delta.detach()
+    delta = delta.detach()
+    if config.perturbation_norm is not None:
+        delta = delta * min(1.0, config.perturbation_norm / max(float(delta.norm()), 1e-12))
+    return delta
 
 
 def implicit_hypergradient(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, Literal
 
 import torch
@@ -147,7 +148,7 @@ def train_curve(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
         history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses)})
     for bend in inner:
@@ -169,8 +170,10 @@ def mode_connectivity_repair(
     """MCR on the clean set ``(images, labels)``, in place on ``model`` (left at the chosen point).
 
     ``triggered``: CGD's triggered subset ``(images, given labels)``, training data, for
-    ``selection: proxy``. Returns ``{t, curve, end_point_history, curve_history}``; ``curve`` holds,
-    per measured t, the validation CA and (with ``triggered``) the triggered agreement.
+    ``selection: proxy``. Returns ``{t, curve, end_point_history, curve_history, bends,
+    batchnorm_indices}``; ``curve`` holds, per measured t, the validation CA and (with ``triggered``)
+    the triggered agreement; ``bends`` and ``batchnorm_indices`` (``curve_to_tensors``) let the
+    evaluation rebuild any point of the curve.
     """
     if config.selection == "proxy" and triggered is None:
         raise ValueError("mcr.selection = 'proxy': needs CGD's triggered subset (the CGD-fed variant); use 'fixed' for oracle data")
@@ -190,15 +193,51 @@ def mode_connectivity_repair(
         for i in range(1, config.num_bends - 1)
     ] + [end]  # fmt: skip
     curve_history = train_curve(model, bends, train_images, train_labels, config, device=device, generator=generator)
-    curve = []
-    for t in config.ts:
-        set_point(model, bends, t, train_images, device=device)
-        val_ca = accuracy(predict_logits(model, val_images, device=device).argmax(1), val_labels)
-        curve.append({"t": t, "val_clean_acc": val_ca} | ({"triggered_agreement": a} if (a := _agreement(model, triggered, device)) is not None else {}))
+
+    def validation_figures(m: nn.Module) -> dict:
+        val_ca = accuracy(predict_logits(m, val_images, device=device).argmax(1), val_labels)
+        agreement = _agreement(m, triggered, device)
+        return {"val_clean_acc": val_ca} | ({} if agreement is None else {"triggered_agreement": agreement})
+
+    curve = measure_curve(model, bends, train_images, config.ts, validation_figures, device=device)
     chosen = config.t if config.selection == "fixed" else choose_t(curve, config.acc_ratio)
     set_point(model, bends, chosen, train_images, device=device)
     log.info("mcr: t = %.2f (%s); validation CA along the curve %s", chosen, config.selection, [round(c["val_clean_acc"], 3) for c in curve])
-    return {"t": chosen, "curve": curve, "end_point_history": end_history, "curve_history": curve_history}
+    return {"t": chosen, "curve": curve, "end_point_history": end_history, "curve_history": curve_history,
+            "bends": bends, "batchnorm_indices": train_index}  # fmt: skip
+
+
+def measure_curve(
+    model: nn.Module, bends: list[dict[str, Tensor]], batchnorm_images: Tensor, ts: Sequence[float],
+    evaluate: Callable[[nn.Module], dict], *, device: torch.device,
+) -> list[dict]:  # fmt: skip
+    """``{"t": t} | evaluate(model)`` with ``model`` at each ``θ(t)`` of ``ts``, BatchNorm re-estimated
+    on ``batchnorm_images`` (leaves ``model`` at the last t)."""
+    points = []
+    for t in ts:
+        set_point(model, bends, t, batchnorm_images, device=device)
+        points.append({"t": t} | evaluate(model))
+    return points
+
+
+def curve_to_tensors(bends: list[dict[str, Tensor]], batchnorm_indices: Tensor) -> dict[str, Tensor]:
+    """The curve as a flat tensor dict (the ``mcr_<source>_curve`` artefact): ``bend<i>.<parameter>``
+    for every bend, and the indices (into the clean set) of the samples BatchNorm is re-estimated on."""
+    return {f"bend{i}.{name}": value.detach().cpu().contiguous() for i, bend in enumerate(bends) for name, value in bend.items()} | {
+        "batchnorm_indices": batchnorm_indices.cpu()
+    }
+
+
+def curve_from_tensors(tensors: Mapping[str, Tensor], *, source: str = "mcr curve") -> tuple[list[dict[str, Tensor]], Tensor]:
+    """``(bends, batchnorm_indices)`` from ``curve_to_tensors``'s dict."""
+    if "batchnorm_indices" not in tensors or not any(key.startswith("bend0.") for key in tensors):
+        raise ValueError(f"{source}: not an MCR curve (expected keys 'bend<i>.<parameter>' and 'batchnorm_indices')")
+    bends: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key != "batchnorm_indices":
+            index, _, name = key.removeprefix("bend").partition(".")
+            bends.setdefault(int(index), {})[name] = value
+    return [bends[i] for i in sorted(bends)], tensors["batchnorm_indices"]
 
 
 def choose_t(curve: list[dict], acc_ratio: float) -> float:

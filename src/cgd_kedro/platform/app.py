@@ -125,10 +125,11 @@ def create_app(
         defense = v.load(f"{attack}.defense_metrics", same_run(f"{attack}.defense_metrics"), {})
         robustness = f"{attack}.cgd_robustness"
         maps = {f"{attack}.entropy_map": "with the reference CLIP", f"{attack}.bdclip_entropy_map": "with a backdoored CLIP (cgd_robustness)"}
-        defense_table = pd.DataFrame([{"defense": d} | m for d, m in defense.items()])
+        # MCR's rows carry their curve (a list per t): drawn at /plots/<attack>/mcr.png, not tabulated
+        defense_table = pd.DataFrame([{"defense": d} | {k: x for k, x in m.items() if k != "curve"} for d, m in defense.items()])
         return page(request, "experiment.html", dataset=v.dataset, e=e, version=version or e.latest, attack_metrics=attack_metrics,
                     split=split, defense_table=html_table(defense_table) if len(defense_table) else "",
-                    robustness=v.load(robustness, same_run(robustness), None),
+                    robustness=v.load(robustness, same_run(robustness), None), has_mcr_curve=any("curve" in m for m in defense.values()),
                     entropy_maps=[(caption, name, same_run(name)) for name, caption in maps.items() if v.versions(name)])  # fmt: skip
 
     @app.get("/figures/{name}")
@@ -143,7 +144,7 @@ def create_app(
     @app.get("/plots/{attack}/{kind}.png")
     def plot(attack: str, kind: str, env: str | None = None):
         v = view(env)
-        drawers = {"samples": figures.classifier_samples, "curves": figures.defense_curves}
+        drawers = {"samples": figures.classifier_samples, "curves": figures.defense_curves, "mcr": figures.mcr_curve}
         if kind not in drawers or attack not in {e.attack for e in v.experiments()}:
             raise HTTPException(404, f"no plot {kind!r} for {attack!r}")
         return Response(_png(drawers[kind](v, attack)), media_type="image/png")

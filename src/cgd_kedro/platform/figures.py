@@ -7,7 +7,7 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 from cgd_kedro.platform.project import ProjectView
-from cgd_kedro.reporting.figures import plot_unlearning_curves
+from cgd_kedro.reporting.figures import mcr_curves, plot_mcr_curves, plot_unlearning_curves
 
 # Reports whose per-epoch history carries test CA / ASR: defense name -> dataset of an attack.
 CURVE_REPORTS = {"cgd": "{attack}.cgd_report", "cgd_bdclip": "{attack}.cgd_bdclip_report"}
@@ -31,3 +31,8 @@ def defense_curves(view: ProjectView, attack: str) -> Figure:
     """Test CA and ASR over the epochs of each defense that records them (CGD, CGD with a backdoored CLIP)."""
     reports = {defense: view.load(name.format(attack=attack)) for defense, name in CURVE_REPORTS.items()}
     return plot_unlearning_curves({d: r["history"] for d, r in reports.items() if r}, title=f"{attack}: clean accuracy and ASR per epoch")
+
+
+def mcr_curve(view: ProjectView, attack: str) -> Figure:
+    """MCR along its curve (validation figures, and test figures for evaluation) from the newest ``defense_metrics``."""
+    return plot_mcr_curves(mcr_curves({attack: view.load(f"{attack}.defense_metrics") or {}}))

@@ -1,5 +1,5 @@
-"""The report's summary figures: CA/ASR bars per defense and attack, CA/ASR per unlearning epoch and
-every attack's entropy map in one panel (the ABD sample grid is ``clip.figures.plot_abd_sample_grid``).
+"""The report's summary figures: CA/ASR bars per defense and attack, CA/ASR per unlearning epoch,
+MCR's figures along its curve and every attack's entropy map in one panel (the ABD sample grid is ``clip.figures.plot_abd_sample_grid``).
 
 They are plain ``Figure`` objects, never pyplot's global state, so the platform's server threads
 can draw them at once.
@@ -72,6 +72,54 @@ def plot_unlearning_curves(
         asr_axis.legend(fontsize=7, ncol=2)
     figure.suptitle(title)
     figure.tight_layout()
+    return figure
+
+
+def mcr_curves(defense_metrics: dict[str, dict]) -> dict[str, dict]:
+    """``{attack: {mcr_<source>: {t, curve}}}`` from each attack's ``defense_metrics`` (attacks without MCR left out)."""
+    found = {
+        attack: {name: {"t": m["t"], "curve": m["curve"]} for name, m in metrics.items() if name.startswith("mcr_") and "curve" in m}
+        for attack, metrics in defense_metrics.items()
+    }
+    return {attack: by_defense for attack, by_defense in found.items() if by_defense}
+
+
+def plot_mcr_curves(curves: Mapping[str, Mapping[str, Mapping]]) -> Figure:
+    """MCR along its Bézier curve, one row per attack, one column per clean-data source
+    (``{attack: {mcr_cgd: {t, curve: [{t, val_clean_acc, [triggered_agreement,] test_clean_acc,
+    test_asr}]}, ...}}``). Solid: the training-side figures the defense chose its t by (validation
+    CA, CGD-fed: triggered agreement); dotted: test CA and ASR, measured afterwards for evaluation
+    only; the vertical line is the chosen t."""
+    defenses = sorted({d for by_defense in curves.values() for d in by_defense})
+    if not defenses:
+        return plot_message("No MCR in this run: kedro run --pipelines cgd_unlearn runs it (mcr_cgd, mcr_oracle).")
+    attacks = sorted(curves)
+    figure = Figure(figsize=(4.6 * len(defenses), 2.9 * len(attacks) + 0.6))
+    grid = np.atleast_2d(figure.subplots(len(attacks), len(defenses), squeeze=False))
+    lines = (("val_clean_acc", "validation CA", "-o", "tab:blue"), ("triggered_agreement", "triggered agreement (ASR proxy)", "-s", "tab:orange"),
+             ("test_clean_acc", "test CA (evaluation only)", ":o", "tab:green"), ("test_asr", "test ASR (evaluation only)", ":^", "tab:red"))  # fmt: skip
+    for row, attack in enumerate(attacks):
+        for column, defense in enumerate(defenses):
+            axis = grid[row, column]
+            result = curves[attack].get(defense)
+            if result is None:
+                axis.set_axis_off()
+                continue
+            ts = [point["t"] for point in result["curve"]]
+            for key, label, style, colour in lines:
+                if any(key in point for point in result["curve"]):
+                    axis.plot(ts, [point.get(key, np.nan) for point in result["curve"]], style, ms=3, color=colour, label=label)
+            axis.axvline(result["t"], color="grey", lw=1, ls="--")
+            axis.set_xlim(0, 1)
+            axis.set_ylim(0, 1.02)
+            axis.grid(alpha=0.3)
+            axis.set_title(f"{attack}: {defense} (chosen t = {result['t']:g}, dashed)", fontsize=9)
+            if row == len(attacks) - 1:
+                axis.set_xlabel("t (0: backdoored model, 1: fine-tuned end point)")
+    handles = {label: handle for axis in grid.flat for handle, label in zip(*axis.get_legend_handles_labels())}
+    figure.legend(handles.values(), handles.keys(), loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 1.0))
+    figure.suptitle("MCR along the curve", y=1.0 + 0.25 / (2.9 * len(attacks) + 0.6))
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (2.9 * len(attacks) + 0.6)))
     return figure
 
 

@@ -21,7 +21,7 @@ from cgd_kedro.defenses.abl import ABLConfig, anti_backdoor_learning
 from cgd_kedro.defenses.anp import ANPConfig, adversarial_neuron_pruning
 from cgd_kedro.defenses.fine_pruning import FinePruningConfig, fine_prune
 from cgd_kedro.defenses.ibau import IBAUConfig, implicit_backdoor_unlearning
-from cgd_kedro.defenses.mcr import MCRConfig, mode_connectivity_repair
+from cgd_kedro.defenses.mcr import MCRConfig, curve_from_tensors, curve_to_tensors, measure_curve, mode_connectivity_repair
 from cgd_kedro.metrics import defense_effectiveness_rating, evaluate_backdoor
 from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
 from cgd_kedro.parameters import RuntimeConfig, VictimConfig
@@ -145,15 +145,34 @@ def prune_neurons_victim(victim_model: dict, clean_data: ImageSet, anp: dict, ru
     return _defend_with_clean_data(victim_model, clean_data, runtime, adversarial_neuron_pruning, config, "anp")
 
 
-def mode_connectivity_repair_victim(victim_model: dict, clean_data: ImageSet, mcr: dict, runtime: dict) -> tuple[dict, dict]:
-    """MCR of the victim with the given clean set; fed CGD's subset, ``mcr.selection: proxy`` may use
-    its triggered subset (the oracle's clean data has none, so it keeps ``fixed``)."""
+def mode_connectivity_repair_victim(victim_model: dict, clean_data: ImageSet, mcr: dict, runtime: dict) -> tuple[dict, dict, dict]:
+    """MCR of the victim with the given clean set: the checkpoint at the chosen t, the report, and the
+    curve (``curve_to_tensors``) for the evaluation's test figures along t. Fed CGD's subset,
+    ``mcr.selection: proxy`` may use its triggered subset (oracle clean data has none: ``fixed``)."""
     config = MCRConfig.from_params(mcr)
     triggered = (clean_data["triggered_images"], clean_data["triggered_labels"]) if "triggered_images" in clean_data else None
     if triggered is None and config.selection == "proxy":
         config = config.model_copy(update={"selection": "fixed"})
         log.info("mcr: oracle clean data has no triggered subset; choosing t = %.2f (selection: fixed)", config.t)
-    return _defend_with_clean_data(victim_model, clean_data, runtime, mode_connectivity_repair, config, "mcr", triggered=triggered)
+    checkpoint, report = _defend_with_clean_data(victim_model, clean_data, runtime, mode_connectivity_repair, config, "mcr", triggered=triggered)
+    curve = curve_to_tensors(report.pop("bends"), report.pop("batchnorm_indices"))
+    return checkpoint, report, curve
+
+
+def curve_with_test_figures(
+    victim_model: dict, curve: dict, clean_data: ImageSet, report: dict, test_set: ImageSet, backdoor_test: ImageSet, device: torch.device
+) -> list[dict]:
+    """MCR's validation figures along t (from its ``report``) joined with test CA / ASR / RA at the
+    same points, BatchNorm re-estimated on the same clean samples as the defense did. For the report
+    only: the defense chose its t before any of this was measured."""
+    bends, batchnorm_indices = curve_from_tensors(curve)
+    model = from_checkpoint(victim_model, device, source="victim_model")
+
+    def on_test(m: torch.nn.Module) -> dict:
+        return {f"test_{k}": v for k, v in evaluate_backdoor(m, test_set, backdoor_test, device=device).items()}
+
+    points = measure_curve(model, bends, clean_data["images"][batchnorm_indices], [p["t"] for p in report["curve"]], on_test, device=device)
+    return [validation | test for validation, test in zip(report["curve"], points)]
 
 
 def implicit_unlearning_victim(victim_model: dict, clean_data: ImageSet, ibau: dict, runtime: dict) -> tuple[dict, dict]:
@@ -162,10 +181,14 @@ def implicit_unlearning_victim(victim_model: dict, clean_data: ImageSet, ibau: d
     return _defend_with_clean_data(victim_model, clean_data, runtime, implicit_backdoor_unlearning, config, "ibau")
 
 
-def evaluate_defenses(attack_metrics: dict, test_set: ImageSet, backdoor_test: ImageSet, runtime: dict, **defended) -> dict:
-    """``{defense: {clean_acc, asr, ra, der, seconds[, pruned]}}`` on the test sets, DER against the undefended
-    victim (``none``, taken from its ``attack_metrics``, measured on the same test sets).
-    ``defended`` holds ``<defense>_model`` checkpoints and ``<defense>_report`` dicts."""
+def evaluate_defenses(
+    attack_metrics: dict, test_set: ImageSet, backdoor_test: ImageSet, runtime: dict, victim_model: dict | None = None, **defended
+) -> dict:
+    """``{defense: {clean_acc, asr, ra, der, seconds[, pruned][, t, curve]}}`` on the test sets, DER
+    against the undefended victim (``none``, taken from its ``attack_metrics``, measured on the same
+    test sets). ``defended`` holds ``<defense>_model`` checkpoints and ``<defense>_report`` dicts, and
+    for MCR ``mcr_<source>_curve`` with the clean set ``<source>_clean_data`` it used: their rows get
+    the chosen ``t`` and the ``curve`` (validation and test figures at every measured t)."""
     device = RuntimeConfig.from_params(runtime).torch_device
     before = {key: attack_metrics[key] for key in ("clean_acc", "asr", "ra")}
     metrics = {"none": before | {"der": 0.5, "seconds": 0.0}}
@@ -177,5 +200,11 @@ def evaluate_defenses(attack_metrics: dict, test_set: ImageSet, backdoor_test: I
         metrics[name] = after | {"der": defense_effectiveness_rating(before, after), "seconds": report["seconds"]}
         if "pruned" in report:  # pruning defenses: how many channels (0 = the undefended model)
             metrics[name]["pruned"] = int(report["pruned"])
+        if f"{name}_curve" in defended:
+            source = name.rpartition("_")[2]
+            curve = curve_with_test_figures(
+                victim_model, defended[f"{name}_curve"], defended[f"{source}_clean_data"], report, test_set, backdoor_test, device
+            )
+            metrics[name] |= {"t": report["t"], "curve": curve}
         log.info("%s: clean_acc %.4f, asr %.4f, ra %.4f, %.0f s", name, after["clean_acc"], after["asr"], after["ra"], metrics[name]["seconds"])
     return metrics

@@ -47,6 +47,11 @@ CLEAN_DATA_DEFENSES = (
     ("mcr", nodes.mode_connectivity_repair_victim, "mcr", "mode_connectivity_repair"),
     ("ibau", nodes.implicit_unlearning_victim, "ibau", "implicit_backdoor_unlearning"),
 )
+# CGD and every clean-data defense, CGD-fed and oracle, without the peers that train from scratch:
+# `kedro run --pipelines cgd_unlearn_clean_data` checks CGD's claim that its clean subset can stand in for clean data.
+CLEAN_DATA_PEERS: tuple[str, ...] = ("cgd", *(f"{prefix}_{source}" for prefix, *_ in CLEAN_DATA_DEFENSES for source in ("cgd", "oracle")))
+# Clean-data defenses that also output a curve of models (``<prefix>_<source>_curve``) for the evaluation.
+CURVE_DEFENSES = {"mcr"}
 
 
 def create_defense_template(defenses: Sequence[str] = DEFENSES) -> Pipeline:
@@ -83,15 +88,19 @@ def create_defense_template(defenses: Sequence[str] = DEFENSES) -> Pipeline:
         node(
             function,
             ["victim_model", f"{source}_clean_data", f"params:{section}", "params:runtime"],
-            [f"{prefix}_{source}_model", f"{prefix}_{source}_report"],
+            [f"{prefix}_{source}_model", f"{prefix}_{source}_report"] + ([f"{prefix}_{source}_curve"] if prefix in CURVE_DEFENSES else []),
             name=f"{name}_{source}",
         )
         for prefix, function, section, name, source in clean_data
     ]
+    # MCR's curve is measured on the test sets along t here, for the report only (its t is already chosen).
+    with_curve = [(p, source) for p, *_, source in clean_data if p in CURVE_DEFENSES]
+    curves = {name: name for p, source in with_curve for name in (f"{p}_{source}_curve", f"{source}_clean_data", "victim_model")}
     nodes_.append(node(
         nodes.evaluate_defenses,
         {"attack_metrics": "attack_metrics", "test_set": "test_set", "backdoor_test": "backdoor_test", "runtime": "params:runtime"}
-        | {f"{d}_{part}": f"{d}_{part}" for d in DEFENSES if d in defenses for part in ("model", "report")},
+        | {f"{d}_{part}": f"{d}_{part}" for d in DEFENSES if d in defenses for part in ("model", "report")}
+        | curves,
         "defense_metrics",
         name="evaluate_defenses",
     ))  # fmt: skip

@@ -63,6 +63,7 @@ REPORT_FIGURES = {
     "defense_bars_png": "CA and ASR per classifier defense",
     "clip_defense_bars_png": "CA and ASR per CLIP defense",
     "unlearning_curves_png": "CGD unlearning curves",
+    "mcr_curves_png": "MCR along its curve",
     "entropy_panel_png": "entropy maps",
     "abd_grid_png": "ABD samples",
 }
@@ -81,6 +82,7 @@ def draw_report_figures(defense_report: pd.DataFrame, clip_defense_pairs: dict, 
     drawn = {
         "defense_bars_png": figures.plot_defense_bars(defense_report, "classifier"),
         "unlearning_curves_png": figures.plot_unlearning_curves({a: r["history"] for a, r in by_attack("cgd", artefacts).items()}),
+        "mcr_curves_png": figures.plot_mcr_curves(figures.mcr_curves(by_attack("defense", artefacts))),
         "entropy_panel_png": figures.plot_entropy_panel(by_attack("entropy", artefacts)),
     }
     if not has_clip_rows(defense_report):

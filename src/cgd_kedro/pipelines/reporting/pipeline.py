@@ -62,6 +62,7 @@ def create_pipeline(
                 {"defense_report": "defense_report", "split_report": "split_report", "defense_summary": "defense_summary",
                  "reference_clip_metrics": "reference_clip_metrics"}  # fmt: skip
                 | curves
+                | per_attack("defense", "defense_metrics", attacks)
                 | entropy
                 | robustness
                 | samples,
