@@ -10,6 +10,7 @@ the constraint, e.g. ``badnets.attack.ratio = 1.5: must be less than or equal to
 from __future__ import annotations
 
 import difflib
+import warnings
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -116,3 +117,11 @@ def check_share(name: str, value: object) -> None:
     """Raise ``name = value: must be a share in (0, 1]`` unless ``value`` is a number in (0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ParameterError(f"{name} = {value!r}: must be a share in (0, 1]")
+
+
+def quiet_loader(loader_class, **kwargs):
+    """A config loader built without OmegaConf's resolver deprecation warnings (Kedro registers its
+    resolvers again for each loader made in one process)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return loader_class(**kwargs)

@@ -8,7 +8,7 @@
 - ``kedro run --pipelines abd_quick``: the world, the reference CLIP and ABD on ``QUICK_CLIP_ATTACKS``.
 - ``kedro run --pipelines full``: every pipeline for every attack in the library (the full grid).
 - ``kedro run --pipelines cgd_unlearn_clean_data``: CGD and the clean-data defenses (CGD-fed and
-  oracle) without retraining and ABL, every attack.
+  oracle) without retraining and ABL, every attack; ``cgd_unlearn_cgd``: CGD alone (grids).
 - ``kedro run --pipelines <name>``: one pipeline, every attack; add ``--namespaces`` to narrow it.
   ``reporting`` covers the default attacks, ``reporting_full`` every attack.
 - ``backdoorbench_import`` runs only when asked for: it needs a BackdoorBench record on disk.
@@ -65,6 +65,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["full"] = grid + pipelines["reporting_full"]
     # CGD with the clean-data defenses only (Fine-Pruning, ANP, MCR, I-BAU; CGD-fed and oracle), every attack
     pipelines["cgd_unlearn_clean_data"] = cgd_unlearn.create_pipeline(peers=CLEAN_DATA_PEERS)
+    pipelines["cgd_unlearn_cgd"] = cgd_unlearn.create_pipeline(peers=("cgd",))  # CGD alone, every attack (grids)
     # ABD on one CLIP attack with its report (about 5 min on 2 CPU cores after the CLIP; the default run has none)
     world = default_subset(pipelines["poison"].only_nodes_with_namespaces(["dataset"]))
     pipelines["abd_quick"] = world + pipelines["reference_clip"] + abd_defense.create_pipeline(namespaces=list(QUICK_CLIP_ATTACKS))

@@ -1,0 +1,103 @@
+"""``kedro grid``: run a grid spec's cells on a Dask cluster, resumably, each failure kept to its cell.
+
+1. The spec is read and checked in full (``grid.spec``) and the cluster reached (a local one is
+   started) before any cell starts.
+2. Cells already complete are skipped (the cell's folder name is a hash of its definition, so a
+   changed spec makes new cells); cells that failed before are skipped unless ``rerun_failed``,
+   which retries only them; interrupted ones (a killed grid) run again.
+3. Each cell is one Dask task (``grid.cells.run_cell``), one GPU each where workers have GPUs; a
+   progress bar counts the cells and a failing cell's log tail is printed while the others go on.
+4. The complete cells are summarised (``reporting.grid``): mean ± std over seeds per (env, attack,
+   defense, sweep values), a figure per sweep, an HTML report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from cgd_kedro.cluster import load_dask_config, open_client
+from cgd_kedro.grid.cells import cell_dir, grid_root, prepare_cell, read_state, run_cell
+from cgd_kedro.grid.spec import Cell, check_spec, expand_cells, load_spec
+from cgd_kedro.reporting.grid import format_summary, write_grid_report
+
+
+@dataclass
+class GridResult:
+    root: Path
+    cells: list[Cell]
+    ran: list[dict] = field(default_factory=list)  # run_cell's results, in completion order
+    skipped: list[str] = field(default_factory=list)  # complete before this call
+    failed: list[str] = field(default_factory=list)  # failed (this call or before, not retried)
+    summary: pd.DataFrame | None = None
+    wall_seconds: float = 0.0
+
+
+def plan(cells: list[Cell], root: Path, rerun_failed: bool) -> tuple[list[Cell], list[str], list[str]]:
+    """``(to run, complete, failed and not retried)`` from each cell's recorded state."""
+    todo, complete, failed = [], [], []
+    for cell in cells:
+        status = (read_state(cell_dir(root, cell)) or {}).get("status")
+        if status == "complete":
+            complete.append(cell.id)
+        elif status == "failed" and not rerun_failed:
+            failed.append(cell.id)
+        elif status == "failed" or not rerun_failed:
+            todo.append(cell)
+    return todo, complete, failed
+
+
+def run_grid(
+    spec_path: str | Path, project_path: str | Path = ".", *, cluster: str | None = None, workers: int | None = None,
+    rerun_failed: bool = False, dry_run: bool = False, env: str | None = None, echo: Callable[[str], None] = print,
+    cell_timeout_s: float | None = None,
+) -> GridResult:  # fmt: skip
+    """Run the grid of ``spec_path`` (see the module docstring); ``cluster``: ``local``, ``slurm``
+    or a scheduler address (None: ``dask.yml``'s)."""
+    spec = load_spec(spec_path)
+    cells = expand_cells(spec)
+    check_spec(spec, project_path, cells)
+    root = grid_root(project_path, spec.name)
+    todo, complete, failed = plan(cells, root, rerun_failed)
+    result = GridResult(root, cells, skipped=complete, failed=failed)
+    echo(f"grid {spec.name}: {len(cells)} cells; {len(complete)} complete, {len(failed)} failed before"
+         + (" (--rerun-failed retries them)" if failed else "") + f", {len(todo)} to run; outputs under {root}")  # fmt: skip
+    if dry_run:
+        for cell in cells:
+            status = (read_state(cell_dir(root, cell)) or {}).get("status", "not run")
+            echo(f"  {cell.id}: {status}{' -> runs' if cell in todo else ''}")
+        return result
+    started = time.perf_counter()
+    if todo:
+        with open_client(load_dask_config(project_path, env), cluster, workers) as client:
+            echo(f"dask dashboard: {client.dashboard_link}")
+            gpus = any(w.get("resources", {}).get("GPU") for w in client.scheduler_info()["workers"].values())
+            futures = {}
+            for cell in todo:
+                folder = prepare_cell(project_path, root, cell)
+                futures[client.submit(run_cell, str(folder), cell_timeout_s, key=f"cell-{cell.id}-{time.time_ns()}", pure=False,
+                                      resources={"GPU": 1} if gpus else None)] = (cell, time.perf_counter())  # fmt: skip
+            from distributed import as_completed
+
+            with tqdm(total=len(futures), desc=f"grid {spec.name}", unit="cell") as bar:
+                for future in as_completed(list(futures)):
+                    cell, submitted = futures[future]
+                    outcome = future.result() | {"total_seconds": time.perf_counter() - submitted}
+                    result.ran.append(outcome)
+                    if outcome["status"] != "complete":
+                        result.failed.append(cell.id)
+                        bar.write(f"cell {cell.id} failed (exit {outcome['returncode']}); log: {cell_dir(root, cell) / 'run.log'}\n"
+                                  + outcome["log_tail"])  # fmt: skip
+                    bar.update(1)
+    result.wall_seconds = time.perf_counter() - started
+    result.summary = write_grid_report(root, spec.name, cells, list(spec.sweep), result.failed)
+    if len(result.summary):
+        echo(format_summary(result.summary, list(spec.sweep)).to_string(index=False))
+    echo(f"summary: {root / 'grid_summary.csv'}; report: {root / 'grid_report.html'}"
+         + (f"; {len(result.failed)} cell(s) failed: {', '.join(result.failed)}" if result.failed else ""))  # fmt: skip
+    return result
