@@ -113,7 +113,9 @@ def _connect(address: str):
         raise ClusterError(f"dask scheduler {address!r} unreachable: {error}") from error
 
 
-def _slurm_cluster(config: SlurmClusterConfig):
+def slurm_cluster(config: SlurmClusterConfig, submit: bool = True):
+    """dask-jobqueue's ``SLURMCluster`` for ``config``; with ``submit``, its ``jobs`` are submitted
+    (``submit=False``: nothing is submitted, e.g. to read ``cluster.job_script()``)."""
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError as error:  # pragma: no cover (declared in pyproject)
@@ -127,7 +129,8 @@ def _slurm_cluster(config: SlurmClusterConfig):
         job_script_prologue=[f"export OMP_NUM_THREADS={threads}", *config.job_script_prologue],
         worker_extra_args=["--resources", "GPU=1"] if config.gpus else [],
     )  # fmt: skip
-    cluster.scale(jobs=config.jobs)
+    if submit:
+        cluster.scale(jobs=config.jobs)
     return cluster
 
 
@@ -147,7 +150,7 @@ def open_client(config: DaskConfig, cluster: str | None = None, n_workers: int |
             dashboard_address=config.local.dashboard_address, resources=resources, env={"OMP_NUM_THREADS": str(threads)},
         )  # fmt: skip
     elif target == "slurm":
-        started = _slurm_cluster(config.slurm)
+        started = slurm_cluster(config.slurm)
     else:
         started = None
     client = Client(started) if started is not None else _connect(target)

@@ -198,3 +198,21 @@ def test_a_killed_runs_newer_outputs_are_not_shown(client, platform_project):  #
         record.unlink()
         (metrics / killed / "attack_metrics.json").unlink()
         (metrics / killed).rmdir()
+
+
+def test_the_leaderboard_shows_each_grids_mean_and_std_and_links_its_report(client, platform_project):  # noqa: F811
+    import pandas as pd
+
+    from cgd_kedro.reporting.grid import summarise_grid
+
+    rows = pd.DataFrame([{"env": "base", "attack": "badnets", "ratio": 0.1, "defense": "cgd", "seed": seed, "clean_acc": ca, "asr": asr,
+                          "ra": 0.8, "der": 0.9, "seconds": 30.0} for seed, ca, asr in ((0, 0.9, 0.4), (1, 0.8, 0.6))])  # fmt: skip
+    grid = platform_project / "data" / "09_grid" / "demo"
+    grid.mkdir(parents=True)
+    summarise_grid(rows, ["ratio"]).to_csv(grid / "grid_summary.csv", index=False)
+    (grid / "grid_report.html").write_text("<!DOCTYPE html><title>demo grid</title>")
+    page = client.get("/leaderboard").text
+    assert "Grid demo: mean ± std over seeds" in page and "0.850 ± 0.071" in page and "0.500 ± 0.141" in page  # CA, ASR over 2 seeds
+    assert "demo grid" in client.get("/grids/demo/report").text
+    assert client.get("/grids/nope/report").status_code == 404
+    assert "Grid demo" not in client.get("/leaderboard?model=clip").text

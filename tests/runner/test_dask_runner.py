@@ -38,12 +38,16 @@ def _fail(x: int) -> int:
     raise ValueError(f"node failed on purpose with {x}")
 
 
-def test_independent_nodes_run_side_by_side_and_memory_data_crosses_workers(client):
-    pipeline = Pipeline([
+def _squares_and_sum() -> Pipeline:
+    return Pipeline([
         node(_slow_square, "params:a", "square_a", name="square_a"),
         node(_slow_square, "params:b", "square_b", name="square_b"),
         node(_add, ["square_a", "square_b"], "total", name="add"),
     ])  # fmt: skip
+
+
+def test_independent_nodes_run_side_by_side_and_memory_data_crosses_workers(client):
+    pipeline = _squares_and_sum()
     catalog = DataCatalog({"params:a": MemoryDataset(3), "params:b": MemoryDataset(4)})
     DaskRunner(client=client).run(pipeline, catalog)
     assert catalog.load("total") == 25  # both squares travelled from their workers to the adding one
@@ -60,11 +64,7 @@ def test_a_failing_node_fails_the_run_with_its_error(client):
 
 
 def test_same_result_as_the_sequential_runner(client):
-    pipeline = Pipeline([
-        node(_slow_square, "params:a", "square_a", name="square_a"),
-        node(_slow_square, "params:b", "square_b", name="square_b"),
-        node(_add, ["square_a", "square_b"], "total", name="add"),
-    ])  # fmt: skip
+    pipeline = _squares_and_sum()
     results = []
     for runner in (SequentialRunner(), DaskRunner(client=client)):
         catalog = DataCatalog({"params:a": MemoryDataset(5), "params:b": MemoryDataset(6)})

@@ -31,6 +31,7 @@ from cgd_kedro.platform.jobs import DEFAULT_MAX_SECONDS, RUNNABLE, JobQueue, par
 from cgd_kedro.platform.limits import BodySizeLimit
 from cgd_kedro.platform.project import ProjectView, ViewCache
 from cgd_kedro.platform.submissions import MAX_UPLOAD_BYTES, SubmissionError, checked_checkpoint, inside
+from cgd_kedro.reporting.grid import read_grid_summaries
 from cgd_kedro.reporting.render import SORT_SCRIPT, STYLE, html_table
 
 PLATFORM_DIR = Path("data") / "09_platform"
@@ -155,7 +156,15 @@ def create_app(
         if sort not in board.columns:
             raise HTTPException(400, f"sort: unknown column {sort!r}; one of {list(board.columns)}")
         rows = board[board["model"] == model].sort_values(sort, ascending=sort in ("asr", "seconds"))
-        return page(request, "leaderboard.html", model=model, sort=sort, table=html_table(rows), n=len(rows))
+        grids = [(name, html_table(summary)) for name, summary in read_grid_summaries(project_path).items()] if model == "classifier" else []
+        return page(request, "leaderboard.html", model=model, sort=sort, table=html_table(rows), n=len(rows), grids=grids)
+
+    @app.get("/grids/{name}/report", response_class=HTMLResponse)
+    def grid_report(name: str):
+        reports = {p.parent.name: p for p in (project_path / "data" / "09_grid").glob("*/grid_report.html")}
+        if name not in reports:
+            raise HTTPException(404, f"no grid report {name!r}")
+        return FileResponse(inside(project_path / "data", reports[name]), media_type="text/html")
 
     @app.get("/runs", response_class=HTMLResponse)
     def runs(request: Request):

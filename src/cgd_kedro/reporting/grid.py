@@ -123,3 +123,16 @@ def write_grid_report(root: Path, name: str, cells: Sequence[Cell], sweep_keys: 
             + ". Each cell: clean accuracy, ASR and RA on the test set, mean ± standard deviation over seeds (one Kedro session per cell).")  # fmt: skip
     save_text(root / "grid_report.html", render_html(f"cgd_kedro grid: {name}", {"summary": text}, {"grid summary": format_summary(summary, sweep_keys)}, figures))
     return summary
+
+
+def read_grid_summaries(project_path: str | Path) -> dict[str, pd.DataFrame]:
+    """``{grid name: its summary as mean ± std strings}`` of every grid under ``data/09_grid`` (for the
+    platform's leaderboard); the sweep columns are those between ``defense`` and the first mean."""
+    summaries = {}
+    for path in sorted(Path(project_path).glob("data/09_grid/*/grid_summary.csv")):
+        summary = pd.read_csv(path)
+        if summary.empty:
+            continue
+        first_mean = next(i for i, c in enumerate(summary.columns) if c.endswith("_mean"))
+        summaries[path.parent.name] = format_summary(summary, list(summary.columns[3:first_mean]))
+    return summaries
