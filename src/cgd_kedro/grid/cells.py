@@ -85,7 +85,7 @@ def run_cell(folder: str, timeout_s: float | None = None) -> dict:
         try:
             returncode = subprocess.run(
                 [sys.executable, "-m", "cgd_kedro.grid.session", str(path)], cwd=path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                timeout=timeout_s, start_new_session=True,
+                timeout=timeout_s,  # same process group as the worker: killing the grid ends its cells too
             ).returncode  # fmt: skip
         except subprocess.TimeoutExpired:
             returncode = -9

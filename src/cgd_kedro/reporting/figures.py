@@ -94,7 +94,7 @@ def plot_mcr_curves(curves: Mapping[str, Mapping[str, Mapping]]) -> Figure:
     if not defenses:
         return plot_message("No MCR in this run: kedro run --pipelines cgd_unlearn runs it (mcr_cgd, mcr_oracle).")
     attacks = sorted(curves)
-    figure = Figure(figsize=(4.6 * len(defenses), 2.9 * len(attacks) + 0.6))
+    figure = Figure(figsize=(4.6 * len(defenses), 2.9 * len(attacks) + 0.7))
     grid = np.atleast_2d(figure.subplots(len(attacks), len(defenses), squeeze=False))
     lines = (("val_clean_acc", "validation CA", "-o", "tab:blue"), ("triggered_agreement", "triggered agreement (ASR proxy)", "-s", "tab:orange"),
              ("test_clean_acc", "test CA (evaluation only)", ":o", "tab:green"), ("test_asr", "test ASR (evaluation only)", ":^", "tab:red"))  # fmt: skip
@@ -117,9 +117,10 @@ def plot_mcr_curves(curves: Mapping[str, Mapping[str, Mapping]]) -> Figure:
             if row == len(attacks) - 1:
                 axis.set_xlabel("t (0: backdoored model, 1: fine-tuned end point)")
     handles = {label: handle for axis in grid.flat for handle, label in zip(*axis.get_legend_handles_labels())}
-    figure.legend(handles.values(), handles.keys(), loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 1.0))
-    figure.suptitle("MCR along the curve", y=1.0 + 0.25 / (2.9 * len(attacks) + 0.6))
-    figure.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (2.9 * len(attacks) + 0.6)))
+    height = figure.get_figheight()
+    figure.suptitle("MCR along the curve", y=1.0, va="top")
+    figure.legend(handles.values(), handles.keys(), loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 1 - 0.3 / height))
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.65 / height))
     return figure
 
 
