@@ -88,7 +88,7 @@ def main() -> None:
         function, _ = DEFENSES[name]
         for source, clean in clean_sets.items():
             started = time.perf_counter()
-            checkpoint, report = function(victim, clean, params[name], runtime)
+            checkpoint, report, *_ = function(victim, clean, params[name], runtime)  # MCR also returns its curve
             seconds = time.perf_counter() - started
             after = evaluate_backdoor(from_checkpoint(checkpoint, device), test_set, backdoor_test, device=device)
             chosen = describe_choice(report)

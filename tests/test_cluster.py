@@ -29,10 +29,11 @@ def test_a_local_cluster_shares_the_cores_among_its_workers(monkeypatch):
     assert local_cluster_size(config) == (2, 8)  # one worker per GPU, 8 torch threads each
 
 
-def test_the_slurm_job_script_asks_for_what_dask_yml_says():
+def test_the_slurm_job_script_asks_for_what_dask_yml_says(tmp_path):
     pytest.importorskip("dask_jobqueue")
     config = SlurmClusterConfig(queue="gpu", account="lab", cores=8, memory="64GB", gpus=2, walltime="08:00:00", jobs=4,
-                                job_extra_directives=["--constraint=a100"], job_script_prologue=["source ~/venv/bin/activate"])  # fmt: skip
+                                job_extra_directives=["--constraint=a100"], job_script_prologue=["source ~/venv/bin/activate"],
+                                log_directory=str(tmp_path / "slurm_logs"))  # fmt: skip
     cluster = slurm_cluster(config, submit=False)
     try:
         script = cluster.job_script()

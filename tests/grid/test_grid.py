@@ -99,6 +99,9 @@ def test_a_grid_on_two_workers_isolates_failures_resumes_and_equals_single_runs(
     assert [r["status"] for r in sorted(result.ran, key=lambda r: r["id"])].count("complete") == 3
     assert result.failed == [cells[3].id] and f"1 cell(s) failed: {cells[3].id}" in lines[-1]
     assert len({r["worker"] for r in result.ran}) == 2  # both workers ran cells
+    # the first cell of each seed went first (each fills the shared model cache for its seed's other cells)
+    started = sorted(cells, key=lambda c: json.loads((root / "cells" / c.id / "cell.json").read_text())["started"])
+    assert {started[0].id, started[1].id} == {cells[0].id, cells[2].id}
     summary = result.summary
     cgd = summary[(summary["defense"] == "cgd") & (summary["{attack}.attack.ratio"] == 0.1)].iloc[0]
     assert cgd["n_seeds"] == 2 and 0 <= cgd["asr_mean"] <= 1 and cgd["asr_std"] >= 0  # mean ± std over the two seeds

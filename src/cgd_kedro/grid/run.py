@@ -5,8 +5,9 @@
 2. Cells already complete are skipped (the cell's folder name is a hash of its definition, so a
    changed spec makes new cells); cells that failed before are skipped unless ``rerun_failed``,
    which retries only them; interrupted ones (a killed grid) run again.
-3. Each cell is one Dask task (``grid.cells.run_cell``), one GPU each where workers have GPUs; a
-   progress bar counts the cells and a failing cell's log tail is printed while the others go on.
+3. Each cell is one Dask task (``grid.cells.run_cell``), one GPU each where workers have GPUs, the
+   first cell of each (env, seed) first (it fills the shared model cache); a progress bar counts
+   the cells and a failing cell's log tail is printed while the others go on.
 4. The complete cells are summarised (``reporting.grid``): mean ± std over seeds per (env, attack,
    defense, sweep values), a figure per sweep, an HTML report.
 """
@@ -78,10 +79,14 @@ def run_grid(
             echo(f"dask dashboard: {client.dashboard_link}")
             gpus = any(w.get("resources", {}).get("GPU") for w in client.scheduler_info()["workers"].values())
             futures = {}
+            # The first cell of each (env, seed) goes first: it fills the grid's model cache (the
+            # reference CLIP, the clean model) that the cell's other runs then reuse.
+            leaders = {(cell.env, cell.seed): cell for cell in reversed(todo)}
             for cell in todo:
                 folder = prepare_cell(project_path, root, cell)
+                priority = 1 if leaders[(cell.env, cell.seed)] is cell else 0
                 futures[client.submit(run_cell, str(folder), cell_timeout_s, key=f"cell-{cell.id}-{time.time_ns()}", pure=False,
-                                      resources={"GPU": 1} if gpus else None)] = (cell, time.perf_counter())  # fmt: skip
+                                      priority=priority, resources={"GPU": 1} if gpus else None)] = (cell, time.perf_counter())  # fmt: skip
             from distributed import as_completed
 
             with tqdm(total=len(futures), desc=f"grid {spec.name}", unit="cell") as bar:

@@ -145,7 +145,8 @@ def render_report(
         "defense_report (this run's seed)": defense_report, "defense_summary (over seeds)": defense_summary,
         "split_report": split_report}  # fmt: skip
     drawn = draw_report_figures(defense_report, clip_defense_pairs, **artefacts)
-    shown = [name for name in REPORT_FIGURES if has_clip_rows(defense_report) or name not in CLIP_FIGURES]
+    has_mcr = bool(figures.mcr_curves(by_attack("defense", artefacts)))  # a run without MCR saves the stand-in, shows none
+    shown = [name for name in REPORT_FIGURES if (has_clip_rows(defense_report) or name not in CLIP_FIGURES) and (has_mcr or name != "mcr_curves_png")]
     uris = {REPORT_FIGURES[name]: render.figure_to_data_uri(drawn[name]) for name in shown}
     page = render.render_html(f"cgd_kedro report: {dataset}", {"summary": summary}, tables, uris)
     markdown = "\n\n".join(
