@@ -66,8 +66,10 @@ def run_grid(
     root = grid_root(project_path, spec.name)
     todo, complete, failed = plan(cells, root, rerun_failed)
     result = GridResult(root, cells, skipped=complete, failed=failed)
+    left = len(cells) - len(todo) - len(complete) - len(failed)  # with --rerun-failed: cells never run, left for a plain run
     echo(f"grid {spec.name}: {len(cells)} cells; {len(complete)} complete, {len(failed)} failed before"
-         + (" (--rerun-failed retries them)" if failed else "") + f", {len(todo)} to run; outputs under {root}")  # fmt: skip
+         + (" (--rerun-failed retries them)" if failed else "") + f", {len(todo)} to run"
+         + (f", {left} not run yet (a run without --rerun-failed runs them)" if left else "") + f"; outputs under {root}")  # fmt: skip
     if dry_run:
         for cell in cells:
             status = (read_state(cell_dir(root, cell)) or {}).get("status", "not run")
