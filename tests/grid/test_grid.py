@@ -154,3 +154,12 @@ def test_a_killed_grid_resumes_with_only_the_missing_cells(tiny_project):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"{len(done)} complete, 0 failed before, {3 - len(done)} to run" in resumed.stdout
     assert all(json.loads(p.read_text())["status"] == "complete" for p in root.glob("cells/*/cell.json"))
+
+
+def test_the_default_spec_is_valid(tmp_project):
+    from cgd_kedro.grid.spec import check_spec
+
+    spec = load_spec(Path(__file__).parents[2] / "conf" / "base" / "grid.yml")
+    cells = expand_cells(spec)
+    check_spec(spec, tmp_project, cells)
+    assert spec.name == "default" and len(cells) == 4 and {c.seed for c in cells} == {0, 1}

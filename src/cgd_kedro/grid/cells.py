@@ -76,7 +76,8 @@ def run_cell(folder: str, timeout_s: float | None = None) -> dict:
     state = read_state(path) or {}
     worker = _worker_name()
     started = time.perf_counter()
-    write_state(path, state | {"status": "running", "worker": worker, "started": time.time()})
+    state = state | {"status": "running", "worker": worker, "started": time.time()}
+    write_state(path, state)
     env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1")
     gpu = worker_gpu() if worker else None
     if gpu is not None:
@@ -92,7 +93,7 @@ def run_cell(folder: str, timeout_s: float | None = None) -> dict:
     seconds = time.perf_counter() - started
     status = "complete" if returncode == 0 else "failed"
     tail = "" if returncode == 0 else _tail(path / LOG_FILE)
-    write_state(path, state | {"status": status, "worker": worker, "seconds": seconds, "returncode": returncode, "finished": time.time()}
+    write_state(path, state | {"status": status, "seconds": seconds, "returncode": returncode, "finished": time.time()}
                 | ({"error": tail} if tail else {}))  # fmt: skip
     return {"id": path.name, "status": status, "seconds": seconds, "returncode": returncode, "worker": worker, "log_tail": tail}
 

@@ -83,8 +83,9 @@ def run_grid(
             futures = {}
             # The first cell of each (env, seed) goes first: it fills the grid's model cache (the
             # reference CLIP, the clean model) that the cell's other runs then reuse.
+            # (Submitted in that order too: an idle worker takes a task as soon as it is submitted.)
             leaders = {(cell.env, cell.seed): cell for cell in reversed(todo)}
-            for cell in todo:
+            for cell in sorted(todo, key=lambda c: leaders[(c.env, c.seed)] is not c):  # stable: spec order otherwise
                 folder = prepare_cell(project_path, root, cell)
                 priority = 1 if leaders[(cell.env, cell.seed)] is cell else 0
                 futures[client.submit(run_cell, str(folder), cell_timeout_s, key=f"cell-{cell.id}-{time.time_ns()}", pure=False,
