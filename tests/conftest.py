@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ import torch
 # Tests must never try to send telemetry.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Every Kedro session is an MLflow run (cgd_kedro.tracking): one store for the whole test session
+# (made once, not per temporary project); tests of the project's default store unset it.
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='cgd-mlflow-')}/mlflow.db")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,9 +3,11 @@
 from kedro.config import OmegaConfigLoader
 
 from cgd_kedro.hooks import AccelerationHooks, NodeTimingHooks, ParameterCheckHooks, RunRecordHooks
+from cgd_kedro.tracking import MlflowTrackingHooks
 
 # pluggy calls the last registered first: the parameter check runs before anything else.
-HOOKS = (RunRecordHooks(), AccelerationHooks(), NodeTimingHooks(), ParameterCheckHooks())
+# MlflowTrackingHooks' hooks are `tryfirst` (they must run before kedro-mlflow's, a plugin).
+HOOKS = (RunRecordHooks(), AccelerationHooks(), NodeTimingHooks(), ParameterCheckHooks(), MlflowTrackingHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

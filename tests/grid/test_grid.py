@@ -110,6 +110,14 @@ def test_a_grid_on_two_workers_isolates_failures_resumes_and_equals_single_runs(
     # Two seeds never share a file: every cell has its own outputs
     victims = [next((root / "cells" / c.id / "data/06_models/embedded/badnets/victim_model.safetensors").rglob("*.safetensors")) for c in cells[:3]]
     assert len({v.resolve() for v in victims}) == 3 and len({v.read_bytes() for v in victims}) == 3
+    # The grid is an MLflow run; each cell's run is its child, named after the cell, with its metrics
+    client, grid_run = _grid_run(root)
+    assert grid_run.info.status == "FAILED" and grid_run.data.tags["cgd.grid"] == "test"
+    assert {a.path for a in client.list_artifacts(grid_run.info.run_id)} >= {"grid_summary.csv", "grid_report.html"}
+    children = _children(client, grid_run)
+    assert {r.info.run_name: r.info.status for r in children} == {c.id: "FAILED" if c is cells[3] else "FINISHED" for c in cells}
+    child = next(r for r in children if r.info.run_name == cells[0].id)
+    assert child.data.metrics["badnets/defense/cgd/asr"] == pytest.approx(_metrics(root / "cells" / cells[0].id)["cgd"]["asr"])
 
     # The same cell run alone with kedro run gives exactly the same metrics (same seed, CPU)
     alone = subprocess.run(
@@ -130,6 +138,21 @@ def test_a_grid_on_two_workers_isolates_failures_resumes_and_equals_single_runs(
     assert [r["id"] for r in retried.ran] == [cells[3].id] and retried.ran[0]["status"] == "complete" and not retried.failed
     assert {c.id: (root / "cells" / c.id / "cell.json").read_text() for c in cells[:3]} == before
     assert retried.summary["n_seeds"].min() == 2
+    client, resumed_run = _grid_run(root)  # the same grid run, reopened, now finished; one more child
+    assert resumed_run.info.run_id == grid_run.info.run_id and resumed_run.info.status == "FINISHED"
+    assert len(_children(client, resumed_run)) == 5
+
+
+def _grid_run(root: Path):
+    from mlflow import MlflowClient
+
+    info = json.loads((root / "mlflow_run.json").read_text())
+    client = MlflowClient(tracking_uri=info["tracking_uri"])
+    return client, client.get_run(info["run_id"])
+
+
+def _children(client, parent) -> list:
+    return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
 
 
 @pytest.mark.slow

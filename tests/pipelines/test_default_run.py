@@ -17,7 +17,8 @@ from cgd_kedro.pipelines.poison.pipeline import DEFAULT_ATTACKS
 
 
 @pytest.mark.slow
-def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_project):
+def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_project, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store, as for a user
     bootstrap_project(tmp_project)
     params = tiny_abd_parameters() | TINY_DEFENSES
     with KedroSession.create(project_path=tmp_project, runtime_params=params) as session:
@@ -43,3 +44,19 @@ def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_
     assert html.count("<img") == 3 and "No CLIP attack in this run" in html  # classifier figures only
     zero_shot = json.loads(next((reporting / "reference_clip_metrics.json").rglob("*.json")).read_text())
     assert zero_shot["pretraining"]["pairs"] == 96 and 0 <= zero_shot["zero_shot_acc"] <= 1
+
+    # The run is an MLflow run in the project's local store, with its metrics, parameters and files.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_project / 'data/09_tracking/mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("cgd_kedro").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["cgd.version"] == next((reporting / "report.html").iterdir()).name
+    metrics = json.loads(next((reporting / "badnets/defense_metrics.json").rglob("*.json")).read_text())
+    split = json.loads(next((reporting / "badnets/split_metrics.json").rglob("*.json")).read_text())
+    assert run.data.metrics["badnets/defense/cgd/asr"] == pytest.approx(metrics["cgd"]["asr"])
+    assert run.data.metrics["badnets/defense/fp_oracle/clean_acc"] == pytest.approx(metrics["fp_oracle"]["clean_acc"])
+    assert run.data.metrics["badnets/split/auroc_combined"] == pytest.approx(split["auroc_combined"])
+    assert run.data.params["victim.training.epochs"] == str(params["victim"]["training"]["epochs"])
+    artifacts = {a.path for folder in ("badnets", "report") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"badnets/entropy_map.png", "report/report.html", "report/defense_report.csv"} <= artifacts

@@ -52,8 +52,9 @@ def write_state(folder: Path, state: dict) -> None:
     save_text(folder / CELL_FILE, json.dumps(state, indent=2, default=str))
 
 
-def prepare_cell(project_path: str | Path, root: Path, cell: Cell) -> Path:
-    """The cell's folder, made a Kedro project that reads the project's configuration."""
+def prepare_cell(project_path: str | Path, root: Path, cell: Cell, tracking: dict | None = None) -> Path:
+    """The cell's folder, made a Kedro project that reads the project's configuration;
+    ``tracking``: the grid's MLflow run, the parent of the cell's (``cgd_kedro.tracking``)."""
     project = Path(project_path).resolve()
     folder = cell_dir(root, cell)
     folder.mkdir(parents=True, exist_ok=True)
@@ -63,7 +64,8 @@ def prepare_cell(project_path: str | Path, root: Path, cell: Cell) -> Path:
     (folder / "src").mkdir(exist_ok=True)  # bootstrap_project checks it exists; the package is installed
     (folder / ".telemetry").write_text("consent: false\n")
     state = read_state(folder) or {}
-    write_state(folder, {"definition": cell.definition(), "status": state.get("status", "pending"), "cache_dir": str(root / "cache")})
+    write_state(folder, {"definition": cell.definition(), "status": state.get("status", "pending"), "cache_dir": str(root / "cache"),
+                         "tracking": tracking})  # fmt: skip
     return folder
 
 

@@ -10,6 +10,7 @@
    the cells and a failing cell's log tail is printed while the others go on.
 4. The complete cells are summarised (``reporting.grid``): mean ± std over seeds per (env, attack,
    defense, sweep values), a figure per sweep, an HTML report.
+5. The grid is an MLflow run and each cell's run is its child (``cgd_kedro.tracking``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cgd_kedro.cluster import load_dask_config, open_client
 from cgd_kedro.grid.cells import cell_dir, grid_root, prepare_cell, read_state, run_cell
 from cgd_kedro.grid.spec import Cell, check_spec, expand_cells, load_spec
 from cgd_kedro.reporting.grid import format_summary, write_grid_report
+from cgd_kedro.tracking import close_grid_run, open_grid_run
 
 
 @dataclass
@@ -76,6 +78,7 @@ def run_grid(
             echo(f"  {cell.id}: {status}{' -> runs' if cell in todo else ''}")
         return result
     started = time.perf_counter()
+    tracking = open_grid_run(project_path, root, spec.name) if todo else None
     if todo:
         with open_client(load_dask_config(project_path, env), cluster, workers) as client:
             echo(f"dask dashboard: {client.dashboard_link}")
@@ -86,7 +89,7 @@ def run_grid(
             # (Submitted in that order too: an idle worker takes a task as soon as it is submitted.)
             leaders = {(cell.env, cell.seed): cell for cell in reversed(todo)}
             for cell in sorted(todo, key=lambda c: leaders[(c.env, c.seed)] is not c):  # stable: spec order otherwise
-                folder = prepare_cell(project_path, root, cell)
+                folder = prepare_cell(project_path, root, cell, tracking)
                 priority = 1 if leaders[(cell.env, cell.seed)] is cell else 0
                 futures[client.submit(run_cell, str(folder), cell_timeout_s, key=f"cell-{cell.id}-{time.time_ns()}", pure=False,
                                       priority=priority, resources={"GPU": 1} if gpus else None)] = (cell, time.perf_counter())  # fmt: skip
@@ -104,6 +107,8 @@ def run_grid(
                     bar.update(1)
     result.wall_seconds = time.perf_counter() - started
     result.summary = write_grid_report(root, spec.name, cells, list(spec.sweep), result.failed)
+    reports = [root / "grid_summary.csv", root / "grid_cells.csv", root / "grid_report.html", *sorted(root.glob("grid_*.png"))]
+    close_grid_run(tracking, reports, len(result.failed))
     if len(result.summary):
         echo(format_summary(result.summary, list(spec.sweep)).to_string(index=False))
     echo(f"summary: {root / 'grid_summary.csv'}; report: {root / 'grid_report.html'}"

@@ -2,7 +2,8 @@
 
 Reads the cell's ``cell.json`` and runs its pipelines and namespaces with its parameter overrides,
 exactly as ``kedro run --env <env> --pipelines <...> --namespaces <...> --params <...>`` would in
-that folder; the model cache is the grid's (``runtime.cache_dir``), shared by its cells.
+that folder; the model cache is the grid's (``runtime.cache_dir``), shared by its cells, and its
+MLflow run is a child of the grid's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from cgd_kedro.grid.spec import merge
+from cgd_kedro.tracking import cell_run
 
 
 def run(folder: Path) -> None:
@@ -25,8 +27,9 @@ def run(folder: Path) -> None:
     os.chdir(folder)
     bootstrap_project(folder)
     params = merge(cell["params"], {"runtime": {"cache_dir": state["cache_dir"]}})
-    with KedroSession.create(project_path=folder, env=None if cell["env"] == "base" else cell["env"], runtime_params=params) as session:
-        session.run(pipeline_names=cell["pipelines"], namespaces=cell["namespaces"])
+    with cell_run(state.get("tracking"), folder.name):  # a child of the grid's MLflow run
+        with KedroSession.create(project_path=folder, env=None if cell["env"] == "base" else cell["env"], runtime_params=params) as session:
+            session.run(pipeline_names=cell["pipelines"], namespaces=cell["namespaces"])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""cgd_kedro.tracking: metric names and values, artefacts, the project's default store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cgd_kedro.tracking import default_tracking_uri, log_run_outputs, metric_items, metric_prefix
+
+
+def test_metric_names_follow_the_dataset_and_keep_only_finite_numbers():
+    metrics = {"cgd": {"asr": 0.01, "clean_acc": 0.9, "curve": [{"t": 0.1}]}, "none": {"asr": 1, "ok": True, "nan": float("nan")}}
+    assert dict(metric_items(metrics, metric_prefix("badnets.defense_metrics"))) == {
+        "badnets/defense/cgd/asr": 0.01,
+        "badnets/defense/cgd/clean_acc": 0.9,
+        "badnets/defense/none/asr": 1.0,
+    }
+    assert metric_prefix("reference_clip_metrics") == "reference_clip"
+    assert metric_prefix("clip_badnet.clip_defense_metrics") == "clip_badnet/clip_defense"
+
+
+def test_outputs_are_logged_as_metrics_and_files(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", default_tracking_uri(tmp_path))
+    assert (tmp_path / "data/09_tracking").is_dir()
+    files = {
+        "badnets.split_metrics": tmp_path / "split_metrics.json",
+        "badnets.entropy_map": tmp_path / "entropy_map.png",
+        "report_html": tmp_path / "report.html",
+        "badnets.cgd_split": tmp_path / "cgd_split.safetensors",  # neither a metric nor a report file
+    }
+    files["badnets.split_metrics"].write_text(json.dumps({"auroc_combined": 0.98, "clean_size": 6800}))
+    for name in ("badnets.entropy_map", "report_html", "badnets.cgd_split"):
+        files[name].write_bytes(b"x")
+    mlflow.set_tracking_uri(default_tracking_uri(tmp_path))
+    with mlflow.start_run() as run:
+        assert log_run_outputs(files) == (2, 2)
+    client = mlflow.MlflowClient()
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert logged == {"badnets/split/auroc_combined": pytest.approx(0.98), "badnets/split/clean_size": 6800.0}
+    paths = {a.path for folder in ("badnets", "report") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert paths == {"badnets/entropy_map.png", "report/report.html"}
