@@ -55,16 +55,21 @@ def latest_version(project: Path, relative: str) -> Path:
     return sorted(folder.iterdir())[-1] / folder.name
 
 
+def make_project(folder: Path) -> Path:
+    """A copy of the project's configuration in ``folder``: a Kedro project whose session runs
+    write their data/ there and never touch the repository's own outputs."""
+    shutil.copytree(PROJECT_ROOT / "conf", folder / "conf", ignore=shutil.ignore_patterns("local"))
+    (folder / "conf" / "local").mkdir()
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", folder / "pyproject.toml")
+    (folder / ".telemetry").write_text("consent: false\n")
+    (folder / "src").mkdir()  # bootstrap_project checks it exists; the package is installed
+    return folder
+
+
 @pytest.fixture
 def tmp_project(tmp_path, monkeypatch) -> Path:
-    """A copy of the project's configuration in ``tmp_path``, made the working directory, so
-    session runs write their data/ there and never touch the repository's own outputs."""
-    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    (tmp_path / ".telemetry").write_text("consent: false\n")
-    (tmp_path / "src").mkdir()  # bootstrap_project checks it exists; the package is installed
-    monkeypatch.chdir(tmp_path)
+    """``make_project`` in ``tmp_path``, made the working directory."""
+    monkeypatch.chdir(make_project(tmp_path))
     return tmp_path
 
 

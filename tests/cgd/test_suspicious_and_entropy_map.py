@@ -75,3 +75,33 @@ def test_entropy_map_has_scatter_marginals_threshold_lines_and_ground_truth_colo
         tuple(int(POISON_COLOUR[i : i + 2], 16) / 255 for i in (1, 3, 5))
     )
     assert len(top.patches) == len(right.patches) == 100
+
+
+def test_figures_never_touch_pyplots_global_state():
+    """The platform draws in several threads: figures must be plain Figure objects, never pyplot's."""
+    import matplotlib.pyplot as plt
+
+    from cgd_kedro.clip.figures import plot_defense_curves
+    from cgd_kedro.reporting.render import figure_to_data_uri
+
+    before = plt.get_fignums()
+    r = torch.linspace(0.01, 1, 20)
+    figures = [
+        plot_entropy_map(r, r, None, sigma1=0.2, sigma2=0.1),
+        plot_defense_curves({"abd": [{"epoch": 1, "test_clean_acc": 0.8, "test_asr": 0.1}]}, before={"clean_acc": 0.8, "asr": 1.0}),
+    ]
+    assert figure_to_data_uri(figures[0]).startswith("data:image/png;base64,")
+    assert plt.get_fignums() == before and all(f.canvas.manager is None for f in figures)
+
+
+def test_building_a_clip_keeps_the_root_logger_on_and_drops_only_open_clips_random_init_notice(caplog):
+    import logging
+
+    from cgd_kedro.clip.factory import EMBEDDED_CLIP, create_clip
+
+    with caplog.at_level(logging.INFO):
+        create_clip(EMBEDDED_CLIP)
+        logging.getLogger().warning("another root message")
+    assert not logging.getLogger().disabled
+    messages = [r.getMessage() for r in caplog.records]
+    assert "another root message" in messages and not any("No pretrained weights loaded" in m for m in messages)

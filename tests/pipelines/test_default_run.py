@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from conftest import PROJECT_ROOT, make_project
 from test_cgd_unlearn_pipeline import TINY_DEFENSES
 from test_abd_defense_pipeline import tiny_abd_parameters
 
@@ -16,13 +20,25 @@ from cgd_kedro.pipelines.cgd_robustness.pipeline import DEFAULT_ROBUSTNESS_ATTAC
 from cgd_kedro.pipelines.poison.pipeline import DEFAULT_ATTACKS
 
 
+PARAMS = tiny_abd_parameters() | TINY_DEFENSES
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> Path:
+    """The default run at a tiny size, in a throw-away project (shared by this module's tests)."""
+    project = make_project(tmp_path_factory.mktemp("default_run"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store, as for a user
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, runtime_params=PARAMS) as session:
+            session.run()
+    return project
+
+
 @pytest.mark.slow
-def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_project, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store, as for a user
-    bootstrap_project(tmp_project)
-    params = tiny_abd_parameters() | TINY_DEFENSES
-    with KedroSession.create(project_path=tmp_project, runtime_params=params) as session:
-        session.run()
+def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(default_run):
+    tmp_project, params = default_run, PARAMS
     reporting = tmp_project / "data/08_reporting/embedded"
     folders = {p.name for p in reporting.iterdir() if p.is_dir() and not p.name.endswith((".json", ".csv", ".html", ".md"))}
     assert folders == set(DEFAULT_ATTACKS) | set(DEFAULT_CLIP_ATTACKS) | {"figures"}
@@ -60,3 +76,35 @@ def test_default_run_writes_every_pipelines_outputs_for_the_default_attacks(tmp_
     assert run.data.params["victim.training.epochs"] == str(params["victim"]["training"]["epochs"])
     artifacts = {a.path for folder in ("badnets", "report") for a in client.list_artifacts(run.info.run_id, folder)}
     assert {"badnets/entropy_map.png", "report/report.html", "report/defense_report.csv"} <= artifacts
+
+
+@pytest.mark.slow
+def test_the_exploration_notebook_runs_on_the_default_run(default_run):
+    """notebooks/explore_cgd.ipynb, executed as a user would open it, on the tiny default run."""
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(PROJECT_ROOT / "notebooks" / "explore_cgd.ipynb", as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")  # committed clean
+    env = {"CGD_PROJECT": str(default_run), "CGD_ATTACK": "badnets", "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+    previous = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": str(PROJECT_ROOT / "notebooks")}}).execute()  # fmt: skip
+    finally:
+        for key, value in previous.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 2  # the entropy map and CGD's unlearning curve
+    # text as shown (kedro.ipython's rich printing colours numbers: drop the ANSI codes)
+    tables = [re.sub(r"\x1b\[[0-9;]*m", "", o["data"]["text/plain"]) for o in outputs if o.output_type == "execute_result"]
+    assert any("auroc_combined" in table for table in tables)  # the split's metrics
+    # the defense table shows the run's defense_report: CGD's row, rounded to 3 places
+    report = pd.read_csv(next((default_run / "data/08_reporting/embedded/defense_report.csv").rglob("*.csv")))
+    cgd = report[(report["attack"] == "badnets") & (report["defense"] == "cgd")].iloc[0]
+    [defenses] = [table for table in tables if "seconds" in table and "der" in table]
+    [row] = [line.split() for line in defenses.splitlines() if line.split()[1:3] == ["badnets", "cgd"]]
+    assert [float(v) for v in row[3:6]] == [round(cgd[k], 3) for k in ("clean_acc", "asr", "ra")]

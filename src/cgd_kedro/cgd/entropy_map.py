@@ -8,13 +8,8 @@ of ``1 - sigma2`` or below ``sigma2``.
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # figures are written to files; no display is needed or assumed
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import Tensor  # noqa: E402
+from matplotlib.figure import Figure
+from torch import Tensor
 
 CLEAN_COLOUR, POISON_COLOUR = "#3b75af", "#d62728"
 
@@ -23,7 +18,7 @@ def plot_entropy_map(
     r_clip: Tensor, r_sus: Tensor, poison: Tensor | None, *, sigma1: float, sigma2: float, title: str = ""
 ) -> Figure:
     """Scatter of ``(r_clip, r_sus)`` with marginal histograms, coloured by ``poison`` if given."""
-    figure = plt.figure(figsize=(6.4, 6.4))
+    figure = Figure(figsize=(6.4, 6.4))  # not pyplot: no global state, safe in the platform's threads
     grid = figure.add_gridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4), wspace=0.05, hspace=0.05)
     scatter = figure.add_subplot(grid[1, 0])
     top = figure.add_subplot(grid[0, 0], sharex=scatter)

@@ -40,6 +40,16 @@ PRETRAINABLE_CLIPS = (EMBEDDED_CLIP, SMALL_CLIP)
 PROJECT_PREPROCESS = {EMBEDDED_CLIP: {"mean": (0.465, 0.465, 0.454), "std": (0.195, 0.182, 0.194)}}
 
 
+class _RandomInitNotice(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly": here that is the
+    intent (weights come from the project's own pretraining or ``clip.weights``). A filter on the
+    root logger's records, installed once, rather than switching the root logger off and on
+    around each model creation, which raced with other threads' logging."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and record.getMessage().startswith("No pretrained weights loaded"))
+
+
 @cache
 def _open_clip():
     """open_clip, imported on first use with the project's model configs registered (importing it
@@ -47,6 +57,7 @@ def _open_clip():
     import open_clip
 
     open_clip.add_model_config(CONFIG_DIR)
+    logging.getLogger().addFilter(_RandomInitNotice())  # open_clip logs on the root logger
     return open_clip
 
 
@@ -66,12 +77,7 @@ def check_clip_name(model_name: str) -> None:
 def create_clip(model_name: str) -> nn.Module:
     """A randomly initialised open_clip model ``model_name`` (never downloads anything)."""
     check_clip_name(model_name)
-    # open_clip warns that no pretrained weights were loaded; here that is the intent.
-    logging.getLogger("root").disabled, previous = True, logging.getLogger("root").disabled
-    try:
-        return _open_clip().create_model(model_name, pretrained=None, force_preprocess_cfg=PROJECT_PREPROCESS.get(model_name))
-    finally:
-        logging.getLogger("root").disabled = previous
+    return _open_clip().create_model(model_name, pretrained=None, force_preprocess_cfg=PROJECT_PREPROCESS.get(model_name))
 
 
 def get_tokenizer(model_name: str):

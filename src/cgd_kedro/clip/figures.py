@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+from matplotlib.figure import Figure
+from torch import Tensor
 
-matplotlib.use("Agg")  # figures are written to files; no display is needed or assumed
+from cgd_kedro.clip.triggers import ClipTrigger, apply_trigger
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import Tensor  # noqa: E402
+def _subplots(rows: int, columns: int, **kwargs):
+    """``pyplot.subplots`` on a plain ``Figure``: no pyplot global state (the platform draws in threads)."""
+    figsize, sharey = kwargs.pop("figsize", None), kwargs.pop("sharey", False)
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, columns, sharey=sharey, **kwargs)
 
-from cgd_kedro.clip.triggers import ClipTrigger, apply_trigger  # noqa: E402
 
 DEFENSE_COLOURS = {"ft": "#7f7f7f", "cleanclip": "#1f77b4", "abd": "#d62728"}
 
@@ -22,7 +24,7 @@ def plot_sample_grid(rows: Mapping[str, Tensor], *, title: str = "") -> Figure:
     """One row per named uint8 batch (``C x H x W`` images, same count per row), e.g. clean,
     backdoored (triggered) and adversarial (ABD patch) versions of the same images."""
     n = min(t.shape[0] for t in rows.values())
-    figure, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
+    figure, axes = _subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
     for r, (name, images) in enumerate(rows.items()):
         for c in range(n):
             ax = axes[r][c]
@@ -54,7 +56,7 @@ def plot_similarity_panel(similarities: Mapping[str, Mapping[str, Sequence[float
     the similarity to its own caption, to the target caption and to an unrelated caption."""
     groups = list(similarities)
     kinds = list(next(iter(similarities.values())))
-    figure, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), sharey=True, squeeze=False)
+    figure, axes = _subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), sharey=True, squeeze=False)
     for ax, group in zip(axes[0], groups):
         ax.boxplot([list(similarities[group][k]) for k in kinds], showfliers=False)
         ax.set_xticks(range(1, len(kinds) + 1), kinds, rotation=20, fontsize=8)
@@ -68,7 +70,7 @@ def plot_similarity_panel(similarities: Mapping[str, Mapping[str, Sequence[float
 
 def plot_defense_curves(histories: Mapping[str, Sequence[Mapping]], *, before: Mapping[str, float], title: str = "") -> Figure:
     """CA and ASR after each epoch of each defense (epoch 0 = the backdoored CLIP)."""
-    figure, (ca_ax, asr_ax) = plt.subplots(1, 2, figsize=(8, 3.2))
+    figure, (ca_ax, asr_ax) = _subplots(1, 2, figsize=(8, 3.2))
     for name, history in histories.items():
         epochs = [0] + [h["epoch"] for h in history]
         colour = DEFENSE_COLOURS.get(name)

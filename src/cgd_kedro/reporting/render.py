@@ -8,7 +8,6 @@ import html
 import io
 from collections.abc import Mapping
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -35,10 +34,9 @@ img { max-width: 100%; border: 1px solid #eee; margin-bottom: 1rem; }
 
 
 def figure_to_data_uri(figure: Figure, dpi: int = 110) -> str:
-    """``data:image/png;base64,...`` of ``figure`` (which is closed afterwards)."""
+    """``data:image/png;base64,...`` of ``figure``."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
