@@ -1,4 +1,5 @@
-"""Shared fixtures: small parameter sets, a throw-away copy of the Kedro project, a toy trained model."""
+"""Shared fixtures: small parameter sets, a throw-away copy of the Kedro project,
+a toy trained model."""
 
 from __future__ import annotations
 
@@ -31,7 +32,14 @@ def tiny_parameters() -> dict:
     from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 
     attacks = {
-        name: {"attack": {"name": name, "target": 0, "ratio": 0.1, "trigger": dict(TINY_TRIGGERS.get(name, {}))}}
+        name: {
+            "attack": {
+                "name": name,
+                "target": 0,
+                "ratio": 0.1,
+                "trigger": dict(TINY_TRIGGERS.get(name, {})),
+            }
+        }
         for name in ATTACK_NAMESPACES
     }
     return attacks | {
@@ -40,7 +48,10 @@ def tiny_parameters() -> dict:
             "world": {"seed": 0, "n_train": 300, "n_test": 120, "n_captions": 1, "difficulty": 0.5},
         },
         "runtime": {"device": "cpu", "seed": 0},
-        "victim": {"architecture": "compact_cnn", "training": {"epochs": 1, "batch_size": 64, "lr": 0.05}},
+        "victim": {
+            "architecture": "compact_cnn",
+            "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+        },
         "badnets": {"attack": {"name": "badnets", "target": 0, "ratio": 0.1, "mode": "all_to_one"}},
     }
 
@@ -55,7 +66,9 @@ def latest_version(project: Path, relative: str) -> Path:
 def tmp_project(tmp_path, monkeypatch) -> Path:
     """A copy of the project's configuration in ``tmp_path``, made the working directory, so
     session runs write their data/ there and never touch the repository's own outputs."""
-    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copytree(
+        PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local")
+    )
     (tmp_path / "conf" / "local").mkdir()
     shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     (tmp_path / ".telemetry").write_text("consent: false\n")
@@ -66,7 +79,8 @@ def tmp_project(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def toy_trained():
-    """``(model, images, labels)``: a compact CNN that has learned the 3-class toy set well above chance."""
+    """``(model, images, labels)``:
+    a compact CNN that has learned the 3-class toy set well above chance."""
     from cgd_kedro.models.classifier import build_classifier
     from cgd_kedro.training.classifier import TrainingConfig, train_classifier
 
@@ -75,6 +89,12 @@ def toy_trained():
     images = torch.randint(0, 90, (240, 3, 16, 16), generator=g, dtype=torch.uint8)
     images[torch.arange(240), labels] += 150
     model = build_classifier("compact_cnn", 3, (0.5,) * 3, (0.25,) * 3)
-    train_classifier(model, images, labels, TrainingConfig(epochs=3, batch_size=32, lr=0.05, augment=False),
-                     device=torch.device("cpu"), generator=g)  # fmt: skip
+    train_classifier(
+        model,
+        images,
+        labels,
+        TrainingConfig(epochs=3, batch_size=32, lr=0.05, augment=False),
+        device=torch.device("cpu"),
+        generator=g,
+    )
     return model, images, labels

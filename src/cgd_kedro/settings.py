@@ -11,6 +11,7 @@ CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
-    # Environments override single keys (e.g. conf/cifar10 sets only dataset.root), not whole sections.
+    # Environments override single keys (e.g. conf/cifar10 sets only
+    # dataset.root), not whole sections.
     "merge_strategy": {"parameters": "soft", "globals": "soft"},
 }

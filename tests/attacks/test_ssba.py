@@ -31,7 +31,8 @@ def world():
 @pytest.fixture(scope="module")
 def trained(world):
     """Encoder and decoder after 300 steps on 256 tiny images (a few seconds on a CPU): long enough
-    for the fidelity loss to ramp in, which is what shrinks the residual and makes it image-specific."""
+    for the fidelity loss to ramp in, which is what shrinks the residual
+    and makes it image-specific."""
     train, _ = world
     return train_stegastamp(train["images"], steps=300, seed=0, **TINY)
 

@@ -18,7 +18,9 @@ def test_reference_recipe_is_the_default_and_overrides_merge():
     assert SuspiciousConfig.from_params({"training": {"epochs": 2}}).training.optimizer == "adam"
     with pytest.raises(ValueError, match="suspicious.runs"):
         SuspiciousConfig.from_params({"runs": 0})
-    with pytest.raises(ValueError, match="suspicious.training.epoch: unknown parameter; did you mean 'epochs'"):
+    with pytest.raises(
+        ValueError, match="suspicious.training.epoch: unknown parameter; did you mean 'epochs'"
+    ):
         SuspiciousConfig.from_params({"training": {"epoch": 2}})
     with pytest.raises(ValueError, match="optimizer"):
         SuspiciousConfig.from_params({"training": {"optimizer": "lbfgs"}})
@@ -39,8 +41,12 @@ def _trigger_data(n=240, seed=0):
 
 def test_suspicious_logits_are_seeded_averaged_and_fit_the_trigger_first():
     images, labels, poison = _trigger_data()
-    config = SuspiciousConfig.from_params({"runs": 2, "training": {"epochs": 3, "batch_size": 32, "lr": 3e-3}})
-    kwargs = dict(num_classes=4, mean=(0.5,) * 3, std=(0.25,) * 3, device=torch.device("cpu"), seed=3)
+    config = SuspiciousConfig.from_params(
+        {"runs": 2, "training": {"epochs": 3, "batch_size": 32, "lr": 3e-3}}
+    )
+    kwargs = dict(
+        num_classes=4, mean=(0.5,) * 3, std=(0.25,) * 3, device=torch.device("cpu"), seed=3
+    )
     logits, histories = suspicious_logits(images, labels, config, **kwargs)
     again, _ = suspicious_logits(images, labels, config, **kwargs)
     assert logits.shape == (240, 4) and len(histories) == 2 and len(histories[0]) == 3
@@ -52,7 +58,9 @@ def test_suspicious_logits_are_seeded_averaged_and_fit_the_trigger_first():
 def test_cgd_split_uses_only_given_labels_and_logits():
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(3, (100,), generator=g)
-    result = cgd_split(labels, torch.randn(100, 3, generator=g), torch.randn(100, 3, generator=g), SplitConfig(), g)
+    result = cgd_split(
+        labels, torch.randn(100, 3, generator=g), torch.randn(100, 3, generator=g), SplitConfig(), g
+    )
     assert set(result) == {"r_clip", "r_sus", "clean", "triggered", "clean_indices"}
     assert result["r_clip"].sort().values.tolist() == [(i + 1) / 100 for i in range(100)]
     with pytest.raises(ValueError, match="100 labels but 99 CLIP"):

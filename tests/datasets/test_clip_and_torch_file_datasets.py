@@ -1,4 +1,5 @@
-"""The reference-CLIP checkpoint dataset (stored whole or as a link) and the ``logits.pt`` dataset."""
+"""The reference-CLIP checkpoint dataset (stored whole or as a link)
+and the ``logits.pt`` dataset."""
 
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ def test_torch_tensor_dataset_round_trips_and_refuses_pickled_code(tmp_path: Pat
 def test_missing_reference_clip_says_which_pipeline_makes_it(tmp_path: Path):
     from kedro.io.core import Version
 
-    dataset = ClipCheckpointDataset(filepath=str(tmp_path / "clip.safetensors"), version=Version(None, None))
+    dataset = ClipCheckpointDataset(
+        filepath=str(tmp_path / "clip.safetensors"), version=Version(None, None)
+    )
     with pytest.raises(DatasetError, match="run `kedro run --pipelines reference_clip` first"):
         dataset.load()

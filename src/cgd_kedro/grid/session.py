@@ -25,7 +25,11 @@ def run(folder: Path) -> None:
     os.chdir(folder)
     bootstrap_project(folder)
     params = merge(cell["params"], {"runtime": {"cache_dir": state["cache_dir"]}})
-    with KedroSession.create(project_path=folder, env=None if cell["env"] == "base" else cell["env"], runtime_params=params) as session:
+    with KedroSession.create(
+        project_path=folder,
+        env=None if cell["env"] == "base" else cell["env"],
+        runtime_params=params,
+    ) as session:
         session.run(pipeline_names=cell["pipelines"], namespaces=cell["namespaces"])
 
 
