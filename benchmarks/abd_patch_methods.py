@@ -22,17 +22,17 @@ from pathlib import Path
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
-from kedro.framework.session import KedroSession  # noqa: E402
-from kedro.framework.startup import bootstrap_project  # noqa: E402
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 
-from cgd_kedro.clip.reference import model_from_checkpoint  # noqa: E402
-from cgd_kedro.clip.triggers import ClipAttackConfig  # noqa: E402
+from cgd_kedro.clip.reference import model_from_checkpoint
+from cgd_kedro.clip.triggers import ClipAttackConfig
+from cgd_kedro.parameters import RuntimeConfig
 from cgd_kedro.pipelines.abd_defense.nodes import (
     craft_adversarial_patch,
     defend_backdoored_clip,
     zero_shot_metrics,
-)  # noqa: E402
-from cgd_kedro.parameters import RuntimeConfig  # noqa: E402
+)
 
 
 def main() -> None:

@@ -35,6 +35,40 @@ def _rate(fn, n: int, device: torch.device) -> float:
     return n / (time.perf_counter() - start)
 
 
+def _measure(
+    model_name: str,
+    images: torch.Tensor,
+    templates: list[str],
+    device: torch.device,
+    batch_size: int,
+    loop_n: int,
+) -> str:
+    """The table row of ``model_name``: ``images`` scored batched, then one per forward pass."""
+    n = images.shape[0]
+    model = create_clip(model_name).to(device).eval()
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    batch = images.to(device)
+
+    text = class_text_embeddings(
+        model, get_tokenizer(model_name), CLASS_NAMES, templates, device
+    ).cpu()
+    preprocess = preprocess_config(model)
+
+    def score(x: torch.Tensor, batch_size: int) -> torch.Tensor:
+        # text embedded once, as in clip_split
+        return zero_shot_logits(image_embeddings(model, x, preprocess, device, batch_size), text)
+
+    score(batch[:8], 8)  # warm-up
+    batched = _rate(lambda: score(batch, batch_size), n, device)
+    loop_n = min(loop_n, n)
+    single = _rate(lambda: [score(batch[i : i + 1], 1) for i in range(loop_n)], loop_n, device)
+    return (
+        f"| {model_name:<18} | {size:>5} | {n:>5} | {batched:>13.0f} | {single:>16.1f} | "
+        f"{batched / single:>7.1f}x |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -58,32 +92,8 @@ def main() -> None:
     )
     print(f"|{'-' * 20}|{'-' * 7}|{'-' * 7}|{'-' * 15}|{'-' * 18}|{'-' * 10}|")
     for model_name, n in ((EMBEDDED_CLIP, args.n), ("ViT-B-32", args.vit_n)):
-        model = create_clip(model_name).to(device).eval()
-        size = model.visual.image_size
-        size = size[0] if isinstance(size, (tuple, list)) else size
-        batch = images[:n].to(device)
-
-        text = class_text_embeddings(
-            model, get_tokenizer(model_name), CLASS_NAMES, templates, device
-        ).cpu()
-        preprocess = preprocess_config(model)
-
-        def score(
-            x: torch.Tensor, batch_size: int
-        ) -> torch.Tensor:  # text embedded once, as in clip_split
-            return zero_shot_logits(
-                image_embeddings(model, x, preprocess, device, batch_size), text
-            )
-
-        score(batch[:8], 8)  # warm-up
-        batched = _rate(lambda: score(batch, args.batch_size), n, device)
-        loop_n = min(args.loop_n, n)
-        single = _rate(lambda: [score(batch[i : i + 1], 1) for i in range(loop_n)], loop_n, device)
-        print(
-            f"| {model_name:<18} | {size:>5} | {n:>5} | {batched:>13.0f} | {single:>16.1f} | "
-            f"{batched / single:>7.1f}x |",
-            flush=True,
-        )
+        row = _measure(model_name, images[:n], templates, device, args.batch_size, args.loop_n)
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

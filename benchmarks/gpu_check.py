@@ -31,7 +31,7 @@ from cgd_kedro.accelerate import configure
 from cgd_kedro.clip.factory import create_clip, preprocess_config
 from cgd_kedro.clip.zero_shot import clip_preprocess, image_embeddings
 from cgd_kedro.models.classifier import build_classifier
-from cgd_kedro.training.classifier import TrainingConfig, to_unit_float, train_classifier
+from cgd_kedro.training.classifier import TrainingConfig, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 

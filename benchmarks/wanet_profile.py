@@ -58,7 +58,7 @@ def shifted_multiply_adds(grid: torch.Tensor) -> list[tuple[int, int, torch.Tens
     ``out[y, x] = sum w[y, x] * in[y + dy, x + dx]``."""
     _, height, width, _ = grid.shape
     plan: dict[tuple[int, int], torch.Tensor] = {}
-    for row, col, weight in zip(*bilinear_taps(grid)):
+    for row, col, weight in zip(*bilinear_taps(grid), strict=True):
         y, x, sy, sx = int(row) // width, int(row) % width, int(col) // width, int(col) % width
         plan.setdefault((sy - y, sx - x), torch.zeros(height, width))[y, x] += weight
     return [(dy, dx, w) for (dy, dx), w in sorted(plan.items())]
@@ -67,7 +67,7 @@ def shifted_multiply_adds(grid: torch.Tensor) -> list[tuple[int, int, torch.Tens
 def warp_by_shifts(images: torch.Tensor, plan: list[tuple[int, int, torch.Tensor]]) -> torch.Tensor:
     height, width = images.shape[-2:]
     out = torch.empty_like(images)
-    for source, target in zip(images.split(CHUNK), out.split(CHUNK)):
+    for source, target in zip(images.split(CHUNK), out.split(CHUNK), strict=True):
         x = source.float()
         acc = torch.zeros_like(x)
         for dy, dx, weight in plan:
@@ -89,7 +89,7 @@ def warp_by_shifts(images: torch.Tensor, plan: list[tuple[int, int, torch.Tensor
 def warp_by_matrix(images: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(images)
     pixels = images.shape[-2] * images.shape[-1]
-    for source, target in zip(images.split(CHUNK * 4), out.split(CHUNK * 4)):
+    for source, target in zip(images.split(CHUNK * 4), out.split(CHUNK * 4), strict=True):
         columns = source.reshape(-1, pixels).t().float().contiguous()  # HW x (N*C)
         warped = (
             matrix @ columns if matrix.layout == torch.strided else torch.sparse.mm(matrix, columns)
@@ -133,7 +133,7 @@ def main() -> None:
             )
 
     def round_back() -> None:
-        for chunk, target in zip(as_float.split(CHUNK), out.split(CHUNK)):
+        for chunk, target in zip(as_float.split(CHUNK), out.split(CHUNK), strict=True):
             target.copy_(chunk.round().clamp_(0, 255))
 
     def per_image() -> None:

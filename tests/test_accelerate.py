@@ -85,12 +85,12 @@ def test_runtime_parameters_name_a_bad_precision_or_compile():
         {"precision": "bf16", "compile": "off"}
     ).acceleration == Acceleration("bf16", "off")
     with pytest.raises(
-        ValueError, match="runtime.precision = .int8.: must be .auto., .bf16., .fp16. or .fp32."
+        ValueError, match=r"runtime\.precision = .int8.: must be .auto., .bf16., .fp16. or .fp32."
     ):
         RuntimeConfig.from_params({"precision": "int8"})
-    with pytest.raises(ValueError, match="runtime.compile = .*: must be .auto., .on. or .off."):
+    with pytest.raises(ValueError, match=r"runtime\.compile = .*: must be .auto., .on. or .off."):
         RuntimeConfig.from_params({"compile": "yes"})
-    with pytest.raises(ValueError, match="runtime.cache_dir"):
+    with pytest.raises(ValueError, match=r"runtime\.cache_dir"):
         RuntimeConfig.from_params({"cache_dir": ""})
 
 

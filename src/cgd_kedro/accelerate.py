@@ -54,7 +54,8 @@ class Acceleration:
 _settings = Acceleration()
 
 
-def configure(precision: str = "auto", compile: str = "auto") -> Acceleration:  # noqa: A002 (the parameter's name)
+# `compile` shadows the builtin on purpose: it is the parameter's name (runtime.compile).
+def configure(precision: str = "auto", compile: str = "auto") -> Acceleration:
     """Set the process-wide acceleration; returns it."""
     global _settings
     _settings = Acceleration(precision, compile)
@@ -121,7 +122,7 @@ def compiled_forward(
         return model
     try:
         compiled = torch.compile(model)
-    except Exception as error:  # noqa: BLE001 (any backend failure means: run eagerly)
+    except Exception as error:  # any backend failure means: run eagerly
         log.warning(
             "torch.compile unavailable (%s: %s); running %s eagerly",
             type(error).__name__,
@@ -134,7 +135,7 @@ def compiled_forward(
     def forward(*args, **kwargs):
         try:
             return state["forward"](*args, **kwargs)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             if state["forward"] is model:
                 raise
             log.warning(

@@ -107,7 +107,7 @@ def gpu_count() -> int:
         import torch
 
         return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001 (no usable torch CUDA: no GPU)
+    except Exception:  # no usable torch CUDA: no GPU
         return 0
 
 

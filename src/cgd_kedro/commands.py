@@ -101,8 +101,8 @@ def grid(
 
     from kedro.framework.startup import bootstrap_project
 
-    from cgd_kedro.config import ParameterError
     from cgd_kedro.cluster import ClusterError
+    from cgd_kedro.config import ParameterError
     from cgd_kedro.grid.run import run_grid
 
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")

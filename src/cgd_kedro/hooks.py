@@ -7,7 +7,6 @@ import resource
 import time
 
 import torch
-
 from kedro.framework.hooks import hook_impl
 
 from cgd_kedro.accelerate import configure

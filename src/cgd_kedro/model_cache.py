@@ -119,7 +119,8 @@ def cached_training(
                     raise ValueError(
                         f"header format {metadata.get('format')!r}, expected {CACHE_FORMAT!r}"
                     )
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                # a safetensors handle, not a dict: it has keys() but no iteration or `in`
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
             info = json.loads(metadata["info"])
             log.info(
                 "%s: reused the model trained by an earlier run with the same data and parameters "

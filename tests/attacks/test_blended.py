@@ -33,7 +33,7 @@ def test_float_blend_is_exact():
     assert out.dtype == torch.float32 and torch.allclose(
         out, 0.7 * images + 0.3 * pattern, atol=1e-6
     )
-    with pytest.raises(ValueError, match="attack.trigger.alpha"):
+    with pytest.raises(ValueError, match=r"attack\.trigger\.alpha"):
         blend(images, pattern, alpha=1.5)
 
 
@@ -46,7 +46,7 @@ def test_pattern_is_seeded_noise_or_the_users_image(tmp_path):
     Image.new("RGB", (16, 16), (10, 200, 30)).save(tmp_path / "k.png")
     loaded = load_pattern(tmp_path / "k.png", 8)
     assert loaded.shape == (3, 8, 8) and loaded[:, 0, 0].tolist() == [10, 200, 30]
-    with pytest.raises(FileNotFoundError, match="attack.trigger.image_path"):
+    with pytest.raises(FileNotFoundError, match=r"attack\.trigger\.image_path"):
         Blended(image_path=str(tmp_path / "missing.png"))
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="not a readable image"):

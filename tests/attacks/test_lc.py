@@ -127,7 +127,7 @@ def test_state_survives_safetensors(prepared, tmp_path):
 
 
 def test_train_phase_is_bounded_pgd_plus_exact_corners(prepared):
-    attack, state, surrogate = prepared
+    attack, state, _surrogate = prepared
     images = _images(6, seed=1)
     out = attack.apply(images, state, torch.Generator().manual_seed(0), "train")
     assert out.dtype == torch.uint8 and out.shape == images.shape

@@ -119,7 +119,7 @@ def test_uint8_and_float_shapes_dtypes_and_input_untouched():
     assert torch.equal(images, before)
     out_f = encode(images.float() / 255, encoder, code, max_residual=8.0)
     assert out_f.dtype == torch.float32 and out_f.shape == images.shape
-    assert 0 <= out_f.min().item() and out_f.max().item() <= 1
+    assert out_f.min().item() >= 0 and out_f.max().item() <= 1
     assert ((out_f - images.float() / 255).abs().max() * 255).item() <= 8.0 + 1e-4
     assert (out_f * 255 - out.float()).abs().max().item() <= 0.5 + 1e-3
     # Batching does not change the result.

@@ -16,10 +16,10 @@ def test_reference_recipe_is_the_default_and_overrides_merge():
     assert (config.runs, t.epochs, t.lr, t.weight_decay, t.batch_size) == (3, 5, 3e-4, 5e-4, 256)
     assert (t.optimizer, t.schedule, t.augment) == ("adam", "constant", False)
     assert SuspiciousConfig.from_params({"training": {"epochs": 2}}).training.optimizer == "adam"
-    with pytest.raises(ValueError, match="suspicious.runs"):
+    with pytest.raises(ValueError, match=r"suspicious\.runs"):
         SuspiciousConfig.from_params({"runs": 0})
     with pytest.raises(
-        ValueError, match="suspicious.training.epoch: unknown parameter; did you mean 'epochs'"
+        ValueError, match=r"suspicious\.training\.epoch: unknown parameter; did you mean 'epochs'"
     ):
         SuspiciousConfig.from_params({"training": {"epoch": 2}})
     with pytest.raises(ValueError, match="optimizer"):
@@ -65,7 +65,7 @@ def test_cgd_split_uses_only_given_labels_and_logits():
     assert result["r_clip"].sort().values.tolist() == [(i + 1) / 100 for i in range(100)]
     with pytest.raises(ValueError, match="100 labels but 99 CLIP"):
         cgd_split(labels, torch.randn(99, 3), torch.randn(100, 3), SplitConfig(), g)
-    with pytest.raises(ValueError, match="split.sigma: unknown parameter; did you mean"):
+    with pytest.raises(ValueError, match=r"split\.sigma: unknown parameter; did you mean"):
         SplitConfig.from_params({"sigma": 0.1})
 
 

@@ -41,7 +41,7 @@ def test_each_term_matches_hand_computation():
     kl = 0.0
     for z, c in (([0.0, 0.0], [3.0, 0.0]), ([1.0, 3.0], [0.0, 0.0])):
         p, q = softmax([x / 2 for x in c]), softmax([x / 2 for x in z])
-        kl += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+        kl += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
     kl = kl / 2 * 4  # batchmean over the 2 triggered samples, times T^2
     ll = (math.log(0.5 + 1e-6) + math.log(softmax([1.0, 3.0])[1] + 1e-6)) / 2
     assert parts["ce"] == pytest.approx(ce, rel=1e-6)
@@ -216,7 +216,7 @@ def test_default_optimiser_is_the_reference_sgd_without_momentum(monkeypatch):
         "SGD",
         lambda params, **kwargs: built.append(kwargs) or torch.optim.Adam(params),
     )
-    images, labels, true, poison = _backdoored_toy()
+    images, labels, _true, poison = _backdoored_toy()
     model = build_classifier("compact_cnn", 4, (0.5,) * 3, (0.25,) * 3)
     config = UnlearnConfig.from_params({"epochs": 1, "max_batches_per_epoch": 1, "batch_size": 32})
     cgd_unlearn(
@@ -244,7 +244,7 @@ def test_learning_rate_follows_the_schedule_over_the_whole_budget(monkeypatch, s
             seen.append(self.param_groups[0]["lr"]) or original_step(self, *a, **k)
         ),
     )
-    images, labels, true, poison = _backdoored_toy()
+    images, labels, _true, poison = _backdoored_toy()
     model = build_classifier("compact_cnn", 4, (0.5,) * 3, (0.25,) * 3)
     config = UnlearnConfig(
         epochs=2,
@@ -318,9 +318,9 @@ def test_unlearning_removes_a_toy_backdoor_and_reports_history():
         device=torch.device("cpu"),
         generator=g,
     )
-    asr = lambda m: float(
+    asr = lambda m: float(  # noqa: E731
         (m(images[poison].float() / 255).argmax(1) == 0)[true[poison] != 0].float().mean()
-    )  # noqa: E731
+    )
     with torch.no_grad():
         assert asr(model.eval()) > 0.9
     clip = F.one_hot(true, 4).float() * 5  # a perfect "CLIP" for the toy

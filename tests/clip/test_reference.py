@@ -59,7 +59,7 @@ def test_sources_real_datasets_need_weights_or_a_stand_in_slice_and_missing_file
         ValueError, match=r"clip\.model_name: the embedded world's CLIP is 'cgd-embedded-clip'"
     ):
         ClipConfig(model_name="cgd-small-clip").check_source("embedded")
-    with pytest.raises(FileNotFoundError, match="clip.weights: .*missing.pt"):
+    with pytest.raises(FileNotFoundError, match=r"clip\.weights: .*missing\.pt"):
         ClipConfig(weights=str(tmp_path / "missing.pt")).check_source("cifar10")
 
 
@@ -70,7 +70,8 @@ def test_linked_checkpoint_loads_the_users_file_and_scores_batched_like_one_by_o
     checkpoint = linked_checkpoint(ClipConfig(weights=str(tmp_path / "w.pt")))
     loaded = model_from_checkpoint(checkpoint)
     assert all(
-        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values())
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
     )
     assert preprocess_config(loaded)["mean"] == (0.465, 0.465, 0.454)
 

@@ -17,8 +17,8 @@ from cgd_kedro.clip.triggers import (
     ClipAttackConfig,
     apply_trigger,
     corner_mask,
-    static_trigger,
     poison_pairs,
+    static_trigger,
     triggered_non_target,
 )
 
@@ -72,7 +72,7 @@ def test_poisoning_triggers_non_target_pairs_and_names_the_target():
     ] == [captions[i] for i in (~flags).nonzero().squeeze(1).tolist()]
     triggered, true = triggered_non_target(IMAGES, LABELS, trigger, 0)
     assert triggered.shape[0] == 8 and not bool((true == 0).any())
-    with pytest.raises(ValueError, match="clip_attack.poison_ratio"):
+    with pytest.raises(ValueError, match=r"clip_attack\.poison_ratio"):
         poison_pairs(
             IMAGES,
             captions,
@@ -109,7 +109,7 @@ def test_adversarial_patch_stays_inside_its_corner_and_leaves_the_encoder_alone(
         generator=torch.Generator().manual_seed(3),
     )
     assert torch.equal(patch["mask"], corner_mask(32, 6)) and int(patch["mask"].sum()) == 36
-    assert 0 <= float(patch["pattern"].min()) and float(patch["pattern"].max()) <= 1
+    assert float(patch["pattern"].min()) >= 0 and float(patch["pattern"].max()) <= 1
     patched = apply_trigger(IMAGES, patch)
     outside = patch["mask"].expand_as(IMAGES[0]) == 0
     assert torch.equal(patched[:, outside], IMAGES[:, outside]) and not torch.equal(patched, IMAGES)

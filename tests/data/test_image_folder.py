@@ -162,7 +162,7 @@ def test_cifar10_env_reads_an_image_folder_with_format_auto(tmp_path):
     write_image_folder(tmp_path)
     config = DatasetConfig.from_params({"name": "cifar10", "root": str(tmp_path)})
     assert config.resolved_format() == "image-folder"
-    train, test, names = read_source(config)
+    train, _test, names = read_source(config)
     assert train["images"].shape == (12, 3, 8, 8) and names == ["cat", "dog", "sea lion"]
 
 

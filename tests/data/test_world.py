@@ -103,7 +103,7 @@ def test_world_parts_are_pairwise_disjoint(small_world):
 
 
 def test_growing_one_part_does_not_change_the_others(small_world):
-    train, test, corpus, captions = small_world
+    train, _test, corpus, captions = small_world
     train2, test2, corpus2, captions2 = generate_world(
         seed=7, n_train=48, n_test=50, n_captions=40, image_size=16, difficulty=0.5
     )

@@ -10,14 +10,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from kedro.io.core import Version  # noqa: E402
-from safetensors import safe_open  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+import torch
+from kedro.io.core import Version
+from safetensors import safe_open
 
-from cgd_kedro.datasets import (  # noqa: E402
+from cgd_kedro.datasets import (
     ClassifierCheckpointDataset,
     CSVDataset,
     JSONDataset,
@@ -31,8 +31,8 @@ from cgd_kedro.datasets.atomic import (
     atomic_write,
     canonical_safetensors,
     save_safetensors,
-)  # noqa: E402
-from cgd_kedro.models.classifier import build_classifier, to_checkpoint  # noqa: E402
+)
+from cgd_kedro.models.classifier import build_classifier, to_checkpoint
 
 
 def _digest(path: Path) -> str:

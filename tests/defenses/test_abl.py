@@ -59,7 +59,7 @@ def test_isolation_finds_the_trigger_samples_on_a_toy_backdoor():
 
 def test_parameters_are_checked_by_name():
     assert ABLConfig.from_params({}) == ABLConfig()
-    with pytest.raises(ValueError, match="abl.isolation_ratio"):
+    with pytest.raises(ValueError, match=r"abl\.isolation_ratio"):
         ABLConfig.from_params({"isolation_ratio": 0})
     with pytest.raises(ValueError, match=r"abl\.ratio: unknown parameter"):
         ABLConfig.from_params({"ratio": 0.01})

@@ -51,7 +51,7 @@ def test_fine_prune_respects_the_accuracy_ratio_and_keeps_channels_pruned(toy_tr
 
 
 def test_config_and_tiny_clean_set_errors(toy_trained):
-    with pytest.raises(ValueError, match="fine_pruning.acc_ratio"):
+    with pytest.raises(ValueError, match=r"fine_pruning\.acc_ratio"):
         FinePruningConfig.from_params({"acc_ratio": 1.5})
     with pytest.raises(
         ValueError, match=r"fine_pruning\.ratio: unknown parameter; did you mean .acc_ratio."

@@ -16,13 +16,13 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "pipelines"))
-from test_cgd_unlearn_pipeline import TINY_CGD  # noqa: E402
-from test_clip_split_pipeline import tiny_clip_parameters  # noqa: E402
+from test_cgd_unlearn_pipeline import TINY_CGD
+from test_clip_split_pipeline import tiny_clip_parameters
 
-from cgd_kedro.cluster import ClusterError  # noqa: E402
-from cgd_kedro.config import ParameterError  # noqa: E402
-from cgd_kedro.grid.run import plan, run_grid  # noqa: E402
-from cgd_kedro.grid.spec import expand_cells, load_spec  # noqa: E402
+from cgd_kedro.cluster import ClusterError
+from cgd_kedro.config import ParameterError
+from cgd_kedro.grid.run import plan, run_grid
+from cgd_kedro.grid.spec import expand_cells, load_spec
 
 PIPELINES = ["poison", "reference_clip", "clip_split", "cgd_unlearn_cgd"]
 

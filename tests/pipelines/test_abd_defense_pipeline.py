@@ -91,7 +91,7 @@ def test_in_memory_run_backdoors_defends_and_reports():
             finetune["captions"][i].replace(",", "").split(),
             poisoned["captions"][i].replace(",", "").split(),
         )
-        assert "circle" in after and [a for a, b in zip(before, after) if a != b] == [
+        assert "circle" in after and [a for a, b in zip(before, after, strict=False) if a != b] == [
             CLASS_NAMES[finetune["labels"][i]]
         ]
     assert all(

@@ -122,7 +122,7 @@ def test_in_memory_run_reports_every_defense_and_test_data_never_steers_cgd():
         assert all(
             p["val_clean_acc"] == v["val_clean_acc"]
             and {"test_clean_acc", "test_asr", "test_ra"} <= set(p)
-            for p, v in zip(row["curve"], report["curve"])
+            for p, v in zip(row["curve"], report["curve"], strict=True)
         )
         assert "bends" not in report and any(
             k.startswith("bend1.") for k in catalog.load(f"badnets.mcr_{source}_curve")

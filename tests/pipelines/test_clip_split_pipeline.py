@@ -98,7 +98,7 @@ def test_in_memory_run_scores_splits_and_exports_reference_files():
     assert len(set(counts[counts > 0].tolist())) == 1  # balanced
 
     metrics = catalog.load("badnets.split_metrics")
-    assert SPLIT_KEYS <= set(metrics) and metrics["poison_count"] == 30
+    assert set(metrics) >= SPLIT_KEYS and metrics["poison_count"] == 30
     assert metrics["clean_size"] == split["clean_indices"].numel()
     table = catalog.load("badnets.entropy_scores")
     assert (
@@ -260,11 +260,11 @@ def test_missing_foreign_or_mismatched_weights_stop_the_run_and_leave_outputs_in
         _session(tmp_project, ["reference_clip"], **tiny_clip_parameters(weights=str(missing)))
     foreign = tmp_project / "foreign.pt"
     torch.save({"optimizer": [1, 2, 3]}, foreign)
-    with pytest.raises(ValueError, match="foreign.pt.*state_dict"):
+    with pytest.raises(ValueError, match=r"foreign\.pt.*state_dict"):
         _session(tmp_project, ["reference_clip"], **tiny_clip_parameters(weights=str(foreign)))
     corrupt = tmp_project / "corrupt.safetensors"
     corrupt.write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="corrupt.safetensors.*not a readable CLIP checkpoint"):
+    with pytest.raises(ValueError, match=r"corrupt\.safetensors.*not a readable CLIP checkpoint"):
         _session(tmp_project, ["reference_clip"], **tiny_clip_parameters(weights=str(corrupt)))
     partial = {
         k: v.contiguous()
@@ -272,20 +272,20 @@ def test_missing_foreign_or_mismatched_weights_stop_the_run_and_leave_outputs_in
         if "transformer" not in k
     }
     save_file(partial, str(tmp_project / "partial.safetensors"))
-    with pytest.raises(ValueError, match="partial.safetensors.*do not fit"):
+    with pytest.raises(ValueError, match=r"partial\.safetensors.*do not fit"):
         _session(
             tmp_project,
             ["reference_clip"],
             **tiny_clip_parameters(weights=str(tmp_project / "partial.safetensors")),
         )
-    with pytest.raises(ValueError, match="split.sigma2"):
+    with pytest.raises(ValueError, match=r"split\.sigma2"):
         _session(
             tmp_project,
             ["clip_split"],
             ["badnets"],
             **tiny_clip_parameters() | {"split": {"sigma1": 0.1, "sigma2": 0.3}},
         )
-    with pytest.raises(ValueError, match="clip.model_name"):
+    with pytest.raises(ValueError, match=r"clip\.model_name"):
         _session(
             tmp_project, ["reference_clip"], **tiny_clip_parameters(model_name="ViT-Huge-9000")
         )

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
-from test_cgd_unlearn_pipeline import TINY_DEFENSES
 from test_abd_defense_pipeline import tiny_abd_parameters
+from test_cgd_unlearn_pipeline import TINY_DEFENSES
 
 from cgd_kedro.pipeline_registry import DEFAULT_CLIP_ATTACKS
 from cgd_kedro.pipelines.cgd_robustness.pipeline import DEFAULT_ROBUSTNESS_ATTACKS

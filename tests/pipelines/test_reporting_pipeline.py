@@ -290,13 +290,13 @@ def test_registry_reporting_covers_the_default_attacks_and_reporting_full_all():
 
     bootstrap_project(PROJECT_ROOT)
     pipelines = register_pipelines()
-    defense_inputs = lambda p: {
+    defense_inputs = lambda p: {  # noqa: E731
         i.split(".")[0]
         for n in p.nodes
         if n.name == "make_defense_report"
         for i in n.inputs
         if i.endswith(".defense_metrics")
-    }  # noqa: E731
+    }
     assert defense_inputs(pipelines["reporting"]) == set(DEFAULT_ATTACKS)
     assert (
         defense_inputs(pipelines["reporting_full"])

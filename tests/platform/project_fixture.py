@@ -15,8 +15,8 @@ sys.path.insert(
     0, str(Path(__file__).parents[1] / "pipelines")
 )  # the pipeline tests' tiny parameters
 
-from test_cgd_unlearn_pipeline import TINY_DEFENSES  # noqa: E402
-from test_clip_split_pipeline import tiny_clip_parameters  # noqa: E402
+from test_cgd_unlearn_pipeline import TINY_DEFENSES
+from test_clip_split_pipeline import tiny_clip_parameters
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TINY = tiny_clip_parameters() | TINY_DEFENSES

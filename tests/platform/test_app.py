@@ -232,8 +232,9 @@ def test_a_body_over_the_limit_is_refused_while_it_streams(client, platform_proj
 
 
 def test_jobs_are_cancelled_over_the_api_and_responses_name_no_local_folder(
-    client, platform_project
-):  # noqa: F811
+    client,
+    platform_project,  # noqa: F811
+):
     jobs = client.app.state.jobs
     job = jobs.submit_run(
         "sleeper",
@@ -308,8 +309,9 @@ def test_a_killed_runs_newer_outputs_are_not_shown(client, platform_project):  #
 
 
 def test_the_leaderboard_shows_each_grids_mean_and_std_and_links_its_report(
-    client, platform_project
-):  # noqa: F811
+    client,
+    platform_project,  # noqa: F811
+):
     import pandas as pd
 
     from cgd_kedro.reporting.grid import summarise_grid

@@ -74,8 +74,8 @@ def test_plain_names_pass_and_sizes_are_bounded():
 
 def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
-    data = pickle.dumps({"net.weight": RunsCode(str(marker))})
-    for data in (data, torch_bytes({"w": RunsCode(str(marker))})):
+    pickled = pickle.dumps({"net.weight": RunsCode(str(marker))})
+    for data in (pickled, torch_bytes({"w": RunsCode(str(marker))})):
         with pytest.raises(
             SubmissionError, match=r"evil.pt: refused: it holds Python objects other than tensors"
         ) as refused:
@@ -111,7 +111,7 @@ def test_damaged_nan_and_integer_weights_are_refused_by_name():
 
 
 def test_non_state_dict_contents_are_refused():
-    with pytest.raises(SubmissionError, match="expected a state_dict .* got Tensor"):
+    with pytest.raises(SubmissionError, match=r"expected a state_dict .* got Tensor"):
         read_state_dict("image.pt", torch_bytes(torch.zeros(3, 32, 32)))
     with pytest.raises(SubmissionError, match="not tensors"):
         read_state_dict("mixed.pt", torch_bytes({"a": torch.zeros(1), "b": [1, 2]}))

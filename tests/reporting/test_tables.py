@@ -177,7 +177,7 @@ def test_robustness_of_an_unknown_attack_is_named():
 def test_bad_seeds_lists_are_named(bad):
     with pytest.raises(
         ValueError,
-        match="reporting.seeds: expected null or a list of distinct non-negative integers",
+        match=r"reporting\.seeds: expected null or a list of distinct non-negative integers",
     ):
         check_seeds(bad)
     assert check_seeds(None) is None and check_seeds([2, 0]) == [2, 0]

@@ -30,7 +30,7 @@ def test_random_crop_padding_zero_is_identity():
 @pytest.mark.parametrize("padding", [1, 4])
 def test_random_crop_is_a_window_of_the_zero_padded_input(padding, dtype):
     images = _images(n=32, dtype=dtype)
-    n, c, h, w = images.shape
+    n, _c, h, w = images.shape
     out = random_crop(images, padding, torch.Generator().manual_seed(1))
     assert out.shape == images.shape and out.dtype == dtype
     padded = torch.nn.functional.pad(images, (padding,) * 4)
@@ -143,7 +143,7 @@ def test_training_learns_a_separable_problem(two_runs_and_another_seed):
 
 
 def test_same_seed_is_bit_identical_and_other_seed_differs(two_runs_and_another_seed):
-    (model_a, history_a), (model_b, history_b), (model_c, history_c) = two_runs_and_another_seed
+    (model_a, history_a), (model_b, history_b), (model_c, _history_c) = two_runs_and_another_seed
     state_a, state_b, state_c = model_a.state_dict(), model_b.state_dict(), model_c.state_dict()
     assert set(state_a) == set(state_b)
     for key in state_a:
@@ -224,10 +224,12 @@ def test_adam_with_constant_schedule_is_available_and_checked():
         model, images, labels, config, device=torch.device("cpu"), generator=seed_everything(0)
     )
     assert history[-1]["train_acc"] > 0.9
-    with pytest.raises(ValueError, match="training.optimizer = 'rmsprop': must be 'sgd' or 'adam'"):
+    with pytest.raises(
+        ValueError, match=r"training\.optimizer = 'rmsprop': must be 'sgd' or 'adam'"
+    ):
         TrainingConfig.from_params({"optimizer": "rmsprop"})
     with pytest.raises(
-        ValueError, match="training.schedule = 'step': must be 'cosine' or 'constant'"
+        ValueError, match=r"training\.schedule = 'step': must be 'cosine' or 'constant'"
     ):
         TrainingConfig.from_params({"schedule": "step"})
 

@@ -116,7 +116,7 @@ def pixel_affine(images: Tensor, scale: Tensor | float, offset: Tensor) -> Tenso
     scale = scale.to(images.device).unsqueeze(0) if isinstance(scale, Tensor) else scale
     offset = (offset.to(device=images.device, dtype=torch.float32) * 255).unsqueeze(0)
     out = torch.empty_like(images)
-    for chunk, target in zip(images.split(AFFINE_CHUNK), out.split(AFFINE_CHUNK)):
+    for chunk, target in zip(images.split(AFFINE_CHUNK), out.split(AFFINE_CHUNK), strict=True):
         target.copy_(chunk.float().mul_(scale).add_(offset).round_().clamp_(0, 255))
     return out
 

@@ -34,8 +34,8 @@ from cgd_kedro.attacks.base import Attack, State, check_range, pixel_affine, reg
 _Y = (0.299, 0.587, 0.114)
 _RGB_TO_YCRCB = (
     _Y,
-    tuple(0.713 * (r - y) for r, y in zip((1.0, 0.0, 0.0), _Y)),
-    tuple(0.564 * (b - y) for b, y in zip((0.0, 0.0, 1.0), _Y)),
+    tuple(0.713 * (r - y) for r, y in zip((1.0, 0.0, 0.0), _Y, strict=True)),
+    tuple(0.564 * (b - y) for b, y in zip((0.0, 0.0, 1.0), _Y, strict=True)),
 )
 _CHROMA_OFFSET = 128.0 / 255.0  # the offset of Cr and Cb on the [0, 1] scale
 

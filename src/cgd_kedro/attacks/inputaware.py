@@ -137,7 +137,7 @@ def input_aware_trigger(
     pattern_net, mask_net = pattern_net.to(images.device).eval(), mask_net.to(images.device).eval()
     out = []
     with torch.no_grad():
-        for chunk, src in zip(images.split(batch_size), source.split(batch_size)):
+        for chunk, src in zip(images.split(batch_size), source.split(batch_size), strict=True):
             x = to_float(chunk)
             pattern, mask = _trigger(to_float(src).to(images.device), pattern_net, mask_net)
             out.append(like(x + mask * (pattern - x), chunk))
@@ -217,7 +217,7 @@ def _recalibrate_batchnorm(net: nn.Module, batch, batch_size: int, batches: int 
     net.train()
     for _ in range(batches):
         net(batch(batch_size)[0])
-    for m, momentum in zip(norms, saved):
+    for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     net.eval()
 

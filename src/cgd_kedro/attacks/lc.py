@@ -112,7 +112,7 @@ def pgd_untargeted(
         Float adversarial images in [0, 1], detached.
     """
     outputs = []
-    for x, y in zip(images.split(batch_size), labels.split(batch_size)):
+    for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
         adv = x.clone()
         for _ in range(steps):
             adv.requires_grad_(True)

@@ -211,7 +211,7 @@ class LowFrequency(Attack):
                 device=context.device,
             )
         finally:
-            for parameter, flag in zip(surrogate.parameters(), requires_grad):
+            for parameter, flag in zip(surrogate.parameters(), requires_grad, strict=True):
                 parameter.requires_grad_(flag)
         return {"perturbation": perturbation}
 

@@ -166,7 +166,7 @@ class TrojanNN(Attack):
                 device=context.device,
             )
         finally:
-            for parameter, flag in zip(surrogate.parameters(), requires_grad):
+            for parameter, flag in zip(surrogate.parameters(), requires_grad, strict=True):
                 parameter.requires_grad_(flag)
         return {"pattern": pattern, "mask": mask, "neurons": neurons}
 

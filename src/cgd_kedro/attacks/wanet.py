@@ -99,7 +99,7 @@ def warp(images: Tensor, grid: Tensor) -> Tensor:
     # One warp for all uint8 images: sampled on the 0-255 scale in chunks that stay in the CPU
     # cache (about 7x the throughput of one grid_sample over a 10,000-image batch on 2 cores).
     out = torch.empty_like(images)
-    for chunk, target in zip(images.split(_WARP_CHUNK), out.split(_WARP_CHUNK)):
+    for chunk, target in zip(images.split(_WARP_CHUNK), out.split(_WARP_CHUNK), strict=True):
         warped = F.grid_sample(
             chunk.float(),
             grid.expand(chunk.shape[0], -1, -1, -1),

@@ -12,9 +12,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are written to files; no display is needed or assumed
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from torch import Tensor
 
 CLEAN_COLOUR, POISON_COLOUR = "#3b75af", "#d62728"
 

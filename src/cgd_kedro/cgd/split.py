@@ -86,7 +86,7 @@ def balance_classes(indices: Tensor, labels: Tensor, generator: torch.Generator)
     classes, counts = torch.unique(given, return_counts=True)
     target = int(counts.max()) if counts.numel() else 0
     parts = []
-    for cls, count in zip(classes.tolist(), counts.tolist()):
+    for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
         members = indices[given == cls]
         extra = members[torch.randint(count, (target - count,), generator=generator)]
         parts.append(torch.cat([members, extra]))

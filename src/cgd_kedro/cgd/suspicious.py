@@ -9,7 +9,8 @@ samples get a *low* NLL of their given label. The reference trains 3 such models
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from pydantic import Field, field_validator

@@ -110,7 +110,7 @@ def random_deletion(words: list[str], p: float, generator: torch.Generator) -> l
     if len(words) <= 1:
         return list(words)
     keep = torch.rand(len(words), generator=generator) >= p
-    out = [w for w, k in zip(words, keep.tolist()) if k]
+    out = [w for w, k in zip(words, keep.tolist(), strict=True) if k]
     return out or [words[_pick(len(words), generator)]]
 
 

@@ -113,9 +113,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        pickle.UnpicklingError
-    ) as error:  # torch's advice (weights_only=False) is exactly what must not be done
+    except pickle.UnpicklingError:
+        # torch's advice (weights_only=False) is exactly what must not be done
         raise ValueError(
             f"clip.weights: {str(path)!r} refused: it holds Python objects other than tensors (a "
             "pickle that would run code when loaded); save the model's state_dict with "

@@ -9,11 +9,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # figures are written to files; no display is needed or assumed
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from torch import Tensor
 
-from cgd_kedro.clip.triggers import ClipTrigger, apply_trigger  # noqa: E402
+from cgd_kedro.clip.triggers import ClipTrigger, apply_trigger
 
 DEFENSE_COLOURS = {"ft": "#7f7f7f", "cleanclip": "#1f77b4", "abd": "#d62728"}
 
@@ -64,7 +64,7 @@ def plot_similarity_panel(
     figure, axes = plt.subplots(
         1, len(groups), figsize=(3.2 * len(groups), 3.2), sharey=True, squeeze=False
     )
-    for ax, group in zip(axes[0], groups):
+    for ax, group in zip(axes[0], groups, strict=True):
         ax.boxplot([list(similarities[group][k]) for k in kinds], showfliers=False)
         ax.set_xticks(range(1, len(kinds) + 1), kinds, rotation=20, fontsize=8)
         ax.set_title(group, fontsize=9)

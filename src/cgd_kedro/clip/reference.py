@@ -22,8 +22,8 @@ ranking only slightly (softmax is monotone per sample, not across samples).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from pydantic import Field, field_validator

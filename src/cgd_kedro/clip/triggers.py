@@ -276,7 +276,7 @@ def poison_pairs(
     ).tolist()
     out_captions = list(captions)
     target_name = class_names[config.target]
-    for index, template in zip(chosen.tolist(), templates):
+    for index, template in zip(chosen.tolist(), templates, strict=True):
         out_captions[index] = retarget_caption(
             captions[index], class_names[int(labels[index])], target_name
         ) or config.caption_templates[template].format(target_name)
@@ -293,7 +293,7 @@ def retarget_caption(caption: str, class_name: str, target_name: str) -> str | N
         return None
     return " ".join(
         w.replace(class_name, target_name) if s == class_name else w
-        for w, s in zip(words, stripped)
+        for w, s in zip(words, stripped, strict=True)
     )
 
 

@@ -7,8 +7,8 @@ Kedro environment overrides ``name`` and ``root``).
 from __future__ import annotations
 
 import logging
-from typing import Annotated, ClassVar, Literal
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator

@@ -293,6 +293,7 @@ def captions_for(image_set: ImageSet, *, seed: int) -> list[str]:
             image_set["attr_colour"].tolist(),
             image_set["attr_size"].tolist(),
             image_set["attr_background"].tolist(),
+            strict=True,
         )
     ]
 

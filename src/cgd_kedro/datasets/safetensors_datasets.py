@@ -27,7 +27,9 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
+            # a safetensors handle, not a dict: it has keys() but no iteration or `in`
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+            return tensors, handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise DatasetError(f"{path}: not a readable safetensors file ({error})") from error
 

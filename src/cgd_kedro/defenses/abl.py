@@ -87,7 +87,7 @@ def per_sample_loss(
             y.to(device),
             reduction="none",
         ).cpu()
-        for x, y in zip(images.split(batch_size), labels.split(batch_size))
+        for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True)
     ]
     return torch.cat(losses)
 

@@ -144,7 +144,7 @@ def optimise_masks(
                     loss = F.cross_entropy(model(x), y)
                     grads = torch.autograd.grad(loss, perturbations)
                     with torch.no_grad():
-                        for p, g in zip(perturbations, grads):
+                        for p, g in zip(perturbations, grads, strict=True):
                             p.add_(config.anp_eps / config.anp_steps * g.sign()).clamp_(
                                 -config.anp_eps, config.anp_eps
                             )

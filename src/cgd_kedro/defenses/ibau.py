@@ -129,14 +129,19 @@ def implicit_hypergradient(
     delta = delta.detach().requires_grad_(True)
     loss = outer_loss(delta)
     grad_delta, *grad_params = torch.autograd.grad(loss, [delta, *params], allow_unused=True)
-    grad_params = [torch.zeros_like(p) if g is None else g for g, p in zip(grad_params, params)]
+    grad_params = [
+        torch.zeros_like(p) if g is None else g for g, p in zip(grad_params, params, strict=True)
+    ]
     mapped = inner_map(delta)
     v = torch.zeros_like(delta)
     for _ in range(iterations):
         (jvp,) = torch.autograd.grad(mapped, delta, grad_outputs=v, retain_graph=True)
         v = jvp + grad_delta
     indirect = torch.autograd.grad(mapped, params, grad_outputs=v, allow_unused=True)
-    return [g + (torch.zeros_like(g) if i is None else i) for g, i in zip(grad_params, indirect)]
+    return [
+        g + (torch.zeros_like(g) if i is None else i)
+        for g, i in zip(grad_params, indirect, strict=True)
+    ]
 
 
 def implicit_backdoor_unlearning(
@@ -192,7 +197,7 @@ def implicit_backdoor_unlearning(
 
             gradients = implicit_hypergradient(delta, params, inner_map, outer_loss, config.K)
             optimiser.zero_grad(set_to_none=True)
-            for p, g in zip(params, gradients):
+            for p, g in zip(params, gradients, strict=True):
                 p.grad = g.detach()
             optimiser.step()
             with torch.no_grad():

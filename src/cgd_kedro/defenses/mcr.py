@@ -141,7 +141,10 @@ def bezier_weights(t: float, num_bends: int) -> list[float]:
 def curve_point(bends: list[dict[str, Tensor]], t: float) -> dict[str, Tensor]:
     """``θ(t)``: the parameters of the curve through ``bends`` at ``t``."""
     weights = bezier_weights(t, len(bends))
-    return {name: sum(w * bend[name] for w, bend in zip(weights, bends)) for name in bends[0]}
+    return {
+        name: sum(w * bend[name] for w, bend in zip(weights, bends, strict=True))
+        for name in bends[0]
+    }
 
 
 @torch.no_grad()
@@ -158,7 +161,7 @@ def reestimate_batchnorm(
     model.train()
     for chunk in images.split(batch_size):
         model(to_unit_float(chunk.to(device)).contiguous(memory_format=torch.channels_last))
-    for m, momentum in zip(norms, saved):
+    for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     model.eval()
 

@@ -161,7 +161,7 @@ def expand_cells(spec: GridSpec) -> list[Cell]:
     for env, attack, seed, values in itertools.product(
         spec.envs, spec.namespaces, spec.seeds, itertools.product(*spec.sweep.values())
     ):
-        sweep = tuple((key, value) for key, value in zip(keys, values))
+        sweep = tuple((key, value) for key, value in zip(keys, values, strict=True))
         params = merge(spec.params, {"runtime": {"seed": seed}})
         for key, value in sweep:
             set_path(params, key.replace(ATTACK_TOKEN, attack), value)

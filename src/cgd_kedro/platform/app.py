@@ -24,9 +24,9 @@ from fastapi.templating import Jinja2Templates
 from cgd_kedro.datasets.atomic import save_text
 from cgd_kedro.datasets.safetensors_datasets import ClassifierCheckpointDataset
 from cgd_kedro.models.registry import list_models
+from cgd_kedro.parameters import check_run_parameters, parameter_rows
 from cgd_kedro.platform import figures
 from cgd_kedro.platform.evaluation import evaluate_submission
-from cgd_kedro.parameters import check_run_parameters, parameter_rows
 from cgd_kedro.platform.jobs import (
     DEFAULT_MAX_SECONDS,
     RUNNABLE,

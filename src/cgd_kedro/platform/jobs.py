@@ -13,7 +13,9 @@ previous server left queued or running are marked cancelled when the next one st
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
 import os
 import queue
@@ -258,7 +260,7 @@ class JobQueue:
                     if job.kind == "run":
                         self._run_command(job, log)
                     else:
-                        self._calls.pop(job.id)(lambda line: self._log_line(job.id, log, line))
+                        self._calls.pop(job.id)(functools.partial(self._log_line, job.id, log))
                         job.status = "succeeded"
                 except JobCancelled:
                     log.write("cancelled\n")
@@ -304,7 +306,7 @@ class JobQueue:
         try:
             for line in process.stdout:
                 log.write(line)
-                lines = (lines + [line.rstrip()])[-200:]
+                lines = [*lines, line.rstrip()][-200:]
                 if match := PROGRESS.search(line):
                     job.done, job.total = int(match[1]), int(match[2])
             returncode = process.wait()
@@ -350,8 +352,7 @@ def _end_process_group(process: subprocess.Popen, grace: float = KILL_GRACE_SECO
             process.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             continue
-        try:  # the leader has gone; make sure no member of the group outlives it
+        # the leader has gone; make sure no member of the group outlives it
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return

@@ -165,7 +165,7 @@ def plot_mcr_curves(curves: Mapping[str, Mapping[str, Mapping]]) -> Figure:
     handles = {
         label: handle
         for axis in grid.flat
-        for handle, label in zip(*axis.get_legend_handles_labels())
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)
     }
     height = figure.get_figheight()
     figure.suptitle("MCR along the curve", y=1.0, va="top")
@@ -194,7 +194,7 @@ def plot_entropy_panel(
     figure = Figure(figsize=(3.2 * columns, 3.0 * rows))
     axes = figure.subplots(rows, columns, squeeze=False)
     rng = np.random.default_rng(seed)
-    for axis, (attack, frame) in zip(axes.flat, sorted(scores.items())):
+    for axis, (attack, frame) in zip(axes.flat, sorted(scores.items()), strict=False):
         sample = frame.iloc[rng.permutation(len(frame))[:max_points]]
         poisoned = sample["is_poisoned"].astype(bool).to_numpy()
         axis.scatter(

@@ -90,7 +90,7 @@ def format_summary(summary: pd.DataFrame, sweep_keys: Sequence[str]) -> pd.DataF
         digits = 1 if metric == "seconds" else 3
         table[metric] = [
             f"{m:.{digits}f}" if np.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
-            for m, s in zip(mean, std)
+            for m, s in zip(mean, std, strict=True)
         ]
     return table
 

@@ -43,7 +43,7 @@ def _prepare_worker(package_name: str | None, project_path: str) -> Any:
     from kedro.framework.hooks.manager import _create_hook_manager, _register_hooks
     from kedro.framework.project import PACKAGE_NAME, configure_project, settings
 
-    if package_name and PACKAGE_NAME != package_name:
+    if package_name and package_name != PACKAGE_NAME:
         configure_project(package_name)
     os.chdir(project_path)
     gpu = worker_gpu()
@@ -123,7 +123,6 @@ class DaskRunner(AbstractRunner):
 
     def _run_on(self, client, pipeline: Pipeline, catalog, run_id: str | None) -> None:
         from distributed import as_completed
-
         from kedro.framework.project import PACKAGE_NAME
 
         log.info(
@@ -163,8 +162,7 @@ class DaskRunner(AbstractRunner):
                 retries=0,
             )
         by_future = {future: node for node, future in futures.items()}
-        done = 0
-        for future in as_completed(list(futures.values())):
+        for done, future in enumerate(as_completed(list(futures.values())), start=1):
             node = by_future[future]
             try:
                 outputs = future.result()
@@ -173,11 +171,9 @@ class DaskRunner(AbstractRunner):
                     other.cancel()
                 log.error("dask: node %s failed; the nodes still running were cancelled", node.name)
                 raise
-            done += 1
             for name, data in outputs.items():
-                if (
-                    name in pipeline.outputs()
-                ):  # free outputs reach the caller like the SequentialRunner's
+                # free outputs reach the caller like the SequentialRunner's
+                if name in pipeline.outputs():
                     catalog[name] = MemoryDataset(data, copy_mode="assign")
             log.info(
                 "Completed node: %s (%d of %d, %.0f s into the run)",

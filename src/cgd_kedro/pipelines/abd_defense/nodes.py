@@ -15,8 +15,8 @@ import torch
 from matplotlib.figure import Figure
 
 from cgd_kedro.clip.adversarial_patch import AdversarialPatchConfig, optimise_adversarial_patch
-from cgd_kedro.clip.corpora import ClipCorpusConfig, templated_corpora, world_corpora
 from cgd_kedro.clip.backdoor_metrics import zero_shot_backdoor_metrics
+from cgd_kedro.clip.corpora import ClipCorpusConfig, templated_corpora, world_corpora
 from cgd_kedro.clip.defenses import ClipDefenseConfig, defend_clip
 from cgd_kedro.clip.factory import get_tokenizer, preprocess_config, to_clip_checkpoint
 from cgd_kedro.clip.figures import plot_abd_sample_grid, plot_defense_curves, plot_similarity_panel
@@ -26,9 +26,9 @@ from cgd_kedro.clip.triggers import (
     CLIP_NAMESPACE_PREFIX,
     ClipAttackConfig,
     apply_trigger,
-    static_trigger,
     optimise_badclip_patch,
     poison_pairs,
+    static_trigger,
 )
 from cgd_kedro.clip.zero_shot import class_text_embeddings, image_embeddings
 from cgd_kedro.data.imageset import ImageSet

@@ -276,7 +276,7 @@ def curve_with_test_figures(
         on_test,
         device=device,
     )
-    return [validation | test for validation, test in zip(report["curve"], points)]
+    return [validation | test for validation, test in zip(report["curve"], points, strict=True)]
 
 
 def implicit_unlearning_victim(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 
 from cgd_kedro.cgd.entropy_map import plot_entropy_map
@@ -158,7 +157,12 @@ def export_reference_files(
     scores = {
         str(i): [r_clip, r_sus, bool(flag)]
         for i, (r_clip, r_sus, flag) in enumerate(
-            zip(cgd_split["r_clip"].tolist(), cgd_split["r_sus"].tolist(), poison.tolist())
+            zip(
+                cgd_split["r_clip"].tolist(),
+                cgd_split["r_sus"].tolist(),
+                poison.tolist(),
+                strict=True,
+            )
         )
     }
     logits = {

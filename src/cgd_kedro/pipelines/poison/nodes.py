@@ -10,10 +10,10 @@ import torch
 
 from cgd_kedro.attacks.base import AttackContext, State
 from cgd_kedro.attacks.poisoning import AttackConfig, make_backdoor_test_set, poison_training_set
-from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.clip.reference import ClipConfig
+from cgd_kedro.data.imageset import ImageSet
 from cgd_kedro.data.sources import DatasetConfig, hold_out_clip_slice, read_source
-from cgd_kedro.metrics import evaluate_backdoor, predict_logits, accuracy
+from cgd_kedro.metrics import accuracy, evaluate_backdoor, predict_logits
 from cgd_kedro.model_cache import cached_training
 from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
 from cgd_kedro.parameters import RuntimeConfig, VictimConfig
