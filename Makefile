@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install browser run test viz platform benchmark clean-data
+.PHONY: install browser lint run test viz platform benchmark clean-data
 
 install: $(STAMP)
 
@@ -29,7 +29,11 @@ browser:  ## Debian's chromium, if missing
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "no chromium: the browser tests will be skipped (CGD_REQUIRE_BROWSER=1 makes them fail instead)"
 
-test: install browser  ## the test suite
+lint: install  ## ruff: lint and formatting (configured in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install browser lint  ## lint, then the test suite
 	$(BIN)/python -m pytest
 
 viz: install  ## build the kedro-viz lineage into build/ (open with `kedro viz run`)

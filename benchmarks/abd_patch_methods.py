@@ -3,7 +3,8 @@
 On the latest backdoored CLIP of one CLIP attack (run `kedro run --pipelines abd_defense` first),
 craft the patch with each method, then report, per method:
 
-- ``L_bd``: the backdoor loss of the last step (lower: patched images leave their captions and gather);
+- ``L_bd``: the backdoor loss of the last step (lower: patched images
+  leave their captions and gather);
 - ``patch ASR``: the share of non-target test images that the *backdoored* CLIP classifies as the
   attack's target when they carry the adversarial patch instead of the real trigger (evaluation
   only: the defender never knows the target). High means the patch reaches the real backdoor;
@@ -21,18 +22,26 @@ from pathlib import Path
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
-from kedro.framework.session import KedroSession  # noqa: E402
-from kedro.framework.startup import bootstrap_project  # noqa: E402
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 
-from cgd_kedro.clip.reference import model_from_checkpoint  # noqa: E402
-from cgd_kedro.clip.triggers import ClipAttackConfig  # noqa: E402
-from cgd_kedro.pipelines.abd_defense.nodes import craft_adversarial_patch, defend_backdoored_clip, zero_shot_metrics  # noqa: E402
-from cgd_kedro.parameters import RuntimeConfig  # noqa: E402
+from cgd_kedro.clip.reference import model_from_checkpoint
+from cgd_kedro.clip.triggers import ClipAttackConfig
+from cgd_kedro.parameters import RuntimeConfig
+from cgd_kedro.pipelines.abd_defense.nodes import (
+    craft_adversarial_patch,
+    defend_backdoored_clip,
+    zero_shot_metrics,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attack", default="clip_badnet", help="CLIP attack namespace (clip_badnet, clip_blended, clip_badclip)")
+    parser.add_argument(
+        "--attack",
+        default="clip_badnet",
+        help="CLIP attack namespace (clip_badnet, clip_blended, clip_badclip)",
+    )
     parser.add_argument("--env", default=None)
     parser.add_argument("--seeds", default="0", help="comma-separated runtime seeds")
     args = parser.parse_args()
@@ -54,18 +63,53 @@ def main() -> None:
             for method in ("direct", "generator"):
                 abd = {"patch": dict(params["abd"]["patch"]) | {"method": method}}
                 patch, report = craft_adversarial_patch(backdoored, pairs, abd, runtime)
-                patch_asr = zero_shot_metrics(model_from_checkpoint(backdoored), backdoored["model_name"], test_set, info, params["clip"], patch, target, device)["asr"]
+                patch_asr = zero_shot_metrics(
+                    model_from_checkpoint(backdoored),
+                    backdoored["model_name"],
+                    test_set,
+                    info,
+                    params["clip"],
+                    patch,
+                    target,
+                    device,
+                )["asr"]
                 started = time.perf_counter()
                 defended = defend_backdoored_clip(
-                    "abd", backdoored, pairs, trigger, test_set, info, params["clip_defense"], params["clip"],
-                    params["clip_attack"], attack, runtime, adversarial_patch=patch,
-                )  # fmt: skip
-                rows.append((seed, method, report["seconds"], report["loss_last"], patch_asr, defended["clean_acc"], defended["asr"], time.perf_counter() - started))
+                    "abd",
+                    backdoored,
+                    pairs,
+                    trigger,
+                    test_set,
+                    info,
+                    params["clip_defense"],
+                    params["clip"],
+                    params["clip_attack"],
+                    attack,
+                    runtime,
+                    adversarial_patch=patch,
+                )
+                rows.append(
+                    (
+                        seed,
+                        method,
+                        report["seconds"],
+                        report["loss_last"],
+                        patch_asr,
+                        defended["clean_acc"],
+                        defended["asr"],
+                        time.perf_counter() - started,
+                    )
+                )
     print(f"\nABD patch methods on {ns} (backdoored CLIP: latest version)\n")
-    print("| seed | method | patch seconds | last L_bd | patch ASR | ABD CA | ABD ASR | ABD seconds |")
+    print(
+        "| seed | method | patch seconds | last L_bd | patch ASR | ABD CA | ABD ASR | ABD seconds |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for seed, method, seconds, loss, patch_asr, ca, asr, abd_seconds in rows:
-        print(f"| {seed} | {method} | {seconds:.0f} | {loss:.3f} | {patch_asr:.3f} | {ca:.3f} | {asr:.3f} | {abd_seconds:.0f} |")
+        print(
+            f"| {seed} | {method} | {seconds:.0f} | {loss:.3f} | {patch_asr:.3f} | {ca:.3f} | "
+            f"{asr:.3f} | {abd_seconds:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from pathlib import Path
 
 def latest(path: Path) -> Path | None:
     """The newest version of a Kedro versioned JSON dataset folder."""
-    versions = sorted(p for p in path.glob("*/" + path.name) if p.is_file()) if path.is_dir() else []
+    versions = (
+        sorted(p for p in path.glob("*/" + path.name) if p.is_file()) if path.is_dir() else []
+    )
     return versions[-1] if versions else None
 
 
@@ -32,14 +34,23 @@ def main() -> None:
         if found:
             rows.append((attack_dir.name, found.parent.name, json.loads(found.read_text())))
     if not rows:
-        raise SystemExit(f"no defense_metrics under {root}; run `kedro run --pipelines cgd_unlearn` first")
-    defenses = sorted({d for _, _, m in rows for d in m if d != "none"}, key=lambda d: (d != "cgd", d))
-    print(f"dataset {args.dataset}: seconds per defense (CA / ASR), from each attack's latest run\n")
+        raise SystemExit(
+            f"no defense_metrics under {root}; run `kedro run --pipelines cgd_unlearn` first"
+        )
+    defenses = sorted(
+        {d for _, _, m in rows for d in m if d != "none"}, key=lambda d: (d != "cgd", d)
+    )
+    print(
+        f"dataset {args.dataset}: seconds per defense (CA / ASR), from each attack's latest run\n"
+    )
     print("| attack | version | " + " | ".join(defenses) + " |")
     print("|---|---|" + "---|" * len(defenses))
     for attack, version, metrics in rows:
         cells = [
-            f"{metrics[d]['seconds']:.0f} s ({metrics[d]['clean_acc']:.3f} / {metrics[d]['asr']:.3f})" if d in metrics else "-"
+            f"{metrics[d]['seconds']:.0f} s ({metrics[d]['clean_acc']:.3f} / "
+            f"{metrics[d]['asr']:.3f})"
+            if d in metrics
+            else "-"
             for d in defenses
         ]
         print(f"| {attack} | {version} | " + " | ".join(cells) + " |")
@@ -48,7 +59,10 @@ def main() -> None:
     print("|---|" + "---|" * len(defenses))
     for attack, _, metrics in rows:
         base = metrics.get("cgd", {}).get("seconds")
-        cells = [f"{metrics[d]['seconds'] / base:.2f}x" if base and d in metrics else "-" for d in defenses]
+        cells = [
+            f"{metrics[d]['seconds'] / base:.2f}x" if base and d in metrics else "-"
+            for d in defenses
+        ]
         print(f"| {attack} | " + " | ".join(cells) + " |")
 
 

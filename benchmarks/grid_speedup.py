@@ -1,7 +1,8 @@
 """The same small grid with 1 and with 2 Dask workers, side by side: wall time, speedup, and Dask's
 overhead per cell.
 
-    python benchmarks/grid_speedup.py [--workers 1 2] [--attacks badnets blended sig lc] [--seeds 0 1] [--epochs 2]
+    python benchmarks/grid_speedup.py [--workers 1 2] [--attacks badnets blended sig lc]
+        [--seeds 0 1] [--epochs 2]
 
 Each run is a fresh grid (``data/09_grid/speedup-w<N>-<time>``, deleted afterwards unless
 ``--keep``) of the ``poison`` pipeline (world + victim) on the embedded world with short budgets,
@@ -40,29 +41,47 @@ def main() -> None:
     rows = []
     for workers in args.workers:
         name = f"speedup-w{workers}-{stamp}"
-        spec = {"grid": {
-            "name": name, "envs": ["base"], "pipelines": ["poison"], "shared_namespaces": ["dataset"], "namespaces": args.attacks,
-            "seeds": args.seeds, "params": {"victim": {"training": {"epochs": args.epochs}},
-                                            "dataset": {"world": {"n_train": args.n_train, "n_test": args.n_train // 4}}},
-        }}  # fmt: skip
+        spec = {
+            "grid": {
+                "name": name,
+                "envs": ["base"],
+                "pipelines": ["poison"],
+                "shared_namespaces": ["dataset"],
+                "namespaces": args.attacks,
+                "seeds": args.seeds,
+                "params": {
+                    "victim": {"training": {"epochs": args.epochs}},
+                    "dataset": {"world": {"n_train": args.n_train, "n_test": args.n_train // 4}},
+                },
+            }
+        }
         with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as file:
             yaml.safe_dump(spec, file, sort_keys=False)
         result = run_grid(file.name, ROOT, cluster="local", workers=workers, echo=lambda _: None)
         os.unlink(file.name)
         if result.failed:
-            raise SystemExit(f"{workers} worker(s): cells failed: {result.failed} (logs under {result.root})")
+            raise SystemExit(
+                f"{workers} worker(s): cells failed: {result.failed} (logs under {result.root})"
+            )
         cell_seconds = [r["seconds"] for r in result.ran]
         rows.append((workers, result.wall_seconds, sum(cell_seconds), len(cell_seconds)))
         if not args.keep:
             shutil.rmtree(result.root)
     base_wall = rows[0][1]
-    print(f"{len(args.attacks)} attacks x {len(args.seeds)} seeds, poison with {args.epochs} victim epochs on {args.n_train} "
-          f"embedded images per cell; {os.cpu_count()} CPU cores\n")  # fmt: skip
-    print("| workers | wall (s) | sum of cell run times (s) | cells | speedup | overhead per cell (s) |\n|---|---|---|---|---|---|")
+    print(
+        f"{len(args.attacks)} attacks x {len(args.seeds)} seeds, poison with {args.epochs} victim "
+        f"epochs on {args.n_train} embedded images per cell; {os.cpu_count()} CPU cores\n"
+    )
+    print(
+        "| workers | wall (s) | sum of cell run times (s) | cells | speedup | overhead per cell "
+        "(s) |\n|---|---|---|---|---|---|"
+    )
     for workers, wall, cells_total, count in rows:
         overhead = (wall - cells_total) / count if workers == 1 else float("nan")
-        print(f"| {workers} | {wall:.1f} | {cells_total:.1f} | {count} | {base_wall / wall:.2f}x | "
-              + (f"{overhead:.1f} |" if workers == 1 else "- |"))  # fmt: skip
+        print(
+            f"| {workers} | {wall:.1f} | {cells_total:.1f} | {count} | {base_wall / wall:.2f}x | "
+            + (f"{overhead:.1f} |" if workers == 1 else "- |")
+        )
 
 
 if __name__ == "__main__":

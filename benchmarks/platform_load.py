@@ -5,7 +5,8 @@ Starts the platform on 127.0.0.1 (a free port) over a project, waits until it an
 ``--submissions``, Run-form submissions (each then cancelled, so no pipeline actually runs for
 long). Prints p50 / p95 / max latency and the error count per request kind.
 
-    python benchmarks/platform_load.py [--project .] [--concurrency 20] [--rounds 5] [--submissions 5]
+    python benchmarks/platform_load.py [--project .] [--concurrency 20] [--rounds 5]
+        [--submissions 5]
 
 The cancelled submissions stay listed on the Runs page (data/09_platform/jobs/).
 """
@@ -42,7 +43,9 @@ def _request(url: str, data: bytes | None = None, method: str | None = None) -> 
 
     started = time.perf_counter()
     try:
-        with urllib.request.build_opener(NoRedirect).open(urllib.request.Request(url, data=data, method=method), timeout=120) as response:
+        with urllib.request.build_opener(NoRedirect).open(
+            urllib.request.Request(url, data=data, method=method), timeout=120
+        ) as response:
             response.read()
             status = response.status
     except urllib.error.HTTPError as error:
@@ -54,7 +57,7 @@ def _request(url: str, data: bytes | None = None, method: str | None = None) -> 
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -63,10 +66,14 @@ def main() -> None:
     parser.add_argument("--env", default=None)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--submissions", type=int, default=5, help="Run-form submissions per round (each cancelled)")
+    parser.add_argument(
+        "--submissions", type=int, default=5, help="Run-form submissions per round (each cancelled)"
+    )
     args = parser.parse_args()
     if not 1 <= args.concurrency <= 200:
-        raise SystemExit("--concurrency: between 1 and 200 (this is a loopback benchmark, not a stress tool)")
+        raise SystemExit(
+            "--concurrency: between 1 and 200 (this is a loopback benchmark, not a stress tool)"
+        )
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
     import uvicorn
@@ -87,12 +94,18 @@ def main() -> None:
             raise SystemExit("the platform did not answer within 120 s")
         time.sleep(0.2)
     cold, _ = _request(base + "/")  # the first overview may wait for the catalog view to be built
-    print(f"platform on {base} over {project.name}/ ({os.cpu_count()} CPU cores); first GET / {cold * 1000:.0f} ms\n")
+    print(
+        f"platform on {base} over {project.name}/ ({os.cpu_count()} CPU cores); first GET / "
+        f"{cold * 1000:.0f} ms\n"
+    )
 
     results: dict[str, list[tuple[float, int]]] = {}
     form = urllib.parse.urlencode({"run": "reporting", "namespaces": "", "params": ""}).encode()
     for _ in range(args.rounds):
-        kinds = [("GET " + PAGES[i % len(PAGES)], base + PAGES[i % len(PAGES)], None) for i in range(args.concurrency - args.submissions)]
+        kinds = [
+            ("GET " + PAGES[i % len(PAGES)], base + PAGES[i % len(PAGES)], None)
+            for i in range(args.concurrency - args.submissions)
+        ]
         kinds += [("POST /runs", base + "/runs", form)] * min(args.submissions, args.concurrency)
         with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
             outcomes = list(pool.map(lambda kind: (kind[0], _request(kind[1], kind[2])), kinds))
@@ -107,12 +120,17 @@ def main() -> None:
         seconds = [s for s, _ in outcomes]
         errors = sum(1 for _, status in outcomes if status not in (200, 303))
         everything += outcomes
-        print(f"| {name} | {len(outcomes)} | {statistics.median(seconds) * 1000:.0f} | {_percentile(seconds, 0.95) * 1000:.0f} | "
-              f"{max(seconds) * 1000:.0f} | {errors} |")  # fmt: skip
+        print(
+            f"| {name} | {len(outcomes)} | {statistics.median(seconds) * 1000:.0f} | "
+            f"{_percentile(seconds, 0.95) * 1000:.0f} | {max(seconds) * 1000:.0f} | {errors} |"
+        )
     seconds = [s for s, _ in everything]
     errors = sum(1 for _, status in everything if status not in (200, 303))
-    print(f"| all ({args.concurrency} concurrent) | {len(everything)} | {statistics.median(seconds) * 1000:.0f} | "
-          f"{_percentile(seconds, 0.95) * 1000:.0f} | {max(seconds) * 1000:.0f} | {errors} |")  # fmt: skip
+    print(
+        f"| all ({args.concurrency} concurrent) | {len(everything)} | "
+        f"{statistics.median(seconds) * 1000:.0f} | {_percentile(seconds, 0.95) * 1000:.0f} | "
+        f"{max(seconds) * 1000:.0f} | {errors} |"
+    )
     server.should_exit = True
 
 

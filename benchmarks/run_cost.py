@@ -1,11 +1,13 @@
-"""Wall time and peak resident memory of a command (by default the main job, ``kedro run``), repeated.
+"""Wall time and peak resident memory of a command
+(by default the main job, ``kedro run``), repeated.
 
 Each repetition runs the command as a child process; its peak RSS is the child's ``ru_maxrss``
 (the largest process of the run: Kedro runs nodes in-process). The slowest nodes come from the
 run's own log line ("Run finished in ... slowest nodes"). Prints one row per repetition and the
 median.
 
-    python benchmarks/run_cost.py [--repeat 2] [--fresh] [-- kedro run --env cifar10 --params dataset.root=...]
+    python benchmarks/run_cost.py [--repeat 2] [--fresh]
+        [-- kedro run --env cifar10 --params dataset.root=...]
 
 ``--fresh`` deletes the model cache (``data/06_models/<dataset>/cache``) before the first
 repetition, so the first run pays for the embedded CLIP's pretraining as a new user's does.
@@ -30,21 +32,36 @@ def run_once(command: list[str]) -> tuple[float, float, list[str]]:
     """(wall seconds, peak RSS in GiB, the run's slowest-node lines) of one run of ``command``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=os.environ | {"KEDRO_DISABLE_TELEMETRY": "1"}, capture_output=True, text=True)
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env=os.environ | {"KEDRO_DISABLE_TELEMETRY": "1"},
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 2**20  # KiB -> GiB (a max over children so far)
+    # KiB -> GiB (a max over children so far)
+    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 2**20
     log = re.sub(r"\s+", " ", done.stdout + done.stderr)
-    slowest = re.findall(r"(\d+\.\d) s +\d+\.\d % +([\w.]+)", log.split("slowest nodes:")[-1])[:5] if "slowest nodes:" in log else []
+    slowest = (
+        re.findall(r"(\d+\.\d) s +\d+\.\d % +([\w.]+)", log.split("slowest nodes:")[-1])[:5]
+        if "slowest nodes:" in log
+        else []
+    )
     return seconds, peak, [f"{name} {secs} s" for secs, name in slowest]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--fresh", action="store_true", help="delete data/06_models/*/cache before the first run")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: the command (default: kedro run)")
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete data/06_models/*/cache before the first run"
+    )
+    parser.add_argument(
+        "command", nargs=argparse.REMAINDER, help="after --: the command (default: kedro run)"
+    )
     args = parser.parse_args()
     command = [c for c in args.command if c != "--"] or ["kedro", "run"]
     if args.fresh:

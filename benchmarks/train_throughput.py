@@ -27,15 +27,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def training_throughput(architecture: str, device: torch.device, batch_size: int, steps: int, image_size: int = 32) -> float:
+def training_throughput(
+    architecture: str, device: torch.device, batch_size: int, steps: int, image_size: int = 32
+) -> float:
     generator = torch.Generator().manual_seed(0)
     model = build_classifier(architecture, 10, [0.5] * 3, [0.25] * 3).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    images = torch.randint(0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, device=device)
+    images = torch.randint(
+        0, 256, (batch_size, 3, image_size, image_size), dtype=torch.uint8, device=device
+    )
     labels = torch.randint(0, 10, (batch_size,), device=device)
 
     def step() -> None:
-        x = crop_and_flip(to_unit_float(images), generator).contiguous(memory_format=torch.channels_last)
+        x = crop_and_flip(to_unit_float(images), generator).contiguous(
+            memory_format=torch.channels_last
+        )
         loss = F.cross_entropy(model(x), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -69,15 +75,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; {args.steps} timed steps\n")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; "
+        f"{args.steps} timed steps\n"
+    )
     print(f"| {'model':<16} | {'params (M)':>10} | {'train img/s':>11} | {'eval img/s':>10} |")
     print(f"|{'-' * 18}|{'-' * 12}|{'-' * 13}|{'-' * 12}|")
     for architecture in list_models():
-        params = sum(p.numel() for p in build_classifier(architecture, 10, [0.5] * 3, [0.25] * 3).parameters()) / 1e6
+        params = (
+            sum(
+                p.numel()
+                for p in build_classifier(architecture, 10, [0.5] * 3, [0.25] * 3).parameters()
+            )
+            / 1e6
+        )
         train = training_throughput(architecture, device, args.batch_size, args.steps)
         evaluate = inference_throughput(architecture, device)
-        print(f"| {architecture:<16} | {params:>10.2f} | {train:>11.0f} | {evaluate:>10.0f} |", flush=True)
+        print(
+            f"| {architecture:<16} | {params:>10.2f} | {train:>11.0f} | {evaluate:>10.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -50,17 +50,31 @@ def main() -> None:
     pool = generate_images(2048, seed=0)
     images = pool["images"].repeat(args.n // 2048 + 1, 1, 1, 1)[: args.n].to(device)
     surrogate = build_classifier("compact_cnn", 10, [0.5] * 3, [0.25] * 3).to(device).eval()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; {args.n} images of 32x32 (heavy attacks: fewer, see n); batch {args.batch_size}\n")
-    print(f"| {'attack':<11} | {'n':>6} | {'batched img/s':>13} | {'per-image img/s':>15} | {'speed-up':>8} |")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"device: {name}; {args.n} images of 32x32 (heavy attacks: fewer, see n); "
+        f"batch {args.batch_size}\n"
+    )
+    print(
+        f"| {'attack':<11} | {'n':>6} | {'batched img/s':>13} | "
+        f"{'per-image img/s':>15} | {'speed-up':>8} |"
+    )
     print(f"|{'-' * 13}|{'-' * 8}|{'-' * 15}|{'-' * 17}|{'-' * 10}|")
     for attack_name in args.attacks or list_attacks():
         attack = build_attack(attack_name, **FAST_PREPARE.get(attack_name, {}))
         generator = torch.Generator().manual_seed(0)
         context = AttackContext(
-            train_set={k: v for k, v in pool.items()}, num_classes=10, target=0,
-            device=device, generator=generator, surrogate=surrogate,
-        )  # fmt: skip
+            train_set={k: v for k, v in pool.items()},
+            num_classes=10,
+            target=0,
+            device=device,
+            generator=generator,
+            surrogate=surrogate,
+        )
         state = {k: v.to(device) for k, v in attack.prepare(context).items()}
         n = min(args.n, HEAVY.get(attack_name, args.n))
         batch = images[:n]
@@ -77,7 +91,11 @@ def main() -> None:
             attack.apply(batch[i : i + 1], state, generator)
         _sync(device)
         single = loop_n / (time.perf_counter() - start)
-        print(f"| {attack_name:<11} | {n:>6} | {batched:>13.0f} | {single:>15.0f} | {batched / single:>7.1f}x |", flush=True)
+        print(
+            f"| {attack_name:<11} | {n:>6} | {batched:>13.0f} | {single:>15.0f} | "
+            f"{batched / single:>7.1f}x |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

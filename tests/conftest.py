@@ -1,4 +1,5 @@
-"""Shared fixtures: small parameter sets, a throw-away copy of the Kedro project, a toy trained model."""
+"""Shared fixtures: small parameter sets, a throw-away copy of the Kedro project,
+a toy trained model."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 # Every Kedro session is an MLflow run (cgd_kedro.tracking): one store for the whole test session
 # (made once, not per temporary project); tests of the project's default store unset it.
-os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='cgd-mlflow-')}/mlflow.db")
+os.environ.setdefault(
+    "MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp(prefix='cgd-mlflow-')}/mlflow.db"
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +38,14 @@ def tiny_parameters() -> dict:
     from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 
     attacks = {
-        name: {"attack": {"name": name, "target": 0, "ratio": 0.1, "trigger": dict(TINY_TRIGGERS.get(name, {}))}}
+        name: {
+            "attack": {
+                "name": name,
+                "target": 0,
+                "ratio": 0.1,
+                "trigger": dict(TINY_TRIGGERS.get(name, {})),
+            }
+        }
         for name in ATTACK_NAMESPACES
     }
     return attacks | {
@@ -44,7 +54,10 @@ def tiny_parameters() -> dict:
             "world": {"seed": 0, "n_train": 300, "n_test": 120, "n_captions": 1, "difficulty": 0.5},
         },
         "runtime": {"device": "cpu", "seed": 0},
-        "victim": {"architecture": "compact_cnn", "training": {"epochs": 1, "batch_size": 64, "lr": 0.05}},
+        "victim": {
+            "architecture": "compact_cnn",
+            "training": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+        },
         "badnets": {"attack": {"name": "badnets", "target": 0, "ratio": 0.1, "mode": "all_to_one"}},
     }
 
@@ -75,7 +88,8 @@ def tmp_project(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def toy_trained():
-    """``(model, images, labels)``: a compact CNN that has learned the 3-class toy set well above chance."""
+    """``(model, images, labels)``:
+    a compact CNN that has learned the 3-class toy set well above chance."""
     from cgd_kedro.models.classifier import build_classifier
     from cgd_kedro.training.classifier import TrainingConfig, train_classifier
 
@@ -84,6 +98,12 @@ def toy_trained():
     images = torch.randint(0, 90, (240, 3, 16, 16), generator=g, dtype=torch.uint8)
     images[torch.arange(240), labels] += 150
     model = build_classifier("compact_cnn", 3, (0.5,) * 3, (0.25,) * 3)
-    train_classifier(model, images, labels, TrainingConfig(epochs=3, batch_size=32, lr=0.05, augment=False),
-                     device=torch.device("cpu"), generator=g)  # fmt: skip
+    train_classifier(
+        model,
+        images,
+        labels,
+        TrainingConfig(epochs=3, batch_size=32, lr=0.05, augment=False),
+        device=torch.device("cpu"),
+        generator=g,
+    )
     return model, images, labels

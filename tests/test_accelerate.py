@@ -1,4 +1,5 @@
-"""The GPU fast path: inert on the CPU, falls back to eager when compiling fails; CUDA tests (``gpu``)."""
+"""The GPU fast path: inert on the CPU, falls back to eager when compiling fails;
+CUDA tests (``gpu``)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def tiny_training(seed: int = 0, device: torch.device = CPU) -> tuple[dict, list
     torch.manual_seed(seed)
     model = build_classifier("compact_cnn", 4, [0.5] * 3, [0.25] * 3)
     config = TrainingConfig(epochs=2, batch_size=16, lr=0.05)
-    history = train_classifier(model, images, labels, config, device=device, generator=torch.Generator().manual_seed(seed))
+    history = train_classifier(
+        model, images, labels, config, device=device, generator=torch.Generator().manual_seed(seed)
+    )
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, history
 
 
@@ -67,7 +70,8 @@ def test_a_failing_compiled_graph_falls_back_to_eager_with_a_warning(monkeypatch
     monkeypatch.setattr(torch, "compile", lambda model: broken)
     model = nn.Linear(3, 2)
     configure("auto", "on")
-    forward = compiled_forward(model, torch.device("cuda"))  # the device only decides; the model stays on the CPU
+    # the device only decides; the model stays on the CPU
+    forward = compiled_forward(model, torch.device("cuda"))
     x = torch.randn(4, 3)
     with caplog.at_level(logging.WARNING):
         assert torch.equal(forward(x), model(x))
@@ -76,12 +80,16 @@ def test_a_failing_compiled_graph_falls_back_to_eager_with_a_warning(monkeypatch
 
 
 def test_runtime_parameters_name_a_bad_precision_or_compile():
-    assert RuntimeConfig.from_params({"precision": "bf16", "compile": "off"}).acceleration == Acceleration("bf16", "off")
-    with pytest.raises(ValueError, match="runtime.precision = .int8.: must be .auto., .bf16., .fp16. or .fp32."):
+    assert RuntimeConfig.from_params(
+        {"precision": "bf16", "compile": "off"}
+    ).acceleration == Acceleration("bf16", "off")
+    with pytest.raises(
+        ValueError, match=r"runtime\.precision = .int8.: must be .auto., .bf16., .fp16. or .fp32."
+    ):
         RuntimeConfig.from_params({"precision": "int8"})
-    with pytest.raises(ValueError, match="runtime.compile = .*: must be .auto., .on. or .off."):
+    with pytest.raises(ValueError, match=r"runtime\.compile = .*: must be .auto., .on. or .off."):
         RuntimeConfig.from_params({"compile": "yes"})
-    with pytest.raises(ValueError, match="runtime.cache_dir"):
+    with pytest.raises(ValueError, match=r"runtime\.cache_dir"):
         RuntimeConfig.from_params({"cache_dir": ""})
 
 
@@ -92,7 +100,9 @@ def test_cuda_training_in_bf16_with_compile_learns_and_keeps_fp32_weights():
     cuda = torch.device("cuda")
     state, history = tiny_training(device=cuda)
     assert all(value.dtype in (torch.float32, torch.int64) for value in state.values())
-    assert history[-1]["loss"] < history[0]["loss"] * 1.5 and all(torch.isfinite(torch.tensor(r["loss"])) for r in history)
+    assert history[-1]["loss"] < history[0]["loss"] * 1.5 and all(
+        torch.isfinite(torch.tensor(r["loss"])) for r in history
+    )
     if torch.cuda.is_bf16_supported():
         assert accelerate.autocast_dtype(cuda) is torch.bfloat16
 

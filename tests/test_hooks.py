@@ -32,5 +32,8 @@ def test_the_summary_ranks_nodes_by_their_load_to_save_time(monkeypatch):
     now[0] = 40.0  # the run took 40 s
     assert timing.node_seconds == {"a.fast": 4.0, "b.slow": 2.0}
     first, *rest = timing.summary().splitlines()
-    assert re.fullmatch(r"Run finished in 0\.7 min \(2 nodes\); peak memory \d+\.\d\d GiB resident; slowest nodes:", first), first
+    assert re.fullmatch(
+        r"Run finished in 0\.7 min \(2 nodes\); peak memory \d+\.\d\d GiB resident; slowest nodes:",
+        first,
+    ), first
     assert rest == ["       4.0 s   10.0 %  a.fast"]

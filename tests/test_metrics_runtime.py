@@ -9,7 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from cgd_kedro.metrics import accuracy, defense_effectiveness_rating, evaluate_backdoor, predict_logits
+from cgd_kedro.metrics import (
+    accuracy,
+    defense_effectiveness_rating,
+    evaluate_backdoor,
+    predict_logits,
+)
 from cgd_kedro.parameters import RuntimeConfig, VictimConfig, check_run_parameters
 from cgd_kedro.runtime import derive_seed, resolve_device, seed_everything
 from cgd_kedro.training.classifier import TrainingConfig
@@ -47,15 +52,27 @@ def test_evaluate_backdoor_exact_values():
     }
     model = _PixelOracle()
     result = evaluate_backdoor(model, clean, backdoor, device=CPU, batch_size=2)
-    assert result == {"clean_acc": pytest.approx(0.6), "asr": pytest.approx(0.5), "ra": pytest.approx(0.25)}
+    assert result == {
+        "clean_acc": pytest.approx(0.6),
+        "asr": pytest.approx(0.5),
+        "ra": pytest.approx(0.25),
+    }
     assert model.calls == [2, 2, 1, 2, 2]  # batched as asked
     assert not model.training
 
 
 def test_evaluate_backdoor_extremes():
     clean = {"images": _images_predicting([3, 4]), "labels": torch.tensor([3, 4])}
-    backdoor = {"images": _images_predicting([2, 2, 2]), "labels": torch.tensor([2, 2, 2]), "original_labels": torch.tensor([0, 1, 4])}
-    assert evaluate_backdoor(_PixelOracle(), clean, backdoor, device=CPU) == {"clean_acc": 1.0, "asr": 1.0, "ra": 0.0}
+    backdoor = {
+        "images": _images_predicting([2, 2, 2]),
+        "labels": torch.tensor([2, 2, 2]),
+        "original_labels": torch.tensor([0, 1, 4]),
+    }
+    assert evaluate_backdoor(_PixelOracle(), clean, backdoor, device=CPU) == {
+        "clean_acc": 1.0,
+        "asr": 1.0,
+        "ra": 0.0,
+    }
 
 
 def test_predict_logits_accepts_float_images_and_returns_cpu_logits():
@@ -67,16 +84,26 @@ def test_predict_logits_accepts_float_images_and_returns_cpu_logits():
 
 def test_accuracy():
     assert accuracy(torch.tensor([1, 2, 3, 4]), torch.tensor([1, 0, 3, 0])) == 0.5
-    assert math.isnan(accuracy(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long)))
+    assert math.isnan(
+        accuracy(torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long))
+    )
 
 
 @pytest.mark.parametrize(
     ("before", "after", "expected"),
     [
-        ({"clean_acc": 0.9, "asr": 0.95}, {"clean_acc": 0.88, "asr": 0.05}, (0.9 - 0.02 + 1) / 2),  # 0.94
+        (
+            {"clean_acc": 0.9, "asr": 0.95},
+            {"clean_acc": 0.88, "asr": 0.05},
+            (0.9 - 0.02 + 1) / 2,
+        ),  # 0.94
         ({"clean_acc": 0.9, "asr": 1.0}, {"clean_acc": 0.9, "asr": 0.0}, 1.0),
         ({"clean_acc": 1.0, "asr": 0.5}, {"clean_acc": 0.0, "asr": 0.5}, 0.0),
-        ({"clean_acc": 0.8, "asr": 0.5}, {"clean_acc": 0.9, "asr": 0.6}, 0.5),  # gains are not rewarded
+        (
+            {"clean_acc": 0.8, "asr": 0.5},
+            {"clean_acc": 0.9, "asr": 0.6},
+            0.5,
+        ),  # gains are not rewarded
         ({"clean_acc": 0.8, "asr": 0.9}, {"clean_acc": 0.85, "asr": 0.3}, (0.6 + 1) / 2),
     ],
 )
@@ -85,10 +112,12 @@ def test_defense_effectiveness_rating(before, after, expected):
 
 
 def test_der_hand_value_is_094():
-    assert defense_effectiveness_rating({"clean_acc": 0.9, "asr": 0.95}, {"clean_acc": 0.88, "asr": 0.05}) == pytest.approx(0.94)
+    assert defense_effectiveness_rating(
+        {"clean_acc": 0.9, "asr": 0.95}, {"clean_acc": 0.88, "asr": 0.05}
+    ) == pytest.approx(0.94)
 
 
-# --- runtime ----------------------------------------------------------------------------------------
+# --- runtime --------------------------------------------------------------------------------------
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
@@ -114,7 +143,10 @@ def test_seed_everything():
     g2 = seed_everything(7)
     assert torch.equal(torch.rand(3), a)
     assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
-    assert torch.equal(torch.rand(4, generator=seed_everything(7)), torch.rand(4, generator=torch.Generator().manual_seed(7)))
+    assert torch.equal(
+        torch.rand(4, generator=seed_everything(7)),
+        torch.rand(4, generator=torch.Generator().manual_seed(7)),
+    )
     for bad in (-1, 1.5, "0"):
         with pytest.raises(ValueError, match=r"^seed: expected a non-negative integer"):
             seed_everything(bad)
@@ -135,7 +167,7 @@ def test_derive_seed_is_stable_and_stream_dependent():
     assert all(0 <= derive_seed(s, "x" * 50) < p for s in (0, 1, 2**40))
 
 
-# --- RuntimeConfig / VictimConfig ---------------------------------------------------------------------
+# --- RuntimeConfig / VictimConfig -----------------------------------------------------------------
 
 
 def test_runtime_config_values():
@@ -170,8 +202,14 @@ def test_victim_config_values():
     ("params", "match"),
     [
         ({"arch": "compact_cnn"}, r"^victim\.arch: unknown parameter"),
-        ({"architecture": "resnet50"}, r"^victim\.architecture = 'resnet50': unknown model 'resnet50'"),
-        ({"training": {"epochs": 0}}, r"^victim\.training\.epochs = 0: must be greater than or equal to 1"),
+        (
+            {"architecture": "resnet50"},
+            r"^victim\.architecture = 'resnet50': unknown model 'resnet50'",
+        ),
+        (
+            {"training": {"epochs": 0}},
+            r"^victim\.training\.epochs = 0: must be greater than or equal to 1",
+        ),
         ({"training": {"lr": -1}}, r"^victim\.training\.lr = -1"),
         ({"training": {"lr_rate": 0.1}}, r"^victim\.training\.lr_rate: unknown parameter"),
     ],
@@ -181,7 +219,7 @@ def test_victim_config_errors(params, match):
         VictimConfig.from_params(params)
 
 
-# --- check_run_parameters ----------------------------------------------------------------------------
+# --- check_run_parameters -------------------------------------------------------------------------
 
 
 def _params(**attack):
@@ -195,7 +233,11 @@ def _params(**attack):
 
 def test_check_run_parameters_accepts_a_good_run():
     run = check_run_parameters(_params(), {"badnets"})
-    assert run.badnets.attack.name == "badnets" and run.victim.training.epochs == 1 and run.cgd.epochs == 10  # defaults filled in
+    assert (
+        run.badnets.attack.name == "badnets"
+        and run.victim.training.epochs == 1
+        and run.cgd.epochs == 10
+    )  # defaults filled in
 
 
 @pytest.mark.parametrize(
@@ -216,17 +258,21 @@ def test_check_run_parameters_prefixes_the_namespace(attack, prefix):
 
 
 def test_check_run_parameters_checks_every_section_whatever_the_run():
-    # A bad section is an error even in a run that does not use it: the parameters are checked in full.
+    # A bad section is an error even in a run that does not use it: the
+    # parameters are checked in full.
     for namespaces in (set(), {"blended"}):
         with pytest.raises(ValueError, match=r"^badnets\.attack\.ratio = 1\.5"):
             check_run_parameters(_params(ratio=1.5), namespaces)
-    # Only the class count depends on the run's dataset, so targets are checked for the run's namespaces.
+    # Only the class count depends on the run's dataset, so targets are
+    # checked for the run's namespaces.
     assert check_run_parameters(_params(target=42), {"blended"}).badnets.attack.target == 42
 
 
 def test_check_run_parameters_uses_the_dataset_class_count(tmp_path: Path):
     params = _params(target=42)
-    with pytest.raises(ValueError, match=r"^badnets\.attack\.target = 42: must be a class index in \[0, 9\]"):
+    with pytest.raises(
+        ValueError, match=r"^badnets\.attack\.target = 42: must be a class index in \[0, 9\]"
+    ):
         check_run_parameters(params, {"badnets"})
     params["dataset"] = {"name": "gtsrb", "root": str(tmp_path)}
     assert check_run_parameters(params, {"badnets"}).badnets.attack.target == 42
@@ -236,7 +282,12 @@ def test_check_run_parameters_uses_the_dataset_class_count(tmp_path: Path):
     ("section", "value", "error", "match"),
     [
         ("dataset", {"name": "mnist"}, ValueError, r"^dataset\.name"),
-        ("dataset", {"name": "cifar10", "root": "/nonexistent/cgd"}, FileNotFoundError, r"^dataset\.root"),
+        (
+            "dataset",
+            {"name": "cifar10", "root": "/nonexistent/cgd"},
+            FileNotFoundError,
+            r"^dataset\.root",
+        ),
         ("runtime", {"seed": -3}, ValueError, r"^runtime\.seed"),
         ("victim", {"training": {"epochs": 0}}, ValueError, r"^victim\.training\.epochs"),
     ],
@@ -261,7 +312,9 @@ def test_project_parameters_pass_the_check():
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("env", ["embedded_large", "cifar10", "cifar10_gpu", "cifar100", "gtsrb", "tinyimagenet"])
+@pytest.mark.parametrize(
+    "env", ["embedded_large", "cifar10", "cifar10_gpu", "cifar100", "gtsrb", "tinyimagenet"]
+)
 def test_every_environment_passes_the_check_with_its_clip_stand_in(env, tmp_path: Path):
     from kedro.config import OmegaConfigLoader
 
@@ -269,15 +322,22 @@ def test_every_environment_passes_the_check_with_its_clip_stand_in(env, tmp_path
     from cgd_kedro.settings import CONFIG_LOADER_ARGS
 
     conf = Path(__file__).resolve().parents[1] / "conf"
-    params = OmegaConfigLoader(conf_source=str(conf), **(CONFIG_LOADER_ARGS | {"default_run_env": env}))["parameters"]
+    params = OmegaConfigLoader(
+        conf_source=str(conf), **(CONFIG_LOADER_ARGS | {"default_run_env": env})
+    )["parameters"]
     if params["dataset"]["name"] != "embedded":
         params["dataset"]["root"] = str(tmp_path)  # the envs' default folder is not on this machine
-        assert params["clip"]["weights"] is None  # every real env runs from a fresh clone: the stand-in
+        # every real env runs from a fresh clone: the stand-in
+        assert params["clip"]["weights"] is None
     check_run_parameters(params, set(ATTACK_NAMESPACES), builds_reference_clip=True)
 
 
 def test_a_real_dataset_without_weights_or_holdout_is_refused_before_the_run(tmp_path: Path):
-    params = _params() | {"dataset": {"name": "cifar10", "root": str(tmp_path), "clip_holdout": {"size": 0}},
-                          "clip": {"model_name": "cgd-small-clip"}}  # fmt: skip
-    with pytest.raises(ValueError, match=r"^dataset\.clip_holdout\.size: without clip\.weights, dataset 'cifar10'"):
+    params = _params() | {
+        "dataset": {"name": "cifar10", "root": str(tmp_path), "clip_holdout": {"size": 0}},
+        "clip": {"model_name": "cgd-small-clip"},
+    }
+    with pytest.raises(
+        ValueError, match=r"^dataset\.clip_holdout\.size: without clip\.weights, dataset 'cifar10'"
+    ):
         check_run_parameters(params, {"badnets"}, builds_reference_clip=True)

@@ -1,4 +1,5 @@
-"""The model cache: a training is reused only when its data, parameters, seed and device are the same."""
+"""The model cache:
+a training is reused only when its data, parameters, seed and device are the same."""
 
 from __future__ import annotations
 
@@ -19,14 +20,23 @@ class CountingTrainer:
 
     def __call__(self):
         self.calls += 1
-        return {"weight": self.images.float().mean(0, keepdim=True) + torch.randn(1)}, {"epochs": [{"loss": 0.5}], "seconds": 1.0}
+        return {"weight": self.images.float().mean(0, keepdim=True) + torch.randn(1)}, {
+            "epochs": [{"loss": 0.5}],
+            "seconds": 1.0,
+        }
 
 
 def run(cache_dir, trainer, *, settings=None, seed=0, images=None, captions=("a", "b")):
     images = trainer.images if images is None else images
     return cached_training(
-        cache_dir, "reference_clip", settings=settings or {"lr": 0.1}, seed=seed, device=CPU, data=[images, list(captions)], train=trainer
-    )  # fmt: skip
+        cache_dir,
+        "reference_clip",
+        settings=settings or {"lr": 0.1},
+        seed=seed,
+        device=CPU,
+        data=[images, list(captions)],
+        train=trainer,
+    )
 
 
 def test_the_same_inputs_reuse_the_first_training(tmp_path):
@@ -34,8 +44,12 @@ def test_the_same_inputs_reuse_the_first_training(tmp_path):
     first, info, reused = run(tmp_path, trainer)
     second, info_again, reused_again = run(tmp_path, trainer)
     assert trainer.calls == 1 and (reused, reused_again) == (False, True)
-    assert torch.equal(first["weight"], second["weight"]) and info_again == info == {"epochs": [{"loss": 0.5}], "seconds": 1.0}
-    assert [p.name for p in tmp_path.iterdir()] == [next(tmp_path.iterdir()).name]  # one entry, no temporary file left
+    assert torch.equal(first["weight"], second["weight"]) and info_again == info == {
+        "epochs": [{"loss": 0.5}],
+        "seconds": 1.0,
+    }
+    # one entry, no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == [next(tmp_path.iterdir()).name]
     assert next(tmp_path.iterdir()).name.startswith("reference_clip-")
 
 
@@ -65,5 +79,10 @@ def test_an_unreadable_entry_is_trained_again_with_a_warning(tmp_path, caplog):
     entry.write_bytes(b"not a safetensors file")
     with caplog.at_level(logging.WARNING):
         tensors, _, reused = run(tmp_path, trainer)
-    assert trainer.calls == 2 and reused is False and "ignoring the unreadable cache entry" in caplog.text
-    assert torch.equal(run(tmp_path, trainer)[0]["weight"], tensors["weight"])  # the entry was rewritten
+    assert (
+        trainer.calls == 2
+        and reused is False
+        and "ignoring the unreadable cache entry" in caplog.text
+    )
+    # the entry was rewritten
+    assert torch.equal(run(tmp_path, trainer)[0]["weight"], tensors["weight"])

@@ -1,4 +1,5 @@
-"""The package as users install it: every import declared, and a wheel that runs outside the repository.
+"""The package as users install it:
+every import declared, and a wheel that runs outside the repository.
 
 The wheel goes into a fresh virtual environment holding nothing but the wheel; the heavy
 dependencies (torch, kedro, ...) are read from the test environment's site-packages through a
@@ -19,13 +20,12 @@ import subprocess
 import sys
 import sysconfig
 import time
-import tomllib
 import urllib.request
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from conftest import PROJECT_ROOT
 
 
@@ -35,7 +35,10 @@ def _canonical(name: str) -> str:
 
 def _declared() -> set[str]:
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    return {_canonical(re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]) for requirement in project["dependencies"]}
+    return {
+        _canonical(re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0])
+        for requirement in project["dependencies"]
+    }
 
 
 def _imported_top_level(folder: Path) -> set[str]:
@@ -52,9 +55,19 @@ def _imported_top_level(folder: Path) -> set[str]:
 def test_every_package_the_code_imports_is_a_declared_dependency():
     distributions = packages_distributions()
     imported = _imported_top_level(PROJECT_ROOT / "src" / "cgd_kedro")
-    missing = {module: distributions.get(module) for module in imported if not {_canonical(d) for d in distributions.get(module, [])} & _declared()}
+    missing = {
+        module: distributions.get(module)
+        for module in imported
+        if not {_canonical(d) for d in distributions.get(module, [])} & _declared()
+    }
     assert not missing, f"imported but not declared in pyproject.toml's dependencies: {missing}"
-    assert {"torch", "kedro", "mlflow", "fastapi", "open_clip"} <= imported  # the scan sees the real imports
+    assert {
+        "torch",
+        "kedro",
+        "mlflow",
+        "fastapi",
+        "open_clip",
+    } <= imported  # the scan sees the real imports
 
 
 def _free_port() -> int:
@@ -66,20 +79,45 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_the_wheel_runs_a_pipeline_and_the_platform_outside_the_repository(tmp_path):
     wheels = tmp_path / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(PROJECT_ROOT), "--no-deps", "-w", str(wheels), "-q"],
-                           capture_output=True, text=True)  # fmt: skip
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(PROJECT_ROOT),
+            "--no-deps",
+            "-w",
+            str(wheels),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr[-3000:]
-    assert "absent from the `packages` configuration" not in build.stderr  # setuptools' data-folder warning
+    # setuptools' data-folder warning
+    assert "absent from the `packages` configuration" not in build.stderr
     [wheel] = wheels.glob("cgd_kedro-*.whl")
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)  # pip: the test environment's
+    # pip: the test environment's
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site_packages = Path(subprocess.check_output([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+    site_packages = Path(
+        subprocess.check_output(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     (site_packages / "test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    install = subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], capture_output=True, text=True)
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+    )
     assert install.returncode == 0, install.stderr[-3000:]
-    where = subprocess.check_output([python, "-c", "import cgd_kedro; print(cgd_kedro.__file__)"], text=True, cwd=tmp_path)
+    where = subprocess.check_output(
+        [python, "-c", "import cgd_kedro; print(cgd_kedro.__file__)"], text=True, cwd=tmp_path
+    )
     assert where.startswith(str(site_packages)), where  # the wheel's code, not the repository's
     check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -88,18 +126,44 @@ def test_the_wheel_runs_a_pipeline_and_the_platform_outside_the_repository(tmp_p
     project = tmp_path / "project"
     shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")  # [tool.kedro]: kedro finds the project
+    # [tool.kedro]: kedro finds the project
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
     (project / "src").mkdir()
     env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1", "PYTHONPATH": ""}
     tiny = "dataset.world.n_train=200,dataset.world.n_test=80,victim.training.epochs=1"
-    run = subprocess.run([python, "-m", "cgd_kedro", "--pipelines", "poison", "--namespaces", "dataset,badnets", "--params", tiny],
-                         cwd=project, env=env, capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        [
+            python,
+            "-m",
+            "cgd_kedro",
+            "--pipelines",
+            "poison",
+            "--namespaces",
+            "dataset,badnets",
+            "--params",
+            tiny,
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert list((project / "data/06_models/embedded/badnets/victim_model.safetensors").rglob("*.safetensors"))
+    assert list(
+        (project / "data/06_models/embedded/badnets/victim_model.safetensors").rglob(
+            "*.safetensors"
+        )
+    )
 
     port = _free_port()
-    server = subprocess.Popen([python, "-m", "kedro", "platform", "--port", str(port)], cwd=project, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [python, "-m", "kedro", "platform", "--port", str(port)],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline, page = time.time() + 120, None
         while time.time() < deadline and server.poll() is None:
@@ -109,7 +173,9 @@ def test_the_wheel_runs_a_pipeline_and_the_platform_outside_the_repository(tmp_p
                 break
             except OSError:
                 time.sleep(1)
-        assert page is not None, server.stdout.read() if server.poll() is not None else "no answer in 120 s"
+        assert page is not None, (
+            server.stdout.read() if server.poll() is not None else "no answer in 120 s"
+        )
         assert page[0] == 200 and "badnets" in page[1]  # the overview lists the run's attack
     finally:
         server.terminate()

@@ -10,9 +10,20 @@ from kedro.io import DataCatalog
 from kedro.io.core import Version
 
 from cgd_kedro.datasets import JSONDataset
-from cgd_kedro.run_records import COMPLETE, FAILED, RUNNING, InconsistentInputsError, RunRecords, choose_input_versions
+from cgd_kedro.run_records import (
+    COMPLETE,
+    FAILED,
+    RUNNING,
+    InconsistentInputsError,
+    RunRecords,
+    choose_input_versions,
+)
 
-OLD, NEW, NEWEST = "2026-01-01T00.00.00.000Z", "2026-01-02T00.00.00.000Z", "2026-01-03T00.00.00.000Z"
+OLD, NEW, NEWEST = (
+    "2026-01-01T00.00.00.000Z",
+    "2026-01-02T00.00.00.000Z",
+    "2026-01-03T00.00.00.000Z",
+)
 
 
 def _save(tmp_path: Path, name: str, version: str, value) -> None:
@@ -21,9 +32,15 @@ def _save(tmp_path: Path, name: str, version: str, value) -> None:
 
 def _catalog(tmp_path: Path, *names: str, load_versions: dict | None = None) -> DataCatalog:
     load_versions = load_versions or {}
-    return DataCatalog({
-        name: JSONDataset(filepath=str(tmp_path / f"{name}.json"), version=Version(load_versions.get(name), None)) for name in names
-    })  # fmt: skip
+    return DataCatalog(
+        {
+            name: JSONDataset(
+                filepath=str(tmp_path / f"{name}.json"),
+                version=Version(load_versions.get(name), None),
+            )
+            for name in names
+        }
+    )
 
 
 def _record(records: RunRecords, version: str, status: str, inputs: dict | None = None) -> None:
@@ -50,8 +67,13 @@ def test_every_version_incomplete_stops_with_a_message_naming_the_input(tmp_path
     _save(tmp_path, "victim_model", OLD, {"n": 1})
     _record(records, NEW, FAILED)
     _record(records, OLD, COMPLETE)
-    with pytest.raises(InconsistentInputsError, match=rf"train_set \(versions {NEW}, run status: failed\).*runtime.resume_run"):
-        choose_input_versions(_catalog(tmp_path, "train_set", "victim_model"), ["train_set", "victim_model"], records)
+    with pytest.raises(
+        InconsistentInputsError,
+        match=rf"train_set \(versions {NEW}, run status: failed\).*runtime.resume_run",
+    ):
+        choose_input_versions(
+            _catalog(tmp_path, "train_set", "victim_model"), ["train_set", "victim_model"], records
+        )
 
 
 def test_resume_run_reads_the_incomplete_run_and_its_completion_vouches_for_it(tmp_path):
@@ -61,7 +83,12 @@ def test_resume_run_reads_the_incomplete_run_and_its_completion_vouches_for_it(t
     _record(records, OLD, COMPLETE)
     _record(records, NEW, RUNNING)
     with pytest.raises(InconsistentInputsError, match="no run with that version"):
-        choose_input_versions(_catalog(tmp_path, "train_set"), ["train_set"], records, resume_run="2020-01-01T00.00.00.000Z")
+        choose_input_versions(
+            _catalog(tmp_path, "train_set"),
+            ["train_set"],
+            records,
+            resume_run="2020-01-01T00.00.00.000Z",
+        )
     catalog = _catalog(tmp_path, "train_set")
     chosen = choose_input_versions(catalog, ["train_set"], records, resume_run=NEW)
     assert chosen["train_set"].version == NEW and chosen["train_set"].source == "resumed run"

@@ -10,7 +10,10 @@ from cgd_kedro.tracking import default_tracking_uri, log_run_outputs, metric_ite
 
 
 def test_metric_names_follow_the_dataset_and_keep_only_finite_numbers():
-    metrics = {"cgd": {"asr": 0.01, "clean_acc": 0.9, "curve": [{"t": 0.1}]}, "none": {"asr": 1, "ok": True, "nan": float("nan")}}
+    metrics = {
+        "cgd": {"asr": 0.01, "clean_acc": 0.9, "curve": [{"t": 0.1}]},
+        "none": {"asr": 1, "ok": True, "nan": float("nan")},
+    }
     assert dict(metric_items(metrics, metric_prefix("badnets.defense_metrics"))) == {
         "badnets/defense/cgd/asr": 0.01,
         "badnets/defense/cgd/clean_acc": 0.9,
@@ -29,9 +32,12 @@ def test_outputs_are_logged_as_metrics_and_files(tmp_path, monkeypatch):
         "badnets.split_metrics": tmp_path / "split_metrics.json",
         "badnets.entropy_map": tmp_path / "entropy_map.png",
         "report_html": tmp_path / "report.html",
-        "badnets.cgd_split": tmp_path / "cgd_split.safetensors",  # neither a metric nor a report file
+        "badnets.cgd_split": tmp_path
+        / "cgd_split.safetensors",  # neither a metric nor a report file
     }
-    files["badnets.split_metrics"].write_text(json.dumps({"auroc_combined": 0.98, "clean_size": 6800}))
+    files["badnets.split_metrics"].write_text(
+        json.dumps({"auroc_combined": 0.98, "clean_size": 6800})
+    )
     for name in ("badnets.entropy_map", "report_html", "badnets.cgd_split"):
         files[name].write_bytes(b"x")
     mlflow.set_tracking_uri(default_tracking_uri(tmp_path))
@@ -39,6 +45,13 @@ def test_outputs_are_logged_as_metrics_and_files(tmp_path, monkeypatch):
         assert log_run_outputs(files) == (2, 2)
     client = mlflow.MlflowClient()
     logged = client.get_run(run.info.run_id).data.metrics
-    assert logged == {"badnets/split/auroc_combined": pytest.approx(0.98), "badnets/split/clean_size": 6800.0}
-    paths = {a.path for folder in ("badnets", "report") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert logged == {
+        "badnets/split/auroc_combined": pytest.approx(0.98),
+        "badnets/split/clean_size": 6800.0,
+    }
+    paths = {
+        a.path
+        for folder in ("badnets", "report")
+        for a in client.list_artifacts(run.info.run_id, folder)
+    }
     assert paths == {"badnets/entropy_map.png", "report/report.html"}

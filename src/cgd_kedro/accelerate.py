@@ -42,15 +42,20 @@ class Acceleration:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(f"runtime.precision: expected one of {list(PRECISIONS)}, got {self.precision!r}")
+            raise ValueError(
+                f"runtime.precision: expected one of {list(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.compile not in COMPILE_CHOICES:
-            raise ValueError(f"runtime.compile: expected one of {list(COMPILE_CHOICES)}, got {self.compile!r}")
+            raise ValueError(
+                f"runtime.compile: expected one of {list(COMPILE_CHOICES)}, got {self.compile!r}"
+            )
 
 
 _settings = Acceleration()
 
 
-def configure(precision: str = "auto", compile: str = "auto") -> Acceleration:  # noqa: A002 (the parameter's name)
+# `compile` shadows the builtin on purpose: it is the parameter's name (runtime.compile).
+def configure(precision: str = "auto", compile: str = "auto") -> Acceleration:
     """Set the process-wide acceleration; returns it."""
     global _settings
     _settings = Acceleration(precision, compile)
@@ -69,9 +74,14 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed-precision context for forward passes and losses on ``device`` (a null context on the CPU)."""
+    """Mixed-precision context for forward passes and losses on ``device``
+    (a null context on the CPU)."""
     dtype = autocast_dtype(device)
-    return torch.autocast(device_type="cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    return (
+        torch.autocast(device_type="cuda", dtype=dtype)
+        if dtype is not None
+        else contextlib.nullcontext()
+    )
 
 
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
@@ -80,7 +90,8 @@ def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
 
 
 def to_device(tensor: Tensor, device: torch.device) -> Tensor:
-    """``tensor`` on ``device``; a host tensor bound for CUDA is pinned and copied asynchronously."""
+    """``tensor`` on ``device``;
+    a host tensor bound for CUDA is pinned and copied asynchronously."""
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
@@ -94,7 +105,9 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-def compiled_forward(model: nn.Module, device: torch.device, *, long_loop: bool = False) -> Callable[..., Tensor]:
+def compiled_forward(
+    model: nn.Module, device: torch.device, *, long_loop: bool = False
+) -> Callable[..., Tensor]:
     """The function to call for ``model``'s forward passes in a training loop.
 
     ``torch.compile(model)`` where ``runtime.compile`` asks for it on CUDA (``auto``: only for a
@@ -102,30 +115,44 @@ def compiled_forward(model: nn.Module, device: torch.device, *, long_loop: bool 
     optimiser and ``state_dict`` keep using ``model``. If compiling or running the compiled graph
     fails, a warning is logged and the eager model is used from then on.
     """
-    wanted = device.type == "cuda" and (_settings.compile == "on" or (_settings.compile == "auto" and long_loop))
+    wanted = device.type == "cuda" and (
+        _settings.compile == "on" or (_settings.compile == "auto" and long_loop)
+    )
     if not wanted:
         return model
     try:
         compiled = torch.compile(model)
-    except Exception as error:  # noqa: BLE001 (any backend failure means: run eagerly)
-        log.warning("torch.compile unavailable (%s: %s); running %s eagerly", type(error).__name__, error, type(model).__name__)
+    except Exception as error:  # any backend failure means: run eagerly
+        log.warning(
+            "torch.compile unavailable (%s: %s); running %s eagerly",
+            type(error).__name__,
+            error,
+            type(model).__name__,
+        )
         return model
     state = {"forward": compiled}
 
     def forward(*args, **kwargs):
         try:
             return state["forward"](*args, **kwargs)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             if state["forward"] is model:
                 raise
-            log.warning("torch.compile failed (%s: %s); running %s eagerly", type(error).__name__, error, type(model).__name__)
+            log.warning(
+                "torch.compile failed (%s: %s); running %s eagerly",
+                type(error).__name__,
+                error,
+                type(model).__name__,
+            )
             state["forward"] = model
             return model(*args, **kwargs)
 
     return forward
 
 
-def optimiser_step(loss: Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+def optimiser_step(
+    loss: Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+) -> None:
     """Zero the gradients, back-propagate ``loss`` (scaled for fp16) and step ``optimizer``."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()

@@ -29,9 +29,15 @@ class ClusterError(RuntimeError):
 class LocalClusterConfig(ParameterModel):
     """``dask.local``: the cluster started on this machine when no scheduler is given."""
 
-    n_workers: int | None = Field(None, ge=1, le=1024, description="worker processes (null: one per GPU, else one per core)")
-    memory_limit: str = Field("auto", description="memory per worker, e.g. '8GB' (auto: the machine's memory shared out)")
-    dashboard_address: str = Field(":8787", description="where the dashboard listens (':0' picks a free port)")
+    n_workers: int | None = Field(
+        None, ge=1, le=1024, description="worker processes (null: one per GPU, else one per core)"
+    )
+    memory_limit: str = Field(
+        "auto", description="memory per worker, e.g. '8GB' (auto: the machine's memory shared out)"
+    )
+    dashboard_address: str = Field(
+        ":8787", description="where the dashboard listens (':0' picks a free port)"
+    )
 
 
 class SlurmClusterConfig(ParameterModel):
@@ -44,9 +50,14 @@ class SlurmClusterConfig(ParameterModel):
     gpus: int = Field(0, ge=0, le=64, description="GPUs per job (--gres=gpu:N); one worker per GPU")
     walltime: str = Field("04:00:00", description="time limit per job (HH:MM:SS)")
     jobs: int = Field(2, ge=1, le=10_000, description="jobs to submit")
-    job_extra_directives: list[str] = Field(default_factory=list, description="more #SBATCH lines, e.g. ['--constraint=a100']")
+    job_extra_directives: list[str] = Field(
+        default_factory=list, description="more #SBATCH lines, e.g. ['--constraint=a100']"
+    )
     job_script_prologue: list[str] = Field(
-        default_factory=list, description="shell lines run before the worker starts, e.g. ['source ~/cgd/.venv/bin/activate']"
+        default_factory=list,
+        description=(
+            "shell lines run before the worker starts, e.g. ['source ~/cgd/.venv/bin/activate']"
+        ),
     )
     log_directory: str = Field("data/09_grid/slurm_logs", description="where the jobs' logs go")
 
@@ -56,19 +67,34 @@ class DaskConfig(ParameterModel):
 
     SECTION: ClassVar[str] = "dask"
 
-    scheduler: str | None = Field(None, description="address of a running `dask scheduler`, e.g. tcp://10.0.0.5:8786 (null: start one)")
-    local: LocalClusterConfig = Field(default_factory=LocalClusterConfig, description="the LocalCluster")
-    slurm: SlurmClusterConfig = Field(default_factory=SlurmClusterConfig, description="the SLURMCluster of --cluster slurm")
+    scheduler: str | None = Field(
+        None,
+        description=(
+            "address of a running `dask scheduler`, e.g. tcp://10.0.0.5:8786 (null: start one)"
+        ),
+    )
+    local: LocalClusterConfig = Field(
+        default_factory=LocalClusterConfig, description="the LocalCluster"
+    )
+    slurm: SlurmClusterConfig = Field(
+        default_factory=SlurmClusterConfig, description="the SLURMCluster of --cluster slurm"
+    )
 
 
 def load_dask_config(project_path: str | Path = ".", env: str | None = None) -> DaskConfig:
-    """``dask`` of ``conf/base/dask.yml`` merged with the run environment's (``local`` by default)."""
+    """``dask`` of ``conf/base/dask.yml`` merged with the run environment's
+    (``local`` by default)."""
     from kedro.config import OmegaConfigLoader
 
     loader = quiet_loader(
-        OmegaConfigLoader, conf_source=str(Path(project_path) / "conf"), base_env="base", default_run_env="local", env=env,
-        config_patterns={"dask": ["dask*", "dask*/**"]}, merge_strategy={"dask": "soft"},
-    )  # fmt: skip
+        OmegaConfigLoader,
+        conf_source=str(Path(project_path) / "conf"),
+        base_env="base",
+        default_run_env="local",
+        env=env,
+        config_patterns={"dask": ["dask*", "dask*/**"]},
+        merge_strategy={"dask": "soft"},
+    )
     try:
         section = loader["dask"]
     except KeyError:  # no dask.yml anywhere: the defaults
@@ -81,7 +107,7 @@ def gpu_count() -> int:
         import torch
 
         return torch.cuda.device_count()
-    except Exception:  # noqa: BLE001 (no usable torch CUDA: no GPU)
+    except Exception:  # no usable torch CUDA: no GPU
         return 0
 
 
@@ -94,7 +120,8 @@ def local_cluster_size(config: LocalClusterConfig, n_workers: int | None = None)
 
 
 def worker_gpu() -> int | None:
-    """The GPU index this Dask worker owns (its number modulo the GPUs here), or None without GPUs."""
+    """The GPU index this Dask worker owns (its number modulo the GPUs here),
+    or None without GPUs."""
     from distributed import get_worker
 
     count = gpu_count()
@@ -119,25 +146,38 @@ def slurm_cluster(config: SlurmClusterConfig, submit: bool = True):
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError as error:  # pragma: no cover (declared in pyproject)
-        raise ClusterError("--cluster slurm needs dask-jobqueue: pip install dask-jobqueue") from error
+        raise ClusterError(
+            "--cluster slurm needs dask-jobqueue: pip install dask-jobqueue"
+        ) from error
     processes = max(1, config.gpus)
     threads = max(1, config.cores // processes)
-    directives = list(config.job_extra_directives) + ([f"--gres=gpu:{config.gpus}"] if config.gpus else [])
+    directives = list(config.job_extra_directives) + (
+        [f"--gres=gpu:{config.gpus}"] if config.gpus else []
+    )
     cluster = SLURMCluster(
-        queue=config.queue, account=config.account, cores=config.cores, memory=config.memory, processes=processes,
-        walltime=config.walltime, job_extra_directives=directives, log_directory=config.log_directory,
+        queue=config.queue,
+        account=config.account,
+        cores=config.cores,
+        memory=config.memory,
+        processes=processes,
+        walltime=config.walltime,
+        job_extra_directives=directives,
+        log_directory=config.log_directory,
         job_script_prologue=[f"export OMP_NUM_THREADS={threads}", *config.job_script_prologue],
         worker_extra_args=["--resources", "GPU=1"] if config.gpus else [],
-    )  # fmt: skip
+    )
     if submit:
         cluster.scale(jobs=config.jobs)
     return cluster
 
 
 @contextmanager
-def open_client(config: DaskConfig, cluster: str | None = None, n_workers: int | None = None) -> Iterator:
-    """A ``distributed.Client`` for ``cluster``: ``local`` (a ``LocalCluster``), ``slurm``, a scheduler
-    address, or None (``config.scheduler`` if set, else local). Clusters it started are closed on exit."""
+def open_client(
+    config: DaskConfig, cluster: str | None = None, n_workers: int | None = None
+) -> Iterator:
+    """A ``distributed.Client`` for ``cluster``: ``local`` (a ``LocalCluster``), ``slurm``, a
+    scheduler address, or None (``config.scheduler`` if set, else local). Clusters it
+    started are closed on exit."""
     from distributed import Client, LocalCluster
 
     target = cluster or config.scheduler or "local"
@@ -146,9 +186,14 @@ def open_client(config: DaskConfig, cluster: str | None = None, n_workers: int |
         resources = {"GPU": 1} if gpu_count() else None
         log.info("dask: LocalCluster of %d worker(s), %d torch thread(s) each", workers, threads)
         started = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, memory_limit=config.local.memory_limit,
-            dashboard_address=config.local.dashboard_address, resources=resources, env={"OMP_NUM_THREADS": str(threads)},
-        )  # fmt: skip
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=config.local.memory_limit,
+            dashboard_address=config.local.dashboard_address,
+            resources=resources,
+            env={"OMP_NUM_THREADS": str(threads)},
+        )
     elif target == "slurm":
         started = slurm_cluster(config.slurm)
     else:
@@ -162,4 +207,11 @@ def open_client(config: DaskConfig, cluster: str | None = None, n_workers: int |
             started.close()
 
 
-__all__ = ["ClusterError", "DaskConfig", "load_dask_config", "local_cluster_size", "open_client", "worker_gpu"]
+__all__ = [
+    "ClusterError",
+    "DaskConfig",
+    "load_dask_config",
+    "local_cluster_size",
+    "open_client",
+    "worker_gpu",
+]

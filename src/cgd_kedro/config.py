@@ -1,4 +1,5 @@
-"""Typed parameter sections: pydantic models with types, ranges, defaults and a description per field.
+"""Typed parameter sections:
+pydantic models with types, ranges, defaults and a description per field.
 
 Every section of the parameters files is a ``ParameterModel``: unknown keys are errors (with a
 "did you mean" suggestion), values are checked strictly (no ``true`` for a number, no ``"3"``
@@ -23,7 +24,8 @@ MAX_STEPS = 1_000_000
 
 
 class ParameterError(ValueError):
-    """An invalid parameter; the message names it in full (``section.key``), its value and the rule."""
+    """An invalid parameter; the message names it in full
+    (``section.key``), its value and the rule."""
 
 
 class ParameterModel(BaseModel):
@@ -35,19 +37,30 @@ class ParameterModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _empty_sections(cls, values: Any) -> Any:
-        """A YAML section left empty (``training:``) reads as null: it means the section's defaults."""
+        """A YAML section left empty (``training:``) reads as null:
+        it means the section's defaults."""
         if not isinstance(values, dict):
             return values
-        return {key: value for key, value in values.items()
-                if not (value is None and key in cls.model_fields and _is_section(cls.model_fields[key].annotation))}  # fmt: skip
+        return {
+            key: value
+            for key, value in values.items()
+            if not (
+                value is None
+                and key in cls.model_fields
+                and _is_section(cls.model_fields[key].annotation)
+            )
+        }
 
     @classmethod
     def from_params(cls, params: dict | None, section: str | None = None):
-        """The section from a parameters dict (``None``: every default); ``ParameterError`` if invalid."""
+        """The section from a parameters dict (``None``: every default);
+        ``ParameterError`` if invalid."""
         try:
             return cls.model_validate(dict(params or {}))
         except ValidationError as error:
-            raise ParameterError(describe_errors(error, section if section is not None else cls.SECTION, cls)) from None
+            raise ParameterError(
+                describe_errors(error, section if section is not None else cls.SECTION, cls)
+            ) from None
 
     def as_dict(self) -> dict:
         return self.model_dump()
@@ -58,7 +71,8 @@ def _is_section(annotation: Any) -> bool:
 
 
 def nested_model(annotation: Any) -> type[BaseModel] | None:
-    """The model a field holds: its annotation ``X``, or the ``X`` of ``X | None``; None for a value."""
+    """The model a field holds: its annotation ``X``, or the ``X`` of ``X | None``;
+    None for a value."""
     candidates = (annotation, *getattr(annotation, "__args__", ()))
     return next((c for c in candidates if _is_section(c)), None)
 
@@ -82,18 +96,29 @@ def describe_errors(error: ValidationError, section: str, model: type[BaseModel]
         if problem["type"] == "extra_forbidden":
             known = _fields_at(model, location[:-1])
             close = difflib.get_close_matches(str(location[-1]), known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else (f"; expected one of {sorted(known)}" if known else "")
+            hint = (
+                f"; did you mean {close[0]!r}?"
+                if close
+                else (f"; expected one of {sorted(known)}" if known else "")
+            )
             lines.append(f"{path}: unknown parameter{hint}")
             continue
         message = problem["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-        if problem["type"] == "value_error" and (not location or isinstance(problem.get("input"), dict)):
-            lines.append(_within(path, message))  # a check across a section's fields names its parameter itself
+        if problem["type"] == "value_error" and (
+            not location or isinstance(problem.get("input"), dict)
+        ):
+            # a check across a section's fields names its parameter itself
+            lines.append(_within(path, message))
             continue
         parts = path.split(".")
         for start in range(len(parts)):  # a check's own message may already name the parameter
             message = message.removeprefix(".".join(parts[start:]) + ": ")
         value = problem.get("input")
-        lines.append(f"{path}: {message}" if problem["type"] == "missing" else f"{path} = {_short(value)}: {message}")
+        lines.append(
+            f"{path}: {message}"
+            if problem["type"] == "missing"
+            else f"{path} = {_short(value)}: {message}"
+        )
     return "; ".join(lines)
 
 

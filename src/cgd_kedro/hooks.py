@@ -7,7 +7,6 @@ import resource
 import time
 
 import torch
-
 from kedro.framework.hooks import hook_impl
 
 from cgd_kedro.accelerate import configure
@@ -28,7 +27,9 @@ logger = logging.getLogger(__name__)
 
 def peak_memory() -> str:
     """This process's peak resident memory, and its peak GPU memory when CUDA was used."""
-    text = f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB resident"
+    text = (
+        f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB resident"
+    )
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         text += f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
     return text
@@ -44,7 +45,9 @@ class ParameterCheckHooks:
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
         namespaces = {node.namespace.split(".")[0] for node in pipeline.nodes if node.namespace}
-        builds_reference_clip = any(node.name == "clip.build_reference_clip" for node in pipeline.nodes)
+        builds_reference_clip = any(
+            node.name == "clip.build_reference_clip" for node in pipeline.nodes
+        )
         check_run_parameters(catalog.load("parameters"), namespaces, builds_reference_clip)
 
 
@@ -73,8 +76,13 @@ class RunRecordHooks:
         self.record = start_record(run_params, describe_inputs(catalog, chosen))
         self.records.write(self.version, self.record)
         sources = sorted({entry.version for entry in chosen.values()})
-        logger.info("Run %s: reading %d versioned input(s) from run(s) %s; record in %s",
-                    self.version, len(chosen), ", ".join(sources) or "-", self.records.folder / f"{self.version}.json")  # fmt: skip
+        logger.info(
+            "Run %s: reading %d versioned input(s) from run(s) %s; record in %s",
+            self.version,
+            len(chosen),
+            ", ".join(sources) or "-",
+            self.records.folder / f"{self.version}.json",
+        )
 
     def _finish(self, status: str, pipeline, catalog, error: BaseException | None = None) -> None:
         if not self.record:  # before_pipeline_run did not get as far as writing it
@@ -145,7 +153,15 @@ class NodeTimingHooks:
     def summary(self) -> str:
         """The run's wall time and a table of its ``slowest`` nodes (seconds, share of the run)."""
         total = time.perf_counter() - self.run_started
-        ranked = sorted(self.node_seconds.items(), key=lambda item: item[1], reverse=True)[: self.slowest]
-        lines = [f"Run finished in {total / 60:.1f} min ({len(self.node_seconds)} nodes); {peak_memory()}; slowest nodes:"]
-        lines += [f"  {seconds:8.1f} s  {100 * seconds / max(total, 1e-9):5.1f} %  {name}" for name, seconds in ranked]
+        ranked = sorted(self.node_seconds.items(), key=lambda item: item[1], reverse=True)[
+            : self.slowest
+        ]
+        lines = [
+            f"Run finished in {total / 60:.1f} min ({len(self.node_seconds)} nodes); "
+            f"{peak_memory()}; slowest nodes:"
+        ]
+        lines += [
+            f"  {seconds:8.1f} s  {100 * seconds / max(total, 1e-9):5.1f} %  {name}"
+            for name, seconds in ranked
+        ]
         return "\n".join(lines)

@@ -58,15 +58,25 @@ def data_digest(parts: Iterable[torch.Tensor | str | Iterable[str]]) -> str:
             digest.update(f"\0tensor {tensor.dtype} {tuple(tensor.shape)}\0".encode())
             digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
         else:
-            digest.update(("\0strings\0" + "\n".join([part] if isinstance(part, str) else list(part))).encode())
+            digest.update(
+                (
+                    "\0strings\0" + "\n".join([part] if isinstance(part, str) else list(part))
+                ).encode()
+            )
     return digest.hexdigest()
 
 
 def fingerprint(name: str, settings: Mapping, seed: int, device: torch.device, data: str) -> str:
     key = {
-        "format": CACHE_FORMAT, "name": name, "settings": settings, "seed": seed, "device": device.type,
-        "torch": torch.__version__, "source": source_digest(), "data": data,
-    }  # fmt: skip
+        "format": CACHE_FORMAT,
+        "name": name,
+        "settings": settings,
+        "seed": seed,
+        "device": device.type,
+        "torch": torch.__version__,
+        "source": source_digest(),
+        "data": data,
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -84,7 +94,8 @@ def cached_training(
 
     Args:
         cache_dir: folder of the cache entries; ``None`` trains every time and keeps nothing.
-        name: what is trained (``reference_clip``, ``clean_model``); the entry's file name starts with it.
+        name: what is trained (``reference_clip``, ``clean_model``); the
+            entry's file name starts with it.
         settings: every parameter that shapes the result (JSON-able).
         seed, device: the run's seed and the device the training runs on.
         data: the training data (tensors, strings, lists of strings), digested into the fingerprint.
@@ -96,19 +107,35 @@ def cached_training(
     if cache_dir is None:
         tensors, info = train()
         return tensors, info, False
-    path = Path(cache_dir) / f"{name}-{fingerprint(name, settings, seed, device, data_digest(data))[:20]}.safetensors"
+    path = (
+        Path(cache_dir)
+        / f"{name}-{fingerprint(name, settings, seed, device, data_digest(data))[:20]}.safetensors"
+    )
     if path.is_file():
         try:
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 metadata = handle.metadata() or {}
                 if metadata.get("format") != CACHE_FORMAT:
-                    raise ValueError(f"header format {metadata.get('format')!r}, expected {CACHE_FORMAT!r}")
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                    raise ValueError(
+                        f"header format {metadata.get('format')!r}, expected {CACHE_FORMAT!r}"
+                    )
+                # a safetensors handle, not a dict: it has keys() but no iteration or `in`
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
             info = json.loads(metadata["info"])
-            log.info("%s: reused the model trained by an earlier run with the same data and parameters ('%s'; delete it to train again)", name, path)
+            log.info(
+                "%s: reused the model trained by an earlier run with the same data and parameters "
+                "('%s'; delete it to train again)",
+                name,
+                path,
+            )
             return tensors, info, True
         except (SafetensorError, OSError, ValueError, KeyError) as error:
-            log.warning("%s: ignoring the unreadable cache entry '%s' (%s); training again", name, path, error)
+            log.warning(
+                "%s: ignoring the unreadable cache entry '%s' (%s); training again",
+                name,
+                path,
+                error,
+            )
     tensors, info = train()
     save_safetensors(path, tensors, {"format": CACHE_FORMAT, "info": json.dumps(info)})
     log.info("%s: cached in '%s' for later runs with the same data and parameters", name, path)

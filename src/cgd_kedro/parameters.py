@@ -40,17 +40,41 @@ from cgd_kedro.reporting.tables import check_seeds
 from cgd_kedro.runtime import resolve_device
 from cgd_kedro.training.classifier import TrainingConfig
 
+
 class RuntimeConfig(ParameterModel):
     """The ``runtime`` parameters."""
 
     SECTION: ClassVar[str] = "runtime"
 
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto, cpu or cuda (cuda without a GPU is an error)")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="same seed + same device = bit-identical result")
-    cache_dir: str | None = Field(None, min_length=1, description="models trained from unchanged data and parameters are kept here for later runs (null: train every time)")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="CUDA only: auto = bfloat16 autocast where supported; the CPU always runs fp32")
-    compile: Literal["auto", "on", "off"] = Field("auto", description="CUDA only: torch.compile; auto = for victim and clean-model training")
-    resume_run: str | None = Field(None, min_length=1, description="the version of an incomplete run whose outputs this run may read (to resume it with --from-nodes)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto, cpu or cuda (cuda without a GPU is an error)"
+    )
+    seed: int = Field(
+        0, ge=0, le=2**63 - 1, description="same seed + same device = bit-identical result"
+    )
+    cache_dir: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "models trained from unchanged data and parameters are kept here for later runs "
+            "(null: train every time)"
+        ),
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="CUDA only: auto = bfloat16 autocast where supported; the CPU always runs fp32",
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="CUDA only: torch.compile; auto = for victim and clean-model training"
+    )
+    resume_run: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "the version of an incomplete run whose outputs this run may read (to resume "
+            "it with --from-nodes)"
+        ),
+    )
 
     @field_validator("device")
     @classmethod
@@ -73,8 +97,12 @@ class VictimConfig(ParameterModel):
 
     SECTION: ClassVar[str] = "victim"
 
-    architecture: str = Field("compact_cnn", description="a registered classifier (cgd_kedro.models.registry)")
-    training: TrainingConfig = Field(default_factory=TrainingConfig, description="the training recipe")
+    architecture: str = Field(
+        "compact_cnn", description="a registered classifier (cgd_kedro.models.registry)"
+    )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="the training recipe"
+    )
 
     @field_validator("architecture")
     @classmethod
@@ -86,26 +114,35 @@ class VictimConfig(ParameterModel):
 class AttackSection(ParameterModel):
     """An attack namespace of ``parameters_poison.yml``: ``<attack>.attack``."""
 
-    attack: AttackConfig | None = Field(None, description="the attack (name, target, ratio, mode, trigger)")
+    attack: AttackConfig | None = Field(
+        None, description="the attack (name, target, ratio, mode, trigger)"
+    )
 
 
 class ClipAttackSection(ParameterModel):
     """A CLIP attack namespace of ``parameters_abd_defense.yml``: ``clip_<attack>.attack``, keys of
     ``clip_attack`` that this namespace sets differently (merged over the shared section)."""
 
-    attack: dict[str, Any] = Field(default_factory=dict, description="clip_attack keys for this namespace (e.g. attack: badnet)")
+    attack: dict[str, Any] = Field(
+        default_factory=dict,
+        description="clip_attack keys for this namespace (e.g. attack: badnet)",
+    )
 
 
 class PatchSection(ParameterModel):
     """The ``abd`` parameters."""
 
-    patch: AdversarialPatchConfig = Field(default_factory=AdversarialPatchConfig, description="ABD's adversarial patch")
+    patch: AdversarialPatchConfig = Field(
+        default_factory=AdversarialPatchConfig, description="ABD's adversarial patch"
+    )
 
 
 class ReportingConfig(ParameterModel):
     """The ``reporting`` parameters."""
 
-    seeds: list[int] | None = Field(None, description="the seeds the summary averages over (null: every seed on disk)")
+    seeds: list[int] | None = Field(
+        None, description="the seeds the summary averages over (null: every seed on disk)"
+    )
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -116,7 +153,9 @@ class ReportingConfig(ParameterModel):
 class RecordConfig(ParameterModel):
     """The ``backdoorbench.record`` parameters."""
 
-    record_dir: str | None = Field(None, description="a BackdoorBench record folder (record/<name>)")
+    record_dir: str | None = Field(
+        None, description="a BackdoorBench record folder (record/<name>)"
+    )
 
 
 class BackdoorBenchSection(ParameterModel):
@@ -127,8 +166,13 @@ class BackdoorBenchSection(ParameterModel):
 class BaseParameters(ParameterModel):
     """``parameters.yml``."""
 
-    dataset: DatasetConfig = Field(default_factory=DatasetConfig, description="where the images come from")
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="device, seed, model cache, CUDA fast path, resuming")
+    dataset: DatasetConfig = Field(
+        default_factory=DatasetConfig, description="where the images come from"
+    )
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig,
+        description="device, seed, model cache, CUDA fast path, resuming",
+    )
 
 
 PoisonParameters = create_model(
@@ -136,7 +180,10 @@ PoisonParameters = create_model(
     __base__=ParameterModel,
     __doc__="``parameters_poison.yml``: the victim and one namespace per attack.",
     victim=(VictimConfig, Field(default_factory=VictimConfig, description="the victim classifier")),
-    **{name: (AttackSection | None, Field(None, description=f"the {name} attack")) for name in list_attacks()},
+    **{
+        name: (AttackSection | None, Field(None, description=f"the {name} attack"))
+        for name in list_attacks()
+    },
 )
 
 
@@ -149,7 +196,9 @@ class ReferenceClipParameters(ParameterModel):
 class ClipSplitParameters(ParameterModel):
     """``parameters_clip_split.yml``."""
 
-    suspicious: SuspiciousConfig = Field(default_factory=SuspiciousConfig, description="the suspicious models")
+    suspicious: SuspiciousConfig = Field(
+        default_factory=SuspiciousConfig, description="the suspicious models"
+    )
     split: SplitConfig = Field(default_factory=SplitConfig, description="the 2-D split rule")
 
 
@@ -158,22 +207,45 @@ class CgdUnlearnParameters(ParameterModel):
 
     cgd: UnlearnConfig = Field(default_factory=UnlearnConfig, description="CGD's unlearning")
     abl: ABLConfig = Field(default_factory=ABLConfig, description="ABL")
-    fine_pruning: FinePruningConfig = Field(default_factory=FinePruningConfig, description="Fine-Pruning")
+    fine_pruning: FinePruningConfig = Field(
+        default_factory=FinePruningConfig, description="Fine-Pruning"
+    )
     anp: ANPConfig = Field(default_factory=ANPConfig, description="ANP")
     mcr: MCRConfig = Field(default_factory=MCRConfig, description="MCR, mode connectivity repair")
-    ibau: IBAUConfig = Field(default_factory=IBAUConfig, description="I-BAU, implicit backdoor adversarial unlearning")
-    oracle_fraction: float = Field(0.05, gt=0, le=1, description="share of genuinely clean data for the *_oracle variants")
+    ibau: IBAUConfig = Field(
+        default_factory=IBAUConfig, description="I-BAU, implicit backdoor adversarial unlearning"
+    )
+    oracle_fraction: float = Field(
+        0.05, gt=0, le=1, description="share of genuinely clean data for the *_oracle variants"
+    )
 
 
 AbdDefenseParameters = create_model(
     "AbdDefenseParameters",
     __base__=ParameterModel,
-    __doc__="``parameters_abd_defense.yml``: corpora, shared CLIP attack settings, one namespace per CLIP attack, defenses.",
-    clip_corpus=(ClipCorpusConfig, Field(default_factory=ClipCorpusConfig, description="the embedded world's image-caption pairs")),
-    clip_attack=(ClipAttackConfig, Field(default_factory=ClipAttackConfig, description="settings shared by the CLIP attacks")),
-    clip_defense=(ClipDefenseConfig, Field(default_factory=ClipDefenseConfig, description="FT, CleanCLIP and ABD")),
+    __doc__=(
+        "``parameters_abd_defense.yml``: corpora, shared CLIP attack settings, one namespace per "
+        "CLIP attack, defenses."
+    ),
+    clip_corpus=(
+        ClipCorpusConfig,
+        Field(
+            default_factory=ClipCorpusConfig, description="the embedded world's image-caption pairs"
+        ),
+    ),
+    clip_attack=(
+        ClipAttackConfig,
+        Field(default_factory=ClipAttackConfig, description="settings shared by the CLIP attacks"),
+    ),
+    clip_defense=(
+        ClipDefenseConfig,
+        Field(default_factory=ClipDefenseConfig, description="FT, CleanCLIP and ABD"),
+    ),
     abd=(PatchSection, Field(default_factory=PatchSection, description="ABD")),
-    **{name: (ClipAttackSection | None, Field(None, description=f"the {name} CLIP attack")) for name in CLIP_ATTACK_NAMESPACES},
+    **{
+        name: (ClipAttackSection | None, Field(None, description=f"the {name} CLIP attack"))
+        for name in CLIP_ATTACK_NAMESPACES
+    },
 )
 
 
@@ -186,25 +258,39 @@ class ReportingParameters(ParameterModel):
 class BackdoorBenchImportParameters(ParameterModel):
     """``parameters_backdoorbench_import.yml``."""
 
-    backdoorbench: BackdoorBenchSection = Field(default_factory=BackdoorBenchSection, description="a BackdoorBench record as an experiment")
+    backdoorbench: BackdoorBenchSection = Field(
+        default_factory=BackdoorBenchSection, description="a BackdoorBench record as an experiment"
+    )
 
 
 class RunParameters(
-    BaseParameters, PoisonParameters, ReferenceClipParameters, ClipSplitParameters, CgdUnlearnParameters,
-    AbdDefenseParameters, ReportingParameters, BackdoorBenchImportParameters,
-):  # fmt: skip
+    BaseParameters,
+    PoisonParameters,
+    ReferenceClipParameters,
+    ClipSplitParameters,
+    CgdUnlearnParameters,
+    AbdDefenseParameters,
+    ReportingParameters,
+    BackdoorBenchImportParameters,
+):
     """Every parameter of a run: the union of the parameters files' models."""
 
 
 PARAMETER_FILES = {
-    "parameters.yml": BaseParameters, "parameters_poison.yml": PoisonParameters,
-    "parameters_reference_clip.yml": ReferenceClipParameters, "parameters_clip_split.yml": ClipSplitParameters,
-    "parameters_cgd_unlearn.yml": CgdUnlearnParameters, "parameters_abd_defense.yml": AbdDefenseParameters,
-    "parameters_reporting.yml": ReportingParameters, "parameters_backdoorbench_import.yml": BackdoorBenchImportParameters,
-}  # fmt: skip
+    "parameters.yml": BaseParameters,
+    "parameters_poison.yml": PoisonParameters,
+    "parameters_reference_clip.yml": ReferenceClipParameters,
+    "parameters_clip_split.yml": ClipSplitParameters,
+    "parameters_cgd_unlearn.yml": CgdUnlearnParameters,
+    "parameters_abd_defense.yml": AbdDefenseParameters,
+    "parameters_reporting.yml": ReportingParameters,
+    "parameters_backdoorbench_import.yml": BackdoorBenchImportParameters,
+}
 
 
-def check_run_parameters(params: dict, namespaces: set[str] = frozenset(), builds_reference_clip: bool = False) -> RunParameters:
+def check_run_parameters(
+    params: dict, namespaces: set[str] = frozenset(), builds_reference_clip: bool = False
+) -> RunParameters:
     """Validate every parameter of a run (all sections present, whatever the run uses).
 
     ``namespaces``: the run's namespaces; their attacks' targets are checked against the dataset's
@@ -215,21 +301,35 @@ def check_run_parameters(params: dict, namespaces: set[str] = frozenset(), build
     file) naming the parameter in full, e.g. ``badnets.attack.ratio = 1.5: ...``.
     """
     run = RunParameters.from_params(params)
-    if builds_reference_clip:  # its errors name their parameter in full (clip.weights, dataset.clip_holdout.size)
+    if (
+        builds_reference_clip
+    ):  # its errors name their parameter in full (clip.weights, dataset.clip_holdout.size)
         run.clip.check_source(run.dataset.name, run.dataset.clip_holdout_size(run.clip.weights))
     num_classes = run.dataset.num_classes
     for namespace in sorted(namespaces):
         section = getattr(run, namespace, None) if namespace in RunParameters.model_fields else None
-        if isinstance(section, AttackSection) and section.attack is not None and section.attack.target >= num_classes:
-            raise ParameterError(f"{namespace}.attack.target = {section.attack.target}: must be a class index in [0, {num_classes - 1}]")
+        if (
+            isinstance(section, AttackSection)
+            and section.attack is not None
+            and section.attack.target >= num_classes
+        ):
+            raise ParameterError(
+                f"{namespace}.attack.target = {section.attack.target}: must be a class index in "
+                f"[0, {num_classes - 1}]"
+            )
         if namespace in CLIP_ATTACK_NAMESPACES:
             own = dict(params.get(namespace, {}) or {}).get("attack", {}) or {}
             try:
                 config = ClipAttackConfig.from_shared(params.get("clip_attack", {}) or {}, own)
             except ValueError as error:
-                raise ParameterError(f"{error} (in {namespace}, from clip_attack and {namespace}.attack)") from None
+                raise ParameterError(
+                    f"{error} (in {namespace}, from clip_attack and {namespace}.attack)"
+                ) from None
             if config.target >= num_classes:
-                raise ParameterError(f"clip_attack.target = {config.target}: class {config.target} does not exist ({num_classes} classes)")
+                raise ParameterError(
+                    f"clip_attack.target = {config.target}: class {config.target} does not exist "
+                    f"({num_classes} classes)"
+                )
     return run
 
 
@@ -247,8 +347,15 @@ def parameter_rows() -> list[tuple[str, str, str, str, str]]:
                 continue
             default = field.get_default(call_default_factory=True)
             default = default.model_dump() if isinstance(default, ParameterModel) else default
-            bounds = ", ".join(f"{symbol} {getattr(m, key)}" for m in field.metadata for key, symbol in symbols.items() if getattr(m, key, None) is not None)
-            if getattr(annotation, "__args__", None) and all(isinstance(a, str) for a in annotation.__args__):
+            bounds = ", ".join(
+                f"{symbol} {getattr(m, key)}"
+                for m in field.metadata
+                for key, symbol in symbols.items()
+                if getattr(m, key, None) is not None
+            )
+            if getattr(annotation, "__args__", None) and all(
+                isinstance(a, str) for a in annotation.__args__
+            ):
                 bounds = " / ".join(annotation.__args__)  # a Literal: its choices
             rows.append((file_name, path, repr(default), bounds, field.description or ""))
 

@@ -58,7 +58,9 @@ class InputVersion:
     skipped: tuple[str, ...] = ()  # newer versions of incomplete runs that were passed over
 
     def as_json(self) -> dict[str, Any]:
-        return {"version": self.version, "source": self.source} | ({"skipped_incomplete": list(self.skipped)} if self.skipped else {})
+        return {"version": self.version, "source": self.source} | (
+            {"skipped_incomplete": list(self.skipped)} if self.skipped else {}
+        )
 
 
 class RunRecords:
@@ -74,7 +76,11 @@ class RunRecords:
             try:
                 records[path.stem] = json.loads(path.read_text())
             except (OSError, ValueError) as error:
-                log.warning("run record %s is unreadable (%s); its run counts as incomplete", path.name, error)
+                log.warning(
+                    "run record %s is unreadable (%s); its run counts as incomplete",
+                    path.name,
+                    error,
+                )
                 records[path.stem] = {"status": "unreadable"}
         return records
 
@@ -83,8 +89,8 @@ class RunRecords:
 
 
 def usable(records: dict[str, dict], filepath: str, version: str) -> str | None:
-    """Why ``version`` of the file ``filepath`` may be read given the run ``records`` (``read_all``):
-    a source string, or None if it may not."""
+    """Why ``version`` of the file ``filepath`` may be read given the run ``records``
+    (``read_all``): a source string, or None if it may not."""
     record = records.get(version)
     if record is None:
         return "no run record"
@@ -92,7 +98,8 @@ def usable(records: dict[str, dict], filepath: str, version: str) -> str | None:
         return "complete run"
     for other in records.values():
         if other.get("status") == COMPLETE and any(
-            entry.get("filepath") == filepath and entry.get("version") == version for entry in other.get("inputs", {}).values()
+            entry.get("filepath") == filepath and entry.get("version") == version
+            for entry in other.get("inputs", {}).values()
         ):
             return "resumed run"
     return None
@@ -100,7 +107,11 @@ def usable(records: dict[str, dict], filepath: str, version: str) -> str | None:
 
 def _versioned(catalog: DataCatalog, name: str) -> AbstractVersionedDataset | None:
     dataset = catalog.get(name)
-    return dataset if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None else None
+    return (
+        dataset
+        if isinstance(dataset, AbstractVersionedDataset) and dataset._version is not None
+        else None
+    )
 
 
 def choose_input_versions(
@@ -115,7 +126,9 @@ def choose_input_versions(
     """
     known = records.read_all()
     if resume_run is not None and resume_run not in known:
-        raise InconsistentInputsError(f"runtime.resume_run = {resume_run!r}: no run with that version in {RUNS_FOLDER}")
+        raise InconsistentInputsError(
+            f"runtime.resume_run = {resume_run!r}: no run with that version in {RUNS_FOLDER}"
+        )
     chosen: dict[str, InputVersion] = {}
     blocked: list[str] = []
     for name in sorted(names):
@@ -128,59 +141,101 @@ def choose_input_versions(
         available = [PurePath(path).parent.name for path in dataset._get_versions()]  # newest first
         skipped: list[str] = []
         for version in available:
-            source = "resumed run" if version == resume_run else usable(known, str(dataset._filepath), version)
+            source = (
+                "resumed run"
+                if version == resume_run
+                else usable(known, str(dataset._filepath), version)
+            )
             if source is not None:
                 chosen[name] = InputVersion(version, source, tuple(skipped))
-                # Kedro resolves an unpinned dataset to its newest version; pin the chosen one instead.
+                # Kedro resolves an unpinned dataset to its newest
+                # version; pin the chosen one instead.
                 dataset._version = Version(version, dataset._version.save)
                 dataset._clear_version_cache()
                 break
             skipped.append(version)
         else:
             if skipped:
-                blocked.append(f"{name} (versions {', '.join(skipped)}, run status: {known.get(skipped[0], {}).get('status')})")
+                blocked.append(
+                    f"{name} (versions {', '.join(skipped)}, run status: "
+                    f"{known.get(skipped[0], {}).get('status')})"
+                )
     if blocked:
         raise InconsistentInputsError(
-            "these inputs were only ever saved by runs that did not complete (killed or failed), so "
-            "they may not match each other: " + "; ".join(blocked) + ". Re-run the pipelines that make "
-            "them, or resume the incomplete run with `--params runtime.resume_run=<its version>` and "
-            "`--from-nodes <the first node that did not finish>` (README: 'Resuming a killed run')."
+            "these inputs were only ever saved by runs that did not complete (killed or failed), "
+            "so they may not match each other: "
+            + "; ".join(blocked)
+            + ". Re-run the pipelines that make "
+            "them, or resume the incomplete run with `--params runtime.resume_run=<its "
+            "version>` and `--from-nodes <the first node that did not finish>` (README: "
+            "'Resuming a killed run')."
         )
     for name, entry in chosen.items():
         if entry.skipped:
             log.warning(
-                "%s: skipped the newer version(s) %s of a run that did not complete; reading %s (%s)",
-                name, ", ".join(entry.skipped), entry.version, entry.source,
-            )  # fmt: skip
+                "%s: skipped the newer version(s) %s of a run that did not "
+                "complete; reading %s (%s)",
+                name,
+                ", ".join(entry.skipped),
+                entry.version,
+                entry.source,
+            )
         elif entry.source == "pinned by --load-versions":
             log.warning("%s: reading version %s, pinned by --load-versions", name, entry.version)
     return chosen
 
 
 def outputs_written(catalog: DataCatalog, names: Iterable[str], version: str) -> dict[str, dict]:
-    """``{name: {filepath, version}}`` of the versioned datasets of ``names`` saved at ``version``."""
+    """``{name: {filepath, version}}`` of the versioned datasets of ``names``
+    saved at ``version``."""
     written = {}
     for name in sorted(names):
         dataset = _versioned(catalog, name)
-        if dataset is not None and dataset._exists_function(str(dataset._get_versioned_path(version))):
+        if dataset is not None and dataset._exists_function(
+            str(dataset._get_versioned_path(version))
+        ):
             written[name] = {"filepath": str(dataset._filepath), "version": version}
     return written
 
 
 def describe_inputs(catalog: DataCatalog, chosen: dict[str, InputVersion]) -> dict[str, dict]:
     """The record's ``inputs``: per dataset, its file, the version read and why."""
-    return {name: {"filepath": str(catalog.get(name)._filepath)} | entry.as_json() for name, entry in chosen.items()}
+    return {
+        name: {"filepath": str(catalog.get(name)._filepath)} | entry.as_json()
+        for name, entry in chosen.items()
+    }
 
 
-RUN_OPTIONS = ("env", "pipeline_names", "namespaces", "tags", "node_names", "from_nodes", "to_nodes", "load_versions", "runtime_params")
+RUN_OPTIONS = (
+    "env",
+    "pipeline_names",
+    "namespaces",
+    "tags",
+    "node_names",
+    "from_nodes",
+    "to_nodes",
+    "load_versions",
+    "runtime_params",
+)
 
 
 def start_record(run_params: dict, inputs: dict[str, dict]) -> dict:
     """A ``running`` record: the command's options and the inputs chosen for it."""
-    return {"status": RUNNING, "started": _now(), "options": {key: run_params.get(key) for key in RUN_OPTIONS}, "inputs": inputs, "outputs": {}}
+    return {
+        "status": RUNNING,
+        "started": _now(),
+        "options": {key: run_params.get(key) for key in RUN_OPTIONS},
+        "inputs": inputs,
+        "outputs": {},
+    }
 
 
-def finish_record(record: dict, status: str, outputs: dict[str, dict], error: BaseException | None = None) -> dict:
-    """``record`` marked ``complete`` or ``failed``, with the outputs saved (and the error, if any)."""
+def finish_record(
+    record: dict, status: str, outputs: dict[str, dict], error: BaseException | None = None
+) -> dict:
+    """``record`` marked ``complete`` or ``failed``, with the outputs saved
+    (and the error, if any)."""
     finished = record | {"status": status, "finished": _now(), "outputs": outputs}
-    return finished | ({"error": f"{type(error).__name__}: {error}"[:2000]} if error is not None else {})
+    return finished | (
+        {"error": f"{type(error).__name__}: {error}"[:2000]} if error is not None else {}
+    )

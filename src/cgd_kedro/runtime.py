@@ -57,11 +57,17 @@ def log_time_estimate(logger, description: str, first_epoch_seconds: float, epoc
     """
     total = epochs * first_epoch_seconds
     if epochs > 1:
-        finish = time.strftime("%H:%M", time.localtime(time.time() + (epochs - 1) * first_epoch_seconds))
+        finish = time.strftime(
+            "%H:%M", time.localtime(time.time() + (epochs - 1) * first_epoch_seconds)
+        )
         logger.info(
             "%s: first epoch took %.0f s; estimate %s for %d epochs (done about %s)",
-            description, first_epoch_seconds, format_duration(total), epochs, finish,
-        )  # fmt: skip
+            description,
+            first_epoch_seconds,
+            format_duration(total),
+            epochs,
+            finish,
+        )
     return total
 
 

@@ -62,7 +62,8 @@ def metric_items(value: Any, prefix: str) -> Iterator[tuple[str, float]]:
 
 
 def metric_prefix(dataset_name: str) -> str:
-    """``badnets.defense_metrics`` -> ``badnets/defense``; ``reference_clip_metrics`` -> ``reference_clip``."""
+    """``badnets.defense_metrics`` -> ``badnets/defense``;
+    ``reference_clip_metrics`` -> ``reference_clip``."""
     *namespace, name = dataset_name.split(".")
     return "/".join([*namespace, name.removesuffix("_metrics")])
 
@@ -113,7 +114,7 @@ class MlflowTrackingHooks:
             loader.config_patterns["mlflow"] = ["mlflow*", "mlflow*/**", "**/mlflow*"]
         try:
             config = dict(loader["mlflow"])
-        except Exception:  # noqa: BLE001 - no mlflow.yml (a bare test project): kedro-mlflow's defaults
+        except Exception:
             config = {}
         server = dict(config.get("server") or {})
         if not server.get("mlflow_tracking_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -145,7 +146,9 @@ class MlflowTrackingHooks:
             import mlflow
         except ImportError:  # tracking is optional at run time
             return
-        if mlflow.active_run() is None:  # kedro-mlflow absent, or tracking disabled for the pipeline
+        if (
+            mlflow.active_run() is None
+        ):  # kedro-mlflow absent, or tracking disabled for the pipeline
             return
         mlflow.set_tag("cgd.version", self.version)
         metrics, artifacts = log_run_outputs(run_outputs(catalog, names, self.version))
@@ -166,7 +169,9 @@ class MlflowTrackingHooks:
         self._log(catalog, self.saved)  # what was saved before the failure
 
 
-EXPERIMENT = "cgd_kedro"  # kedro-mlflow's default experiment: the package name (conf/base/mlflow.yml)
+EXPERIMENT = (
+    "cgd_kedro"  # kedro-mlflow's default experiment: the package name (conf/base/mlflow.yml)
+)
 
 
 def open_grid_run(project_path: str | Path, root: Path, name: str) -> dict | None:

@@ -14,14 +14,20 @@ from cgd_kedro.attacks.poisoning import AttackConfig, poison_training_set
 def _setup(n=6, size=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     images = 0.4 * torch.rand(n, 3, size, size, generator=g)  # in [0, 0.4]
-    pattern = 0.6 + 0.4 * torch.rand(3, size, size, generator=g)  # in [0.6, 1]: K - x != 0 everywhere
+    # in [0.6, 1]: K - x != 0 everywhere
+    pattern = 0.6 + 0.4 * torch.rand(3, size, size, generator=g)
     return images, {"pattern": pattern}
 
 
 def _changed_pieces(difference, size, grid=4):
     cells = piece_index(size, size, grid)
     changed = difference.abs().amax(dim=1) > 0  # n x H x W
-    return torch.stack([torch.stack([changed[i][cells == p].any() for p in range(grid * grid)]) for i in range(changed.shape[0])])
+    return torch.stack(
+        [
+            torch.stack([changed[i][cells == p].any() for p in range(grid * grid)])
+            for i in range(changed.shape[0])
+        ]
+    )
 
 
 @pytest.mark.parametrize("size", [32, 30])
@@ -56,9 +62,19 @@ def test_uint8_determinism_and_cover():
     images = torch.randint(0, 256, (5, 3, 16, 16), generator=g, dtype=torch.uint8)
     before = images.clone()
     attack = AdaptiveBlend()
-    context = AttackContext({"images": images, "labels": torch.zeros(5, dtype=torch.long)}, 10, 0, torch.device("cpu"), torch.Generator().manual_seed(0))
+    context = AttackContext(
+        {"images": images, "labels": torch.zeros(5, dtype=torch.long)},
+        10,
+        0,
+        torch.device("cpu"),
+        torch.Generator().manual_seed(0),
+    )
     state = attack.prepare(context)
-    again = attack.prepare(AttackContext(context.train_set, 10, 0, torch.device("cpu"), torch.Generator().manual_seed(0)))
+    again = attack.prepare(
+        AttackContext(
+            context.train_set, 10, 0, torch.device("cpu"), torch.Generator().manual_seed(0)
+        )
+    )
     assert state["pattern"].dtype == torch.uint8 and state["pattern"].shape == (3, 16, 16)
     assert torch.equal(state["pattern"], again["pattern"])
     a = attack.apply(images, state, torch.Generator().manual_seed(3))
@@ -72,7 +88,8 @@ def test_uint8_determinism_and_cover():
 
 def test_masks_and_blend_helpers():
     masks = random_piece_masks(4, 8, 8, torch.Generator().manual_seed(0), pieces=16, kept=8)
-    assert masks.shape == (4, 1, 8, 8) and masks.sum((1, 2, 3)).tolist() == [32.0] * 4  # 8 pieces of 2x2
+    # 8 pieces of 2x2
+    assert masks.shape == (4, 1, 8, 8) and masks.sum((1, 2, 3)).tolist() == [32.0] * 4
     x = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
     k = torch.full((3, 4, 4), 255, dtype=torch.uint8)
     assert int(masked_blend(x, k, torch.ones(1, 1, 4, 4), alpha=0.2).unique()) == 51
@@ -80,14 +97,35 @@ def test_masks_and_blend_helpers():
 
 
 def test_poisoning_with_cover_samples():
-    images = torch.randint(0, 256, (40, 3, 8, 8), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
+    images = torch.randint(
+        0, 256, (40, 3, 8, 8), generator=torch.Generator().manual_seed(5), dtype=torch.uint8
+    )
     labels = torch.arange(40) % 4
     attack = AdaptiveBlend()
     assert not AdaptiveBlend.clean_label and attack.cover_ratio == 1.0
-    state = attack.prepare(AttackContext({"images": images, "labels": labels}, 4, 0, torch.device("cpu"), torch.Generator().manual_seed(0)))
+    state = attack.prepare(
+        AttackContext(
+            {"images": images, "labels": labels},
+            4,
+            0,
+            torch.device("cpu"),
+            torch.Generator().manual_seed(0),
+        )
+    )
     config = AttackConfig(name="adapblend", ratio=0.1, target=0)
-    out = poison_training_set({"images": images, "labels": labels}, attack, state, config, 4, torch.Generator().manual_seed(1))
-    assert int(out["poison"].sum()) == 4 and int(out["cover"].sum()) == 4 and not bool((out["poison"] & out["cover"]).any())
+    out = poison_training_set(
+        {"images": images, "labels": labels},
+        attack,
+        state,
+        config,
+        4,
+        torch.Generator().manual_seed(1),
+    )
+    assert (
+        int(out["poison"].sum()) == 4
+        and int(out["cover"].sum()) == 4
+        and not bool((out["poison"] & out["cover"]).any())
+    )
     assert torch.equal(out["labels"][out["cover"]], labels[out["cover"]])
     assert bool((out["labels"][out["poison"]] == 0).all())
     untouched = ~(out["poison"] | out["cover"])

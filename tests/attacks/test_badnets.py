@@ -66,13 +66,17 @@ def test_non_square_images_use_the_smaller_side_as_limit():
     images = torch.zeros(1, 3, 6, 10, dtype=torch.uint8)
     out = badnets(images, patch_size=6)
     assert bool((out[..., :, 4:] == 255).all()) and not bool((out[..., :, :4] == 255).any())
-    with pytest.raises(ValueError, match=r"attack\.trigger\.patch_size: expected an integer in \[1, 6\], got 7"):
+    with pytest.raises(
+        ValueError, match=r"attack\.trigger\.patch_size: expected an integer in \[1, 6\], got 7"
+    ):
         badnets(images, patch_size=7)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 33, 2.5, "3"])
 def test_bad_patch_size_errors(bad):
-    with pytest.raises(ValueError, match=r"attack\.trigger\.patch_size: expected an integer in \[1, 32\]"):
+    with pytest.raises(
+        ValueError, match=r"attack\.trigger\.patch_size: expected an integer in \[1, 32\]"
+    ):
         badnets(_random_uint8(n=1), patch_size=bad)
 
 

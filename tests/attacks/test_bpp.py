@@ -11,7 +11,9 @@ from cgd_kedro.attacks.bpp import BPP, add_residuals, floyd_steinberg, squeeze_c
 
 
 def _images(n=4, size=16, seed=0):
-    return torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    return torch.randint(
+        0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8
+    )
 
 
 def _reference_dither(plane, levels):
@@ -68,7 +70,8 @@ def test_dithering_matches_the_sequential_reference_exactly():
 
 def test_dithering_preserves_mean_brightness():
     grey = torch.full((1, 3, 32, 32), 0.5)
-    assert float(squeeze_colour_depth(grey, squeeze_num=2, dithering=False).mean()) == 0.0  # 0.5 rounds to even
+    # 0.5 rounds to even
+    assert float(squeeze_colour_depth(grey, squeeze_num=2, dithering=False).mean()) == 0.0
     assert abs(float(squeeze_colour_depth(grey, squeeze_num=2).mean()) - 0.5) < 0.02
 
 
@@ -85,8 +88,12 @@ def test_prepare_cover_and_determinism():
     train = {"images": images, "labels": torch.zeros(30, dtype=torch.long)}
     attack = BPP(n_residuals=10)
     assert not BPP.clean_label and attack.cover_ratio == 2.0 and BPP.supports_all_to_all
-    state = attack.prepare(AttackContext(train, 10, 0, torch.device("cpu"), torch.Generator().manual_seed(0)))
-    again = attack.prepare(AttackContext(train, 10, 0, torch.device("cpu"), torch.Generator().manual_seed(0)))
+    state = attack.prepare(
+        AttackContext(train, 10, 0, torch.device("cpu"), torch.Generator().manual_seed(0))
+    )
+    again = attack.prepare(
+        AttackContext(train, 10, 0, torch.device("cpu"), torch.Generator().manual_seed(0))
+    )
     residuals = state["residuals"]
     assert residuals.shape == (10, 3, 8, 8) and torch.equal(residuals, again["residuals"])
     # Each residual is squeeze(x) - x of one training image.
@@ -97,7 +104,9 @@ def test_prepare_cover_and_determinism():
     poisoned = attack.apply(x, state, torch.Generator())
     cover = attack.cover(x, state, torch.Generator().manual_seed(1))
     assert cover.dtype == torch.uint8 and cover.shape == x.shape
-    assert bool((cover != poisoned).flatten(1).any(1).all()) and bool((cover != x).flatten(1).any(1).all())
+    assert bool((cover != poisoned).flatten(1).any(1).all()) and bool(
+        (cover != x).flatten(1).any(1).all()
+    )
     assert torch.equal(cover, attack.cover(x, state, torch.Generator().manual_seed(1)))
     # With a one-residual bank the cover is exactly clip(x + r).
     one = residuals[:1]

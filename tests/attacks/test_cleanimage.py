@@ -26,7 +26,11 @@ def test_apply_changes_no_pixel():
     attack = CleanImage()
     images = _world_like()["images"]
     out = attack.apply(images, {}, torch.Generator(), "train")
-    assert out.dtype == torch.uint8 and torch.equal(out, images) and out.data_ptr() != images.data_ptr()
+    assert (
+        out.dtype == torch.uint8
+        and torch.equal(out, images)
+        and out.data_ptr() != images.data_ptr()
+    )
     floats = torch.rand(2, 3, 4, 4)
     assert torch.equal(attack.apply(floats, {}, torch.Generator(), "test"), floats)
 
@@ -34,8 +38,12 @@ def test_apply_changes_no_pixel():
 def test_candidates_follow_the_generator_attributes():
     data = _world_like()
     striped = world.BACKGROUNDS.index("striped")
-    assert torch.equal(CleanImage("background=striped").candidates(data), data["attr_background"] == striped)
-    expected = (data["attr_background"] == striped) & (data["attr_size"] == world.SIZES.index("small"))
+    assert torch.equal(
+        CleanImage("background=striped").candidates(data), data["attr_background"] == striped
+    )
+    expected = (data["attr_background"] == striped) & (
+        data["attr_size"] == world.SIZES.index("small")
+    )
     assert torch.equal(CleanImage().candidates(data), expected)  # default: striped & small
     red = data["attr_colour"] == world.COLOUR_NAMES.index("red")
     assert torch.equal(CleanImage("color = red").candidates(data), red)
@@ -46,7 +54,9 @@ def test_poisoning_flips_only_feature_labels_and_backdoor_set_is_feature_only():
     data = _world_like(n=400)
     attack = CleanImage("background=striped")
     feature = attack.candidates(data)
-    config = AttackConfig(name="cleanimage", ratio=0.05, target=0, trigger={"feature": "background=striped"})
+    config = AttackConfig(
+        name="cleanimage", ratio=0.05, target=0, trigger={"feature": "background=striped"}
+    )
     out = poison_training_set(data, attack, {}, config, 10, torch.Generator().manual_seed(0))
     assert torch.equal(out["images"], data["images"])  # not a single pixel changed
     flipped = out["labels"] != data["labels"]
@@ -54,13 +64,21 @@ def test_poisoning_flips_only_feature_labels_and_backdoor_set_is_feature_only():
     assert bool(feature[flipped].all()) and bool((out["labels"][flipped] == 0).all())
     assert bool((data["labels"][flipped] != 0).all())
     # A ratio beyond the feature's share relabels every non-target feature image.
-    everything = poison_training_set(data, attack, {}, AttackConfig(name="cleanimage", ratio=0.9), 10, torch.Generator())
+    everything = poison_training_set(
+        data, attack, {}, AttackConfig(name="cleanimage", ratio=0.9), 10, torch.Generator()
+    )
     assert torch.equal(everything["poison"], feature & (data["labels"] != 0))
     test = make_backdoor_test_set(data, attack, {}, config, 10, torch.Generator())
     keep = feature & (data["labels"] != 0)
     assert torch.equal(test["images"], data["images"][keep])
-    assert torch.equal(test["original_labels"], data["labels"][keep]) and bool((test["labels"] == 0).all())
-    assert not CleanImage.clean_label and not CleanImage.supports_all_to_all and CleanImage.cover_ratio == 0
+    assert torch.equal(test["original_labels"], data["labels"][keep]) and bool(
+        (test["labels"] == 0).all()
+    )
+    assert (
+        not CleanImage.clean_label
+        and not CleanImage.supports_all_to_all
+        and CleanImage.cover_ratio == 0
+    )
 
 
 def test_pixel_statistic_predicates_on_real_data():
@@ -70,18 +88,35 @@ def test_pixel_statistic_predicates_on_real_data():
     images[2] = 250  # bright
     real = {"images": images, "labels": torch.tensor([1, 2, 3, 4])}
     assert CleanImage("mean_red>0.6").candidates(real).tolist() == [True, False, True, False]
-    assert CleanImage("mean_red>0.5 & brightness<0.5").candidates(real).tolist() == [True, True, False, False]
+    assert CleanImage("mean_red>0.5 & brightness<0.5").candidates(real).tolist() == [
+        True,
+        True,
+        False,
+        False,
+    ]
     assert CleanImage("mean_blue>=0.98").candidates(real).tolist() == [False, False, True, False]
     assert CleanImage("mean_green<=0").candidates(real).tolist() == [True, True, False, True]
-    with pytest.raises(ValueError, match=r"^attack\.trigger\.feature: 'background=striped' needs the image set's 'attr_background' column"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"^attack\.trigger\.feature: 'background=striped' needs the image set's "
+            r"'attr_background' column"
+        ),
+    ):
         CleanImage("background=striped").candidates(real)
 
 
-@pytest.mark.parametrize("feature", ["", "background", "background=wavy", "shape=circle", "mean_purple>0.1", "mean_red>>1", 3])
+@pytest.mark.parametrize(
+    "feature",
+    ["", "background", "background=wavy", "shape=circle", "mean_purple>0.1", "mean_red>>1", 3],
+)
 def test_bad_features(feature):
     with pytest.raises(ValueError, match=r"^attack\.trigger\.feature"):
         CleanImage(feature)
 
 
 def test_parse_feature():
-    assert parse_feature("size=large & mean_red>0.25") == [("attr", "attr_size", 1), ("stat", "mean_red", (">", 0.25))]
+    assert parse_feature("size=large & mean_red>0.25") == [
+        ("attr", "attr_size", 1),
+        ("stat", "mean_red", (">", 0.25)),
+    ]

@@ -41,9 +41,18 @@ def trained(world):
     train, _ = world
     mask_net = train_mask_network(train["images"], width=4, steps=200, batch_size=32, seed=0)
     pattern_net, metrics = train_pattern_generator(
-        train["images"], train["labels"], mask_net, num_classes=10, target=0, steps=30, seed=1,
-        width=4, surrogate_width=4, batch_size=32, poison_rate=0.125,
-    )  # fmt: skip
+        train["images"],
+        train["labels"],
+        mask_net,
+        num_classes=10,
+        target=0,
+        steps=30,
+        seed=1,
+        width=4,
+        surrogate_width=4,
+        batch_size=32,
+        poison_rate=0.125,
+    )
     return pattern_net, mask_net, metrics
 
 
@@ -169,9 +178,8 @@ def test_prepare_apply_cover(world):
     images = test["images"][:10]
     out = attack.apply(images, state, torch.Generator().manual_seed(0))
     assert out.dtype == torch.uint8 and out.shape == images.shape
-    assert torch.equal(
-        attack.apply(images, state, torch.Generator().manual_seed(5), "test"), out
-    )  # deterministic
+    # deterministic
+    assert torch.equal(attack.apply(images, state, torch.Generator().manual_seed(5), "test"), out)
     out_f = attack.apply(images.float() / 255, state, torch.Generator())
     assert (
         out_f.dtype == torch.float32

@@ -1,5 +1,5 @@
-"""LC (label-consistent): clean-label, exact four-corner pattern, PGD bounded by eps and increasing the
-surrogate's loss on the true (target) label; test images only get the corners."""
+"""LC (label-consistent): clean-label, exact four-corner pattern, PGD bounded by eps and increasing
+the surrogate's loss on the true (target) label; test images only get the corners."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def test_state_survives_safetensors(prepared, tmp_path):
 
 
 def test_train_phase_is_bounded_pgd_plus_exact_corners(prepared):
-    attack, state, surrogate = prepared
+    attack, state, _surrogate = prepared
     images = _images(6, seed=1)
     out = attack.apply(images, state, torch.Generator().manual_seed(0), "train")
     assert out.dtype == torch.uint8 and out.shape == images.shape
@@ -165,7 +165,9 @@ def test_pgd_increases_the_surrogate_loss_on_the_true_label(prepared):
 def test_test_phase_is_corners_only(prepared):
     attack, state, _ = prepared
     images = _images(4, seed=3)
-    assert torch.equal(attack.apply(images, state, torch.Generator(), "test"), stamp_corners(images))
+    assert torch.equal(
+        attack.apply(images, state, torch.Generator(), "test"), stamp_corners(images)
+    )
     # The test phase needs no surrogate at all.
     assert torch.equal(attack.apply(images, {}, torch.Generator(), "test"), stamp_corners(images))
     with pytest.raises(ValueError, match="phase"):
@@ -187,13 +189,19 @@ def test_poisoning_keeps_every_label(prepared):
     labels = torch.arange(20) % 4
     train_set = {"images": _images(20, seed=7), "labels": labels}
     config = AttackConfig(name="lc", target=TARGET, ratio=0.2)
-    poisoned = poison_training_set(train_set, attack, state, config, 4, torch.Generator().manual_seed(0))
+    poisoned = poison_training_set(
+        train_set, attack, state, config, 4, torch.Generator().manual_seed(0)
+    )
     assert torch.equal(poisoned["labels"], labels)
     assert int(poisoned["poison"].sum()) == 4 and bool((labels[poisoned["poison"]] == TARGET).all())
-    assert torch.equal(poisoned["images"][~poisoned["poison"]], train_set["images"][~poisoned["poison"]])
+    assert torch.equal(
+        poisoned["images"][~poisoned["poison"]], train_set["images"][~poisoned["poison"]]
+    )
     assert not bool(poisoned["cover"].any())
     backdoor = make_backdoor_test_set(train_set, attack, state, config, 4, torch.Generator())
-    assert bool((backdoor["original_labels"] != TARGET).all()) and bool((backdoor["labels"] == TARGET).all())
+    assert bool((backdoor["original_labels"] != TARGET).all()) and bool(
+        (backdoor["labels"] == TARGET).all()
+    )
     assert torch.equal(backdoor["images"], stamp_corners(train_set["images"][labels != TARGET]))
 
 

@@ -27,7 +27,9 @@ def test_all_to_one_poisoning(ratio):
     train = _train_set()
     before = {k: v.clone() for k, v in train.items()}
     config = AttackConfig.from_params({"name": "badnets", "target": 3, "ratio": ratio}, K)
-    poisoned = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(0))
+    poisoned = poison_training_set(
+        train, config.build(), {}, config, K, torch.Generator().manual_seed(0)
+    )
     n = 200
     flags = poisoned["poison"]
     assert flags.dtype == torch.bool and poisoned["cover"].dtype == torch.bool
@@ -53,14 +55,18 @@ def test_all_to_one_poisoning(ratio):
 def test_poisoning_with_ratio_one_is_refused_when_target_images_cannot_be_relabelled():
     train = _train_set()
     config = AttackConfig.from_params({"name": "badnets", "target": 0, "ratio": 1.0}, K)
-    with pytest.raises(ValueError, match=r"attack\.ratio: 1\.0 asks for 200 poisoned images but only 180"):
+    with pytest.raises(
+        ValueError, match=r"attack\.ratio: 1\.0 asks for 200 poisoned images but only 180"
+    ):
         poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(0))
 
 
 def test_all_to_all_labels_are_next_class():
     train = _train_set()
     config = AttackConfig.from_params({"name": "badnets", "ratio": 0.5, "mode": "all_to_all"}, K)
-    poisoned = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(1))
+    poisoned = poison_training_set(
+        train, config.build(), {}, config, K, torch.Generator().manual_seed(1)
+    )
     flags = poisoned["poison"]
     assert int(flags.sum()) == 100
     assert torch.equal(poisoned["labels"][flags], (train["labels"][flags] + 1) % K)
@@ -74,7 +80,9 @@ def test_all_to_all_labels_are_next_class():
 def test_all_to_all_ratio_one_poisons_everything():
     train = _train_set(n=30)
     config = AttackConfig.from_params({"name": "badnets", "ratio": 1, "mode": "all_to_all"}, K)
-    poisoned = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(1))
+    poisoned = poison_training_set(
+        train, config.build(), {}, config, K, torch.Generator().manual_seed(1)
+    )
     assert bool(poisoned["poison"].all())
     assert torch.equal(poisoned["labels"], (train["labels"] + 1) % K)
 
@@ -92,8 +100,12 @@ def test_same_generator_seed_gives_same_indices_and_different_seed_differs():
 
 def test_trigger_parameters_are_used():
     train = _train_set(n=50, size=16)
-    config = AttackConfig.from_params({"name": "badnets", "ratio": 0.2, "trigger": {"patch_size": 5}}, K)
-    poisoned = poison_training_set(train, config.build(), {}, config, K, torch.Generator().manual_seed(0))
+    config = AttackConfig.from_params(
+        {"name": "badnets", "ratio": 0.2, "trigger": {"patch_size": 5}}, K
+    )
+    poisoned = poison_training_set(
+        train, config.build(), {}, config, K, torch.Generator().manual_seed(0)
+    )
     flags = poisoned["poison"]
     assert bool((poisoned["images"][flags][..., -5:, -5:] == 255).all())
     changed = (poisoned["images"] != train["images"]).flatten(1).sum(1)
@@ -127,7 +139,9 @@ def test_make_backdoor_test_set_all_to_all_keeps_everything():
 def test_from_params_defaults_and_values():
     config = AttackConfig.from_params({"name": "badnets"}, K)
     assert (config.target, config.ratio, config.mode, config.trigger) == (0, 0.1, "all_to_one", {})
-    config = AttackConfig.from_params({"name": "badnets", "target": 9, "ratio": 1, "trigger": None}, K)
+    config = AttackConfig.from_params(
+        {"name": "badnets", "target": 9, "ratio": 1, "trigger": None}, K
+    )
     assert config.target == 9 and config.trigger == {}
 
 
@@ -135,15 +149,27 @@ def test_from_params_defaults_and_values():
     ("params", "match"),
     [
         ({"name": "badnets", "ratio": 0}, r"attack\.ratio = 0: must be greater than 0"),
-        ({"name": "badnets", "ratio": 1.5}, r"attack\.ratio = 1\.5: must be less than or equal to 1"),
+        (
+            {"name": "badnets", "ratio": 1.5},
+            r"attack\.ratio = 1\.5: must be less than or equal to 1",
+        ),
         ({"name": "badnets", "ratio": -0.1}, r"attack\.ratio"),
         ({"name": "badnets", "ratio": "0.1"}, r"attack\.ratio"),
-        ({"name": "badnets", "target": 10}, r"attack\.target = 10: must be a class index in \[0, 9\]"),
+        (
+            {"name": "badnets", "target": 10},
+            r"attack\.target = 10: must be a class index in \[0, 9\]",
+        ),
         ({"name": "badnets", "target": -1}, r"attack\.target"),
         ({"name": "badnets", "target": 1.0}, r"attack\.target"),
-        ({"name": "badnets", "mode": "one_to_one"}, r"attack\.mode = 'one_to_one': must be 'all_to_one' or 'all_to_all'"),
+        (
+            {"name": "badnets", "mode": "one_to_one"},
+            r"attack\.mode = 'one_to_one': must be 'all_to_one' or 'all_to_all'",
+        ),
         ({"name": "blendd"}, r"attack\.name: unknown attack 'blendd'"),
-        ({"name": "badnets", "ratoi": 0.1}, r"attack\.ratoi: unknown parameter; did you mean 'ratio'\?"),
+        (
+            {"name": "badnets", "ratoi": 0.1},
+            r"attack\.ratoi: unknown parameter; did you mean 'ratio'\?",
+        ),
     ],
 )
 def test_from_params_errors_name_the_parameter(params, match):

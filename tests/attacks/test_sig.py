@@ -18,7 +18,8 @@ def _expected(width, delta=40.0, frequency=6.0):
 
 def test_float_signal_is_the_sinusoid_where_not_clipped():
     g = torch.Generator().manual_seed(0)
-    images = 0.2 + 0.6 * torch.rand(3, 3, 8, 32, generator=g)  # away from 0 and 1: nothing clips at delta 20
+    # away from 0 and 1: nothing clips at delta 20
+    images = 0.2 + 0.6 * torch.rand(3, 3, 8, 32, generator=g)
     out = add_sinusoid(images, delta=20, frequency=6)
     assert out.dtype == torch.float32 and out.shape == images.shape
     added = (out - images).double() * 255
@@ -54,9 +55,16 @@ def test_sinusoid_helper_and_frequency():
 
 def test_attack_class_and_clean_label_poisoning():
     assert SIG().delta == 40.0 and SIG().frequency == 6.0
-    assert SIG.clean_label and not SIG.supports_all_to_all and not SIG.needs_surrogate and SIG.cover_ratio == 0
+    assert (
+        SIG.clean_label
+        and not SIG.supports_all_to_all
+        and not SIG.needs_surrogate
+        and SIG.cover_ratio == 0
+    )
     attack = SIG(delta=20, frequency=6)
-    images = torch.randint(0, 256, (20, 3, 8, 8), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    images = torch.randint(
+        0, 256, (20, 3, 8, 8), generator=torch.Generator().manual_seed(2), dtype=torch.uint8
+    )
     labels = torch.arange(20) % 4
     train = {"images": images, "labels": labels}
     config = AttackConfig(name="sig", ratio=0.2, target=1, trigger={"delta": 20})
@@ -70,11 +78,15 @@ def test_attack_class_and_clean_label_poisoning():
     assert torch.equal(test["images"], add_sinusoid(images[labels != 1], delta=20))
     # Deterministic (no randomness at all) and the input is never modified.
     before = images.clone()
-    assert torch.equal(attack.apply(images, {}, torch.Generator()), attack.apply(images, {}, torch.Generator()))
+    assert torch.equal(
+        attack.apply(images, {}, torch.Generator()), attack.apply(images, {}, torch.Generator())
+    )
     assert torch.equal(images, before)
 
 
-@pytest.mark.parametrize(("param", "value"), [("delta", -1), ("delta", 300), ("delta", "20"), ("frequency", -2)])
+@pytest.mark.parametrize(
+    ("param", "value"), [("delta", -1), ("delta", 300), ("delta", "20"), ("frequency", -2)]
+)
 def test_bad_parameters(param, value):
     with pytest.raises(ValueError, match=rf"^attack\.trigger\.{param}"):
         SIG(**{param: value})

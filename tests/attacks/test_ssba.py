@@ -31,7 +31,8 @@ def world():
 @pytest.fixture(scope="module")
 def trained(world):
     """Encoder and decoder after 300 steps on 256 tiny images (a few seconds on a CPU): long enough
-    for the fidelity loss to ramp in, which is what shrinks the residual and makes it image-specific."""
+    for the fidelity loss to ramp in, which is what shrinks the residual
+    and makes it image-specific."""
     train, _ = world
     return train_stegastamp(train["images"], steps=300, seed=0, **TINY)
 
@@ -97,9 +98,8 @@ def test_residual_is_small_bounded_and_image_specific(world, trained):
 
 def test_bound_is_exact_for_a_saturated_encoder():
     g = torch.Generator().manual_seed(1)
-    images = torch.randint(
-        20, 236, (3, 3, 32, 32), generator=g, dtype=torch.uint8
-    )  # far from 0 and 255
+    # far from 0 and 255
+    images = torch.randint(20, 236, (3, 3, 32, 32), generator=g, dtype=torch.uint8)
     encoder = _random_encoder(scale=1000.0)  # tanh saturates: |residual| -> max_residual
     out = encode(images, encoder, torch.ones(8), max_residual=5.0)
     diff = (out.int() - images.int()).abs()
@@ -118,7 +118,7 @@ def test_uint8_and_float_shapes_dtypes_and_input_untouched():
     assert torch.equal(images, before)
     out_f = encode(images.float() / 255, encoder, code, max_residual=8.0)
     assert out_f.dtype == torch.float32 and out_f.shape == images.shape
-    assert 0 <= out_f.min().item() and out_f.max().item() <= 1
+    assert out_f.min().item() >= 0 and out_f.max().item() <= 1
     assert ((out_f - images.float() / 255).abs().max() * 255).item() <= 8.0 + 1e-4
     assert (out_f * 255 - out.float()).abs().max().item() <= 0.5 + 1e-3
     # Batching does not change the result.

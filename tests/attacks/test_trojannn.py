@@ -58,7 +58,9 @@ def test_class_attributes():
 def test_state_shapes(prepared):
     _, state, _ = prepared
     mask = state["mask"]
-    assert mask.shape == (1, H, W) and int(mask.sum()) == 16 and bool((mask[:, -4:, -4:] == 1).all())
+    assert (
+        mask.shape == (1, H, W) and int(mask.sum()) == 16 and bool((mask[:, -4:, -4:] == 1).all())
+    )
     pattern = state["pattern"]
     assert pattern.shape == (3, H, W) and pattern.dtype == torch.float32
     assert float(pattern.min()) >= 0 and float(pattern.max()) <= 1

@@ -1,5 +1,5 @@
-"""WaNet: the grid is identity + s * noise / H (clamped), the output is a bilinear warp by that grid,
-and noise-mode cover samples are warped by a further random field of at most 1/H."""
+"""WaNet: the grid is identity + s * noise / H (clamped), the output is a bilinear warp by that
+grid, and noise-mode cover samples are warped by a further random field of at most 1/H."""
 
 from __future__ import annotations
 
@@ -18,8 +18,16 @@ from cgd_kedro.attacks.wanet import (
 
 
 def _context(size=16, n=4, seed=0):
-    images = torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(9), dtype=torch.uint8)
-    return AttackContext({"images": images, "labels": torch.zeros(n, dtype=torch.long)}, 10, 0, torch.device("cpu"), torch.Generator().manual_seed(seed))
+    images = torch.randint(
+        0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(9), dtype=torch.uint8
+    )
+    return AttackContext(
+        {"images": images, "labels": torch.zeros(n, dtype=torch.long)},
+        10,
+        0,
+        torch.device("cpu"),
+        torch.Generator().manual_seed(seed),
+    )
 
 
 def test_noise_grid_interpolates_normalised_control_points():
@@ -49,11 +57,13 @@ def test_grid_displacement_is_s_noise_over_h():
 def test_identity_grid_layout_and_exact_bilinear_warp():
     size = 12
     identity = identity_grid(size)
-    assert torch.allclose(identity[0, 0, :, 0], torch.linspace(-1, 1, size))  # x varies along columns
+    # x varies along columns
+    assert torch.allclose(identity[0, 0, :, 0], torch.linspace(-1, 1, size))
     assert torch.allclose(identity[0, :, 0, 1], torch.linspace(-1, 1, size))  # y varies along rows
     images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(2))
     assert torch.allclose(warp(images, identity), images, atol=1e-6)
-    # A horizontal ramp x[..., j] = j / (W - 1) samples to (g_x + 1) / 2 under bilinear interpolation.
+    # A horizontal ramp x[..., j] = j / (W - 1) samples to (g_x + 1) / 2
+    # under bilinear interpolation.
     ramp = torch.linspace(0, 1, size).expand(1, 3, size, size).contiguous()
     grid = warp_grid(random_noise_grid(size, torch.Generator().manual_seed(3)), s=2.0)
     assert torch.allclose(warp(ramp, grid)[0, 0], (grid[0, ..., 0] + 1) / 2, atol=1e-5)
@@ -97,7 +107,13 @@ def test_cover_noise_mode():
 
 @pytest.mark.parametrize(
     ("kwargs", "param"),
-    [({"k": 1}, "k"), ({"k": 4.0}, "k"), ({"s": -0.5}, "s"), ({"grid_rescale": -1}, "grid_rescale"), ({"cover_ratio": 11}, "cover_ratio")],
+    [
+        ({"k": 1}, "k"),
+        ({"k": 4.0}, "k"),
+        ({"s": -0.5}, "s"),
+        ({"grid_rescale": -1}, "grid_rescale"),
+        ({"cover_ratio": 11}, "cover_ratio"),
+    ],
 )
 def test_bad_parameters(kwargs, param):
     with pytest.raises(ValueError, match=rf"^attack\.trigger\.{param}"):

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from cgd_kedro.cgd.split import auroc, balance_classes, given_label_nll, rank_normalize, split_masks, split_quality
+from cgd_kedro.cgd.split import (
+    auroc,
+    balance_classes,
+    given_label_nll,
+    rank_normalize,
+    split_masks,
+    split_quality,
+)
 
 
 def test_given_label_nll_matches_hand_computation():
@@ -31,7 +38,10 @@ def test_split_rule_on_rank_quantiles():
     assert not bool((clean & triggered).any())
 
 
-@pytest.mark.parametrize(("sigma1", "sigma2", "match"), [(1.2, 0.1, "sigma1"), (0.2, -0.1, "sigma2"), (0.1, 0.2, "sigma2")])
+@pytest.mark.parametrize(
+    ("sigma1", "sigma2", "match"),
+    [(1.2, 0.1, "sigma1"), (0.2, -0.1, "sigma2"), (0.1, 0.2, "sigma2")],
+)
 def test_split_parameters_are_checked(sigma1, sigma2, match):
     with pytest.raises(ValueError, match=rf"split\.{match}"):
         split_masks(torch.rand(4), torch.rand(4), sigma1, sigma2)
@@ -39,14 +49,18 @@ def test_split_parameters_are_checked(sigma1, sigma2, match):
 
 def test_balance_classes_oversamples_to_the_largest_class():
     labels = torch.tensor([0, 0, 0, 1, 1, 2])
-    balanced = balance_classes(torch.tensor([0, 1, 2, 3, 5]), labels, torch.Generator().manual_seed(0))
+    balanced = balance_classes(
+        torch.tensor([0, 1, 2, 3, 5]), labels, torch.Generator().manual_seed(0)
+    )
     counts = torch.bincount(labels[balanced], minlength=3)
     assert counts.tolist() == [3, 3, 3]
     assert set(balanced.tolist()) == {0, 1, 2, 3, 5}  # only members of the subset are repeated
 
 
 def test_auroc_with_ties_matches_mann_whitney():
-    assert auroc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert auroc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == pytest.approx(
+        0.75
+    )
     assert auroc(torch.ones(4), torch.tensor([0, 0, 1, 1])) == pytest.approx(0.5)
     assert auroc(torch.tensor([0.0, 1.0]), torch.tensor([0, 1])) == 1.0
     assert math.isnan(auroc(torch.rand(3), torch.zeros(3)))
@@ -55,7 +69,17 @@ def test_auroc_with_ties_matches_mann_whitney():
 def test_split_quality_counts_against_ground_truth():
     poison = torch.tensor([False, False, True, True])
     triggered = torch.tensor([False, True, True, False])
-    quality = split_quality(torch.tensor([0, 0, 1]), triggered, poison, torch.tensor([0.25, 0.5, 0.75, 1.0]), torch.tensor([1.0, 0.75, 0.5, 0.25]))
+    quality = split_quality(
+        torch.tensor([0, 0, 1]),
+        triggered,
+        poison,
+        torch.tensor([0.25, 0.5, 0.75, 1.0]),
+        torch.tensor([1.0, 0.75, 0.5, 0.25]),
+    )
     assert quality["clean_size"] == 3 and quality["clean_poisoned_fraction"] == 0.0
     assert quality["triggered_recall"] == 0.5 and quality["triggered_precision"] == 0.5
-    assert quality["auroc_clip"] == 1.0 and quality["auroc_sus"] == 1.0 and quality["auroc_combined"] == 1.0
+    assert (
+        quality["auroc_clip"] == 1.0
+        and quality["auroc_sus"] == 1.0
+        and quality["auroc_combined"] == 1.0
+    )

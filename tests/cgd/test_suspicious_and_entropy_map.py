@@ -16,9 +16,11 @@ def test_reference_recipe_is_the_default_and_overrides_merge():
     assert (config.runs, t.epochs, t.lr, t.weight_decay, t.batch_size) == (3, 5, 3e-4, 5e-4, 256)
     assert (t.optimizer, t.schedule, t.augment) == ("adam", "constant", False)
     assert SuspiciousConfig.from_params({"training": {"epochs": 2}}).training.optimizer == "adam"
-    with pytest.raises(ValueError, match="suspicious.runs"):
+    with pytest.raises(ValueError, match=r"suspicious\.runs"):
         SuspiciousConfig.from_params({"runs": 0})
-    with pytest.raises(ValueError, match="suspicious.training.epoch: unknown parameter; did you mean 'epochs'"):
+    with pytest.raises(
+        ValueError, match=r"suspicious\.training\.epoch: unknown parameter; did you mean 'epochs'"
+    ):
         SuspiciousConfig.from_params({"training": {"epoch": 2}})
     with pytest.raises(ValueError, match="optimizer"):
         SuspiciousConfig.from_params({"training": {"optimizer": "lbfgs"}})
@@ -39,8 +41,12 @@ def _trigger_data(n=240, seed=0):
 
 def test_suspicious_logits_are_seeded_averaged_and_fit_the_trigger_first():
     images, labels, poison = _trigger_data()
-    config = SuspiciousConfig.from_params({"runs": 2, "training": {"epochs": 3, "batch_size": 32, "lr": 3e-3}})
-    kwargs = dict(num_classes=4, mean=(0.5,) * 3, std=(0.25,) * 3, device=torch.device("cpu"), seed=3)
+    config = SuspiciousConfig.from_params(
+        {"runs": 2, "training": {"epochs": 3, "batch_size": 32, "lr": 3e-3}}
+    )
+    kwargs = dict(
+        num_classes=4, mean=(0.5,) * 3, std=(0.25,) * 3, device=torch.device("cpu"), seed=3
+    )
     logits, histories = suspicious_logits(images, labels, config, **kwargs)
     again, _ = suspicious_logits(images, labels, config, **kwargs)
     assert logits.shape == (240, 4) and len(histories) == 2 and len(histories[0]) == 3
@@ -52,12 +58,14 @@ def test_suspicious_logits_are_seeded_averaged_and_fit_the_trigger_first():
 def test_cgd_split_uses_only_given_labels_and_logits():
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(3, (100,), generator=g)
-    result = cgd_split(labels, torch.randn(100, 3, generator=g), torch.randn(100, 3, generator=g), SplitConfig(), g)
+    result = cgd_split(
+        labels, torch.randn(100, 3, generator=g), torch.randn(100, 3, generator=g), SplitConfig(), g
+    )
     assert set(result) == {"r_clip", "r_sus", "clean", "triggered", "clean_indices"}
     assert result["r_clip"].sort().values.tolist() == [(i + 1) / 100 for i in range(100)]
     with pytest.raises(ValueError, match="100 labels but 99 CLIP"):
         cgd_split(labels, torch.randn(99, 3), torch.randn(100, 3), SplitConfig(), g)
-    with pytest.raises(ValueError, match="split.sigma: unknown parameter; did you mean"):
+    with pytest.raises(ValueError, match=r"split\.sigma: unknown parameter; did you mean"):
         SplitConfig.from_params({"sigma": 0.1})
 
 
@@ -78,7 +86,8 @@ def test_entropy_map_has_scatter_marginals_threshold_lines_and_ground_truth_colo
 
 
 def test_figures_never_touch_pyplots_global_state():
-    """The platform draws in several threads: figures must be plain Figure objects, never pyplot's."""
+    """The platform draws in several threads:
+    figures must be plain Figure objects, never pyplot's."""
     import matplotlib.pyplot as plt
 
     from cgd_kedro.clip.figures import plot_defense_curves
@@ -88,13 +97,18 @@ def test_figures_never_touch_pyplots_global_state():
     r = torch.linspace(0.01, 1, 20)
     figures = [
         plot_entropy_map(r, r, None, sigma1=0.2, sigma2=0.1),
-        plot_defense_curves({"abd": [{"epoch": 1, "test_clean_acc": 0.8, "test_asr": 0.1}]}, before={"clean_acc": 0.8, "asr": 1.0}),
+        plot_defense_curves(
+            {"abd": [{"epoch": 1, "test_clean_acc": 0.8, "test_asr": 0.1}]},
+            before={"clean_acc": 0.8, "asr": 1.0},
+        ),
     ]
     assert figure_to_data_uri(figures[0]).startswith("data:image/png;base64,")
     assert plt.get_fignums() == before and all(f.canvas.manager is None for f in figures)
 
 
-def test_building_a_clip_keeps_the_root_logger_on_and_drops_only_open_clips_random_init_notice(caplog):
+def test_building_a_clip_keeps_the_root_logger_on_and_drops_only_open_clips_random_init_notice(
+    caplog,
+):
     import logging
 
     from cgd_kedro.clip.factory import EMBEDDED_CLIP, create_clip
@@ -104,4 +118,6 @@ def test_building_a_clip_keeps_the_root_logger_on_and_drops_only_open_clips_rand
         logging.getLogger().warning("another root message")
     assert not logging.getLogger().disabled
     messages = [r.getMessage() for r in caplog.records]
-    assert "another root message" in messages and not any("No pretrained weights loaded" in m for m in messages)
+    assert "another root message" in messages and not any(
+        "No pretrained weights loaded" in m for m in messages
+    )

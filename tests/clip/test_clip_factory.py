@@ -6,14 +6,21 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from cgd_kedro.clip.factory import EMBEDDED_CLIP, create_clip, from_clip_checkpoint, load_clip, to_clip_checkpoint
+from cgd_kedro.clip.factory import (
+    EMBEDDED_CLIP,
+    create_clip,
+    from_clip_checkpoint,
+    load_clip,
+    to_clip_checkpoint,
+)
 from cgd_kedro.clip.zero_shot import clip_preprocess
 
 
 def test_embedded_clip_config_is_registered_and_small():
     model = create_clip(EMBEDDED_CLIP)
     assert model.visual.image_size == (32, 32) or model.visual.image_size == 32
-    assert type(model.visual).__name__ == "ModifiedResNet"  # a conv tower learns the world far faster than a ViT
+    # a conv tower learns the world far faster than a ViT
+    assert type(model.visual).__name__ == "ModifiedResNet"
     assert sum(p.numel() for p in model.parameters()) < 15_000_000
 
 
@@ -23,7 +30,9 @@ def test_unknown_model_name_is_named():
 
 
 def test_missing_weights_file_gives_the_intended_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"clip\.weights: .*missing\.safetensors.*does not exist"):
+    with pytest.raises(
+        FileNotFoundError, match=r"clip\.weights: .*missing\.safetensors.*does not exist"
+    ):
         load_clip(EMBEDDED_CLIP, tmp_path / "missing.safetensors")
 
 
@@ -33,7 +42,9 @@ def test_local_weights_round_trip(tmp_path, suffix):
     model = create_clip(EMBEDDED_CLIP)
     path = tmp_path / f"clip{suffix}"
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path)) if suffix == ".safetensors" else torch.save({"state_dict": state}, path)
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(
+        {"state_dict": state}, path
+    )
     loaded = load_clip(EMBEDDED_CLIP, path)
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
     rebuilt = from_clip_checkpoint(to_clip_checkpoint(model, EMBEDDED_CLIP))

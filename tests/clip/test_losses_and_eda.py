@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from cgd_kedro.clip.eda import SYNONYMS, eda, eda_batch, random_deletion, random_insertion, random_swap, synonym_replacement
+from cgd_kedro.clip.eda import (
+    SYNONYMS,
+    eda,
+    eda_batch,
+    random_deletion,
+    random_insertion,
+    random_swap,
+    synonym_replacement,
+)
 from cgd_kedro.clip.losses import cleanclip_loss, clip_loss, info_nce
 
 EYE = torch.eye(2)
@@ -20,7 +28,8 @@ def test_info_nce_matches_hand_computation():
     # Crossed pairs: each row's positive scores 0 against a negative at 1: log(1 + e).
     assert float(clip_loss(EYE, SWAPPED, 1.0)) == pytest.approx(math.log(1 + math.e))
     # The scale sharpens: at s = 10 matching pairs cost log(1 + e^-10).
-    assert float(info_nce(EYE, EYE, 10.0)) == pytest.approx(math.log(1 + math.exp(-10)), rel=1e-3)  # float32
+    # float32
+    assert float(info_nce(EYE, EYE, 10.0)) == pytest.approx(math.log(1 + math.exp(-10)), rel=1e-3)
 
 
 def test_info_nce_is_symmetric_in_images_and_texts():
@@ -41,14 +50,14 @@ def test_cleanclip_loss_weights_its_two_terms():
     assert float(loss) == pytest.approx(2.0 * crossed + 0.5 * (matched + crossed) / 2)
 
 
-CAPTION = "a photo of a small red circle on a striped background".split()
+CAPTION = ["a", "photo", "of", "a", "small", "red", "circle", "on", "a", "striped", "background"]
 
 
 def test_synonym_replacement_swaps_words_for_their_synonyms_only():
     g = torch.Generator().manual_seed(0)
     out = synonym_replacement(CAPTION, 0.3, g)
     assert len(out) == len(CAPTION)
-    changed = [(a, b) for a, b in zip(CAPTION, out) if a != b]
+    changed = [(a, b) for a, b in zip(CAPTION, out, strict=True) if a != b]
     assert len(changed) == 3 and all(b in SYNONYMS[a] for a, b in changed)
 
 
@@ -64,9 +73,12 @@ def test_random_insertion_adds_synonyms_and_keeps_the_original_order():
 
 
 def test_random_swap_keeps_the_words_and_random_deletion_keeps_order_and_one_word():
-    distinct = "photo of small red circle on striped background".split()
+    distinct = ["photo", "of", "small", "red", "circle", "on", "striped", "background"]
     swapped = random_swap(distinct, 0.1, torch.Generator().manual_seed(2))
-    assert sorted(swapped) == sorted(distinct) and sum(a != b for a, b in zip(swapped, distinct)) == 2
+    assert (
+        sorted(swapped) == sorted(distinct)
+        and sum(a != b for a, b in zip(swapped, distinct, strict=True)) == 2
+    )
     kept = random_deletion(CAPTION, 0.5, torch.Generator().manual_seed(3))
     assert 0 < len(kept) < len(CAPTION)
     remaining = iter(CAPTION)
@@ -76,7 +88,9 @@ def test_random_swap_keeps_the_words_and_random_deletion_keeps_order_and_one_wor
 
 def test_eda_is_seeded_and_checks_alpha():
     captions = ["a photo of a small red circle", "a picture of a star"] * 4
-    assert eda_batch(captions, torch.Generator().manual_seed(5)) == eda_batch(captions, torch.Generator().manual_seed(5))
+    assert eda_batch(captions, torch.Generator().manual_seed(5)) == eda_batch(
+        captions, torch.Generator().manual_seed(5)
+    )
     assert eda_batch(captions, torch.Generator().manual_seed(5)) != captions
-    with pytest.raises(ValueError, match="eda.alpha"):
+    with pytest.raises(ValueError, match=r"eda\.alpha"):
         eda("a star", torch.Generator(), alpha=2)

@@ -97,7 +97,8 @@ def write_record(
     name="badnet_0_1",
     model_name="compact_cnn",
 ):
-    """A record folder in BackdoorBench's layout; returns (record dir, expected train/test PNG images)."""
+    """A record folder in BackdoorBench's layout;
+    returns (record dir, expected train/test PNG images)."""
     clean_train, clean_test = clean_sets
     record = tmp_path / "record" / name
     record.mkdir(parents=True)
@@ -107,9 +108,14 @@ def write_record(
     train_indicator[9] = 2
     poisoned = {1, 4, 7}
     train_container, train_images = _container(
-        record, "bd_train_dataset", style, clean_train, [1, 4, 7, 9],
-        lambda label: TARGET, int_keys=False,
-    )  # fmt: skip
+        record,
+        "bd_train_dataset",
+        style,
+        clean_train,
+        [1, 4, 7, 9],
+        lambda label: TARGET,
+        int_keys=False,
+    )
     # index 9 is the cover: same label; rewrite its other_info accordingly
     train_container["data_dict"][np.int64(9)]["other_info"][0] = int(clean_train["labels"][9])
     assert poisoned | {9} == set(train_images)
@@ -238,7 +244,8 @@ def test_normalization_override_and_dataparallel_prefix(tmp_path, clean_sets, st
 
 
 def test_numpy1_pickles_load(tmp_path, clean_sets, state_dict):
-    """Records written under numpy 1.x name ``numpy.core.multiarray`` (numpy 2 writes ``numpy._core``)."""
+    """Records written under numpy 1.x name ``numpy.core.multiarray``
+    (numpy 2 writes ``numpy._core``)."""
     record, *_ = write_record(tmp_path, clean_sets, state_dict)
     path = record / "attack_result.pt"
     with zipfile.ZipFile(path) as archive:
@@ -262,7 +269,7 @@ def test_guess_attack():
     assert guess_attack("my_run") == "unknown"
 
 
-# --- errors ----------------------------------------------------------------------------------------
+# --- errors ---------------------------------------------------------------------------------------
 
 
 def test_missing_record_names_the_path(tmp_path, clean_sets):
@@ -301,14 +308,28 @@ def test_garbage_file(tmp_path, clean_sets):
     ("edit", "message"),
     [
         (lambda r: r.pop("bd_test"), r"missing key\(s\) \['bd_test'\]"),
-        (lambda r: r["bd_train"].pop("poison_indicator"), r"'bd_train' lacks key 'poison_indicator'"),
-        (lambda r: r["bd_test"]["bd_data_container"].pop("data_dict"), r"bd_test\['bd_data_container'\] lacks key 'data_dict'"),
-        (lambda r: r["bd_train"]["bd_data_container"]["data_dict"][np.int64(4)].pop("other_info"), r"lacks key 'other_info'"),
-        (lambda r: r["bd_train"]["bd_data_container"]["data_dict"].pop(np.int64(7)), r"index 7 as poisoned but its data_dict has no entry"),
+        (
+            lambda r: r["bd_train"].pop("poison_indicator"),
+            r"'bd_train' lacks key 'poison_indicator'",
+        ),
+        (
+            lambda r: r["bd_test"]["bd_data_container"].pop("data_dict"),
+            r"bd_test\['bd_data_container'\] lacks key 'data_dict'",
+        ),
+        (
+            lambda r: r["bd_train"]["bd_data_container"]["data_dict"][np.int64(4)].pop(
+                "other_info"
+            ),
+            r"lacks key 'other_info'",
+        ),
+        (
+            lambda r: r["bd_train"]["bd_data_container"]["data_dict"].pop(np.int64(7)),
+            r"index 7 as poisoned but its data_dict has no entry",
+        ),
         (lambda r: r.update(bd_train=None), r"'bd_train' is None"),
     ],
     ids=["top-level", "set", "container", "entry", "entry-missing", "no-bd-train"],
-)  # fmt: skip
+)
 def test_missing_key_is_named(tmp_path, clean_sets, state_dict, edit, message):
     record, _, _, result = write_record(tmp_path, clean_sets, state_dict)
     edit(result)
@@ -321,7 +342,11 @@ def test_missing_key_is_named(tmp_path, clean_sets, state_dict, edit, message):
 def test_unregistered_model_lists_registered_ones(tmp_path, clean_sets, state_dict):
     record, *_ = write_record(tmp_path, clean_sets, state_dict, model_name="vgg19_bn")
     with pytest.raises(
-        ValueError, match=r"'vgg19_bn'.*registered models: \['airbench', 'airbench_narrow', 'compact_cnn', 'compact_cnn_small', 'preactresnet18'"
+        ValueError,
+        match=(
+            r"'vgg19_bn'.*registered models: \['airbench', 'airbench_narrow', 'compact_cnn', "
+            r"'compact_cnn_small', 'preactresnet18'"
+        ),
     ):
         load_backdoorbench_result(record, *clean_sets)
 

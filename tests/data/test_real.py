@@ -172,7 +172,9 @@ def test_cifar10_round_trips_pixels_labels_and_names(tmp_path):
     assert train["labels"].dtype == torch.int64
     expected_train = np.concatenate([batches[f"data_batch_{k}"][0] for k in range(1, 6)])
     assert torch.equal(train["images"], torch.from_numpy(expected_train).reshape(10, 3, 32, 32))
-    assert train["labels"].tolist() == sum((batches[f"data_batch_{k}"][1] for k in range(1, 6)), [])
+    assert train["labels"].tolist() == [
+        label for k in range(1, 6) for label in batches[f"data_batch_{k}"][1]
+    ]
     assert torch.equal(test["images"].reshape(2, -1), torch.from_numpy(batches["test_batch"][0]))
     assert test["labels"].tolist() == batches["test_batch"][1]
     # Row layout is R plane, G plane, B plane, each 32 x 32 row-major.
@@ -275,7 +277,7 @@ def test_tinyimagenet_image_size(tmp_path):
 
 
 def test_unknown_name(tmp_path):
-    with pytest.raises(ValueError, match="dataset.name") as info:
+    with pytest.raises(ValueError, match=r"dataset\.name") as info:
         load_real_dataset("imagenet", tmp_path)
     assert "'imagenet'" in str(info.value)
     for name in REAL_DATASETS:
@@ -284,7 +286,7 @@ def test_unknown_name(tmp_path):
 
 @pytest.mark.parametrize("image_size", [0, -3, 2.5, True])
 def test_bad_image_size(tmp_path, image_size):
-    with pytest.raises(ValueError, match="dataset.image_size"):
+    with pytest.raises(ValueError, match=r"dataset\.image_size"):
         load_real_dataset("cifar10", tmp_path, image_size=image_size)
 
 
@@ -310,7 +312,7 @@ def test_missing_file_is_named(tmp_path):
     _write_cifar10(tmp_path)
     missing = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     missing.unlink()
-    with pytest.raises(FileNotFoundError, match="data_batch_1..5") as info:
+    with pytest.raises(FileNotFoundError, match=r"data_batch_1\.\.5") as info:
         load_real_dataset("cifar10", tmp_path)
     assert f"'{missing}'" in str(info.value)
 
@@ -398,7 +400,7 @@ def test_gtsrb_empty_class_directory(tmp_path):
     empty = tmp_path / "gtsrb" / "GTSRB" / "Training" / "00007"
     empty.mkdir()
     (empty / "GT-00007.csv").write_text("Filename;ClassId\n")
-    with pytest.raises(ValueError, match="no .ppm images") as info:
+    with pytest.raises(ValueError, match=r"no \.ppm images") as info:
         load_real_dataset("gtsrb", tmp_path)
     assert str(empty) in str(info.value)
 

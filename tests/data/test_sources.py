@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,14 @@ import torch
 from cgd_kedro.data import world
 from cgd_kedro.data.sources import DatasetConfig, WorldConfig, read_source
 
-TINY_WORLD = {"seed": 3, "n_train": 24, "n_test": 10, "n_captions": 1, "image_size": 16, "difficulty": 0.3}
+TINY_WORLD = {
+    "seed": 3,
+    "n_train": 24,
+    "n_test": 10,
+    "n_captions": 1,
+    "image_size": 16,
+    "difficulty": 0.3,
+}
 
 
 def test_defaults_are_the_embedded_world_with_10_classes():
@@ -31,12 +37,16 @@ def test_values_are_parsed_into_the_config():
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(ValueError, match=r"dataset\.nmae: unknown parameter; did you mean 'name'\?"):
+    with pytest.raises(
+        ValueError, match=r"dataset\.nmae: unknown parameter; did you mean 'name'\?"
+    ):
         DatasetConfig.from_params({"nmae": "embedded"})
 
 
 def test_unknown_world_key_is_named():
-    with pytest.raises(ValueError, match=r"dataset\.world\.n_trian: unknown parameter; did you mean 'n_train'\?"):
+    with pytest.raises(
+        ValueError, match=r"dataset\.world\.n_trian: unknown parameter; did you mean 'n_train'\?"
+    ):
         DatasetConfig.from_params({"world": {"n_trian": 5}})
 
 
@@ -67,7 +77,10 @@ def test_real_dataset_with_existing_root_passes_the_cheap_check(tmp_path: Path):
     config = DatasetConfig.from_params({"name": "gtsrb", "root": str(tmp_path)})
     assert config.num_classes == 43
     assert DatasetConfig.from_params({"name": "cifar100", "root": str(tmp_path)}).num_classes == 100
-    assert DatasetConfig.from_params({"name": "tinyimagenet", "root": str(tmp_path)}).num_classes == 200
+    assert (
+        DatasetConfig.from_params({"name": "tinyimagenet", "root": str(tmp_path)}).num_classes
+        == 200
+    )
 
 
 @pytest.mark.parametrize(
@@ -91,7 +104,12 @@ def test_embedded_world_bad_values_are_named(world_params, match):
     [{"mean": [0.5, 0.5]}, {"std": [0.2, 0.0, 0.2]}, {"std": [0.2, 0.2, -1.0]}],
 )
 def test_bad_normalisation_is_named(params):
-    with pytest.raises(ValueError, match=r"dataset\.(mean\.2: Field required|std = \[.*\]: every value must be greater than 0)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"dataset\.(mean\.2: Field required|std = \[.*\]: every value must be greater than 0)"
+        ),
+    ):
         DatasetConfig.from_params(params)
 
 

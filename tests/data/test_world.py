@@ -8,12 +8,22 @@ import pytest
 import torch
 
 from cgd_kedro.data import world
-from cgd_kedro.data.world import BACKGROUNDS, CLASS_NAMES, COLOUR_NAMES, SIZES, captions_for, generate_images, generate_world
+from cgd_kedro.data.world import (
+    BACKGROUNDS,
+    CLASS_NAMES,
+    COLOUR_NAMES,
+    SIZES,
+    captions_for,
+    generate_images,
+    generate_world,
+)
 
 
 @pytest.fixture(scope="module")
 def small_world():
-    return generate_world(seed=7, n_train=48, n_test=24, n_captions=40, image_size=16, difficulty=0.5)
+    return generate_world(
+        seed=7, n_train=48, n_test=24, n_captions=40, image_size=16, difficulty=0.5
+    )
 
 
 def test_generate_images_shapes_dtypes_and_attribute_ranges():
@@ -27,7 +37,10 @@ def test_generate_images_shapes_dtypes_and_attribute_ranges():
     assert images["labels"].min() >= 0 and images["labels"].max() <= len(CLASS_NAMES) - 1
     assert images["attr_colour"].min() >= 0 and images["attr_colour"].max() <= len(COLOUR_NAMES) - 1
     assert set(images["attr_size"].tolist()) == {0, 1}
-    assert images["attr_background"].min() >= 0 and images["attr_background"].max() <= len(BACKGROUNDS) - 1
+    assert (
+        images["attr_background"].min() >= 0
+        and images["attr_background"].max() <= len(BACKGROUNDS) - 1
+    )
     # All 10 classes appear in 200 images, and the images are not blank.
     assert set(images["labels"].tolist()) == set(range(10))
     assert images["images"].float().std() > 10
@@ -90,7 +103,7 @@ def test_world_parts_are_pairwise_disjoint(small_world):
 
 
 def test_growing_one_part_does_not_change_the_others(small_world):
-    train, test, corpus, captions = small_world
+    train, _test, corpus, captions = small_world
     train2, test2, corpus2, captions2 = generate_world(
         seed=7, n_train=48, n_test=50, n_captions=40, image_size=16, difficulty=0.5
     )
@@ -118,7 +131,8 @@ def test_captions_name_the_class_and_the_attributes(small_world):
         size = SIZES[corpus["attr_size"][i]]
         background = BACKGROUNDS[corpus["attr_background"][i]]
         words = _words(caption)
-        # Exactly one class word, and it is the image's class (word match: 'checkered' contains 'red').
+        # Exactly one class word, and it is the image's class (word
+        # match: 'checkered' contains 'red').
         assert [w for w in words if w in CLASS_NAMES] == [shape], caption
         assert [w for w in words if w in COLOUR_NAMES and w != colour] == [], caption
         assert [w for w in words if w in SIZES and w != size] == [], caption
@@ -139,8 +153,14 @@ def test_captions_for_spot_check_exact_strings():
         "attr_background": torch.tensor([BACKGROUNDS.index("striped"), BACKGROUNDS.index("plain")]),
     }
     captions = captions_for(image_set, seed=0)
-    allowed_0 = {t.format(size="small", colour="red", shape="star", background="striped") for t in world._CAPTION_TEMPLATES}
-    allowed_1 = {t.format(size="large", colour="cyan", shape="heart", background="plain") for t in world._CAPTION_TEMPLATES}
+    allowed_0 = {
+        t.format(size="small", colour="red", shape="star", background="striped")
+        for t in world._CAPTION_TEMPLATES
+    }
+    allowed_1 = {
+        t.format(size="large", colour="cyan", shape="heart", background="plain")
+        for t in world._CAPTION_TEMPLATES
+    }
     assert captions[0] in allowed_0
     assert captions[1] in allowed_1
     assert captions_for(image_set, seed=0) == captions

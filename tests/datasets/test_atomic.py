@@ -10,14 +10,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from kedro.io.core import Version  # noqa: E402
-from safetensors import safe_open  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+import torch
+from kedro.io.core import Version
+from safetensors import safe_open
 
-from cgd_kedro.datasets import (  # noqa: E402
+from cgd_kedro.datasets import (
     ClassifierCheckpointDataset,
     CSVDataset,
     JSONDataset,
@@ -26,8 +26,13 @@ from cgd_kedro.datasets import (  # noqa: E402
     TextDataset,
     TorchTensorDataset,
 )
-from cgd_kedro.datasets.atomic import TEMPORARY_PREFIX, atomic_write, canonical_safetensors, save_safetensors  # noqa: E402
-from cgd_kedro.models.classifier import build_classifier, to_checkpoint  # noqa: E402
+from cgd_kedro.datasets.atomic import (
+    TEMPORARY_PREFIX,
+    atomic_write,
+    canonical_safetensors,
+    save_safetensors,
+)
+from cgd_kedro.models.classifier import build_classifier, to_checkpoint
 
 
 def _digest(path: Path) -> str:
@@ -53,7 +58,9 @@ def test_canonical_safetensors_sorts_the_header_and_round_trips(tmp_path: Path):
 
 def test_same_model_gives_the_same_file_bytes(tmp_path: Path):
     torch.manual_seed(0)
-    checkpoint = to_checkpoint(build_classifier("compact_cnn", 10, [0.5] * 3, [0.25] * 3), "compact_cnn", 10)
+    checkpoint = to_checkpoint(
+        build_classifier("compact_cnn", 10, [0.5] * 3, [0.25] * 3), "compact_cnn", 10
+    )
     digests = set()
     for i in range(4):  # the library's own header order varies from call to call
         dataset = ClassifierCheckpointDataset(filepath=str(tmp_path / f"m{i}.safetensors"))
@@ -112,7 +119,9 @@ def test_versioned_saves_are_atomic_and_load_back(tmp_path: Path, dataset_class,
 def test_figure_dataset_writes_a_png_atomically(tmp_path: Path):
     figure, axis = plt.subplots()
     axis.plot([0, 1], [1, 0])
-    dataset = MatplotlibDataset(filepath=str(tmp_path / "fig.png"), version=Version(None, "2026-01-01T00.00.00.000Z"))
+    dataset = MatplotlibDataset(
+        filepath=str(tmp_path / "fig.png"), version=Version(None, "2026-01-01T00.00.00.000Z")
+    )
     dataset.save(figure)
     written = list((tmp_path / "fig.png" / "2026-01-01T00.00.00.000Z").iterdir())
     assert [p.name for p in written] == ["fig.png"]

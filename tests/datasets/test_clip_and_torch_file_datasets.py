@@ -1,4 +1,5 @@
-"""The reference-CLIP checkpoint dataset (stored whole or as a link) and the ``logits.pt`` dataset."""
+"""The reference-CLIP checkpoint dataset (stored whole or as a link)
+and the ``logits.pt`` dataset."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_linked_weights_are_not_copied_and_a_changed_file_is_refused(tmp_path: P
     assert (tmp_path / "clip.safetensors").stat().st_size < 1000 < weights.stat().st_size
     assert dataset.load() == {"model_name": "ViT-B-32", "weights": str(weights.resolve())}
     torch.save({"w": torch.randn(8, 8)}, weights)
-    with pytest.raises(DatasetError, match="vit.pt.*changed size"):
+    with pytest.raises(DatasetError, match=r"vit\.pt.*changed size"):
         dataset.load()
     weights.unlink()
     with pytest.raises(DatasetError, match="no longer exist"):
@@ -54,7 +55,7 @@ def test_torch_tensor_dataset_round_trips_and_refuses_pickled_code(tmp_path: Pat
     assert torch.equal(dataset.load(), logits)
     with open(tmp_path / "evil.pt", "wb") as handle:
         pickle.dump(_Boom(), handle)
-    with pytest.raises(DatasetError, match="evil.pt.*weights_only"):
+    with pytest.raises(DatasetError, match=r"evil\.pt.*weights_only"):
         TorchTensorDataset(filepath=str(tmp_path / "evil.pt")).load()
     assert "code ran" not in capsys.readouterr().out
 
@@ -62,6 +63,8 @@ def test_torch_tensor_dataset_round_trips_and_refuses_pickled_code(tmp_path: Pat
 def test_missing_reference_clip_says_which_pipeline_makes_it(tmp_path: Path):
     from kedro.io.core import Version
 
-    dataset = ClipCheckpointDataset(filepath=str(tmp_path / "clip.safetensors"), version=Version(None, None))
+    dataset = ClipCheckpointDataset(
+        filepath=str(tmp_path / "clip.safetensors"), version=Version(None, None)
+    )
     with pytest.raises(DatasetError, match="run `kedro run --pipelines reference_clip` first"):
         dataset.load()

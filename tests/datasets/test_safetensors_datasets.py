@@ -49,15 +49,21 @@ def test_tensor_dict_round_trip_versioned(tmp_path: Path):
     TensorDictDataset(filepath=str(filepath), version=Version(None, None)).save(data)
     versions = list(filepath.iterdir())
     assert len(versions) == 1 and (versions[0] / "set.safetensors").is_file()
-    _assert_same(TensorDictDataset(filepath=str(filepath), version=Version(None, None)).load(), data)
+    _assert_same(
+        TensorDictDataset(filepath=str(filepath), version=Version(None, None)).load(), data
+    )
 
 
 def test_two_explicit_save_versions_load_latest_and_pinned(tmp_path: Path):
     filepath = str(tmp_path / "set.safetensors")
     first = {"x": torch.tensor([1, 2, 3], dtype=torch.int64)}
     second = {"x": torch.tensor([4, 5], dtype=torch.int64), "flag": torch.tensor([True])}
-    TensorDictDataset(filepath=filepath, version=Version(None, "2024-01-01T00.00.00.000Z")).save(first)
-    TensorDictDataset(filepath=filepath, version=Version(None, "2024-06-01T00.00.00.000Z")).save(second)
+    TensorDictDataset(filepath=filepath, version=Version(None, "2024-01-01T00.00.00.000Z")).save(
+        first
+    )
+    TensorDictDataset(filepath=filepath, version=Version(None, "2024-06-01T00.00.00.000Z")).save(
+        second
+    )
     _assert_same(TensorDictDataset(filepath=filepath, version=Version(None, None)).load(), second)
     pinned = TensorDictDataset(filepath=filepath, version=Version("2024-01-01T00.00.00.000Z", None))
     _assert_same(pinned.load(), first)
@@ -100,14 +106,20 @@ def test_classifier_checkpoint_two_versions_load_latest(tmp_path: Path):
     _, checkpoint = _checkpoint()
     other = dict(checkpoint, num_classes=10, mean=[0.1, 0.1, 0.1])
     filepath = str(tmp_path / "victim.safetensors")
-    ClassifierCheckpointDataset(filepath=filepath, version=Version(None, "2024-01-01T00.00.00.000Z")).save(checkpoint)
-    ClassifierCheckpointDataset(filepath=filepath, version=Version(None, "2025-01-01T00.00.00.000Z")).save(other)
+    ClassifierCheckpointDataset(
+        filepath=filepath, version=Version(None, "2024-01-01T00.00.00.000Z")
+    ).save(checkpoint)
+    ClassifierCheckpointDataset(
+        filepath=filepath, version=Version(None, "2025-01-01T00.00.00.000Z")
+    ).save(other)
     loaded = ClassifierCheckpointDataset(filepath=filepath, version=Version(None, None)).load()
     assert loaded["mean"] == [0.1, 0.1, 0.1]
 
 
 def test_missing_versioned_file_is_a_dataset_error(tmp_path: Path):
-    dataset = TensorDictDataset(filepath=str(tmp_path / "none.safetensors"), version=Version(None, None))
+    dataset = TensorDictDataset(
+        filepath=str(tmp_path / "none.safetensors"), version=Version(None, None)
+    )
     assert not dataset.exists()
     with pytest.raises(DatasetError):
         dataset.load()
@@ -133,7 +145,9 @@ def test_corrupt_file_raises_dataset_error_with_path(tmp_path: Path, dataset_cls
 
 def test_tensor_dict_file_is_not_a_classifier_checkpoint(tmp_path: Path):
     path = tmp_path / "set.safetensors"
-    TensorDictDataset(filepath=str(path)).save({"images": torch.zeros(1, 3, 2, 2, dtype=torch.uint8)})
+    TensorDictDataset(filepath=str(path)).save(
+        {"images": torch.zeros(1, 3, 2, 2, dtype=torch.uint8)}
+    )
     with pytest.raises(DatasetError) as info:
         ClassifierCheckpointDataset(filepath=str(path)).load()
     message = str(info.value)

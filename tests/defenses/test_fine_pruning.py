@@ -6,14 +6,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cgd_kedro.defenses.fine_pruning import FinePruningConfig, channel_activations, fine_prune, prune_channels
+from cgd_kedro.defenses.fine_pruning import (
+    FinePruningConfig,
+    channel_activations,
+    fine_prune,
+    prune_channels,
+)
 from cgd_kedro.models.classifier import last_linear
 
 
 def test_activations_are_the_mean_head_input_and_pruning_zeroes_columns(toy_trained):
     model, images, _ = toy_trained
     activations = channel_activations(model, images, device=torch.device("cpu"), batch_size=50)
-    assert activations.shape == (last_linear(model).in_features,) and bool((activations >= 0).all())  # after ReLU
+    # after ReLU
+    assert activations.shape == (last_linear(model).in_features,) and bool((activations >= 0).all())
     features = []
     hook = last_linear(model).register_forward_pre_hook(lambda m, i: features.append(i[0]))
     with torch.no_grad():
@@ -26,8 +32,17 @@ def test_activations_are_the_mean_head_input_and_pruning_zeroes_columns(toy_trai
 
 def test_fine_prune_respects_the_accuracy_ratio_and_keeps_channels_pruned(toy_trained):
     model, images, labels = toy_trained
-    config = FinePruningConfig(acc_ratio=0.9, prune_step=0.1, epochs=2, batch_size=32, augment=False)
-    result = fine_prune(model, images, labels, config, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    config = FinePruningConfig(
+        acc_ratio=0.9, prune_step=0.1, epochs=2, batch_size=32, augment=False
+    )
+    result = fine_prune(
+        model,
+        images,
+        labels,
+        config,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert 0 < result["pruned"] < result["channels"] == last_linear(model).in_features
     assert result["val_acc_pruned"] >= 0.9 * result["val_acc_before"]
     zero_columns = (last_linear(model).weight.abs().sum(0) == 0).sum()
@@ -35,10 +50,19 @@ def test_fine_prune_respects_the_accuracy_ratio_and_keeps_channels_pruned(toy_tr
 
 
 def test_config_and_tiny_clean_set_errors(toy_trained):
-    with pytest.raises(ValueError, match="fine_pruning.acc_ratio"):
+    with pytest.raises(ValueError, match=r"fine_pruning\.acc_ratio"):
         FinePruningConfig.from_params({"acc_ratio": 1.5})
-    with pytest.raises(ValueError, match=r"fine_pruning\.ratio: unknown parameter; did you mean .acc_ratio."):
+    with pytest.raises(
+        ValueError, match=r"fine_pruning\.ratio: unknown parameter; did you mean .acc_ratio."
+    ):
         FinePruningConfig.from_params({"ratio": 0.1})
     model, images, labels = toy_trained
     with pytest.raises(ValueError, match="at least 10"):
-        fine_prune(model, images[:5], labels[:5], FinePruningConfig(), device=torch.device("cpu"), generator=torch.Generator())
+        fine_prune(
+            model,
+            images[:5],
+            labels[:5],
+            FinePruningConfig(),
+            device=torch.device("cpu"),
+            generator=torch.Generator(),
+        )

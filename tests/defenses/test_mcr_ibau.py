@@ -13,9 +13,15 @@ from torch import nn
 from cgd_kedro.data.world import generate_images
 from cgd_kedro.defenses.ibau import IBAUConfig, implicit_backdoor_unlearning, implicit_hypergradient
 from cgd_kedro.defenses.mcr import (
-    MCRConfig, bezier_weights, curve_from_tensors, curve_to_tensors, measure_curve, mode_connectivity_repair, reestimate_batchnorm,
+    MCRConfig,
+    bezier_weights,
+    curve_from_tensors,
+    curve_to_tensors,
+    measure_curve,
+    mode_connectivity_repair,
+    reestimate_batchnorm,
     set_point,
-)  # fmt: skip
+)
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.models.classifier import build_classifier
 from cgd_kedro.training.classifier import TrainingConfig, train_classifier
@@ -42,14 +48,28 @@ def tiny_backdoor():
     train_images[:250], train_labels[:250] = _trigger(train_images[:250]), 0
     torch.manual_seed(0)
     model = build_classifier("compact_cnn_small", 10, (0.5,) * 3, (0.25,) * 3)
-    train_classifier(model, train_images, train_labels, TrainingConfig(epochs=8, batch_size=64, lr=0.05), device=CPU,
-                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+    train_classifier(
+        model,
+        train_images,
+        train_labels,
+        TrainingConfig(epochs=8, batch_size=64, lr=0.05),
+        device=CPU,
+        generator=torch.Generator().manual_seed(0),
+    )
     test_images, test_labels = images[2900:], labels[2900:]
-    return model, (images[2500:2900], labels[2500:2900]), (test_images, test_labels), _trigger(test_images[test_labels != 0])
+    return (
+        model,
+        (images[2500:2900], labels[2500:2900]),
+        (test_images, test_labels),
+        _trigger(test_images[test_labels != 0]),
+    )
 
 
 def _asr(model: nn.Module, triggered: torch.Tensor) -> float:
-    return accuracy(predict_logits(model, triggered, device=CPU).argmax(1), torch.zeros(len(triggered), dtype=torch.long))
+    return accuracy(
+        predict_logits(model, triggered, device=CPU).argmax(1),
+        torch.zeros(len(triggered), dtype=torch.long),
+    )
 
 
 def _ca(model: nn.Module, test: tuple[torch.Tensor, torch.Tensor]) -> float:
@@ -58,7 +78,8 @@ def _ca(model: nn.Module, test: tuple[torch.Tensor, torch.Tensor]) -> float:
 
 def test_the_victim_is_backdoored(tiny_backdoor):
     model, _, test, triggered = tiny_backdoor
-    assert _ca(model, test) > 0.15 and _asr(model, triggered) > 0.5  # 10 classes: chance is 0.1 (CA) and ~0.1 (ASR)
+    # 10 classes: chance is 0.1 (CA) and ~0.1 (ASR)
+    assert _ca(model, test) > 0.15 and _asr(model, triggered) > 0.5
 
 
 def test_bezier_ends_are_exactly_the_end_points(tiny_backdoor):
@@ -75,7 +96,10 @@ def test_bezier_ends_are_exactly_the_end_points(tiny_backdoor):
                 parameter.copy_(reference[name])
         reestimate_batchnorm(expected, clean_images, device=CPU)
         point = set_point(copy.deepcopy(model), [start, middle, end], t, clean_images, device=CPU)
-        assert torch.equal(predict_logits(point, clean_images, device=CPU), predict_logits(expected, clean_images, device=CPU))
+        assert torch.equal(
+            predict_logits(point, clean_images, device=CPU),
+            predict_logits(expected, clean_images, device=CPU),
+        )
 
 
 def test_hypergradient_matches_finite_differences():
@@ -128,7 +152,11 @@ def test_hypergradient_matches_finite_differences():
         (MCRConfig, {"t": 0.0}, r"mcr\.t = 0\.0: must be greater than 0"),
         (IBAUConfig, {"K": 0}, r"ibau\.K = 0: must be greater than or equal to 1"),
         (IBAUConfig, {"K": -1}, r"ibau\.K = -1"),
-        (IBAUConfig, {"n_round": 2}, r"ibau\.n_round: unknown parameter; did you mean 'n_rounds'\?"),
+        (
+            IBAUConfig,
+            {"n_round": 2},
+            r"ibau\.n_round: unknown parameter; did you mean 'n_rounds'\?",
+        ),
     ],
 )
 def test_bad_parameters_are_named(section, params, message):
@@ -136,35 +164,95 @@ def test_bad_parameters_are_named(section, params, message):
         section.from_params(params)
 
 
-def test_a_clean_set_smaller_than_a_batch_or_a_proxy_without_triggered_data_is_refused(tiny_backdoor):
+def test_a_clean_set_smaller_than_a_batch_or_a_proxy_without_triggered_data_is_refused(
+    tiny_backdoor,
+):
     model, (clean_images, clean_labels), _, _ = tiny_backdoor
     config = MCRConfig.from_params({"batch_size": 128, "ft_epochs": 1, "curve_epochs": 1})
-    with pytest.raises(ValueError, match=r"mcr: 40 clean training samples, fewer than one batch \(mcr\.batch_size = 128\)"):
-        mode_connectivity_repair(copy.deepcopy(model), clean_images[:50], clean_labels[:50], config, device=CPU, generator=torch.Generator())
+    with pytest.raises(
+        ValueError,
+        match=r"mcr: 40 clean training samples, fewer than one batch \(mcr\.batch_size = 128\)",
+    ):
+        mode_connectivity_repair(
+            copy.deepcopy(model),
+            clean_images[:50],
+            clean_labels[:50],
+            config,
+            device=CPU,
+            generator=torch.Generator(),
+        )
     with pytest.raises(ValueError, match=r"mcr: the clean set has 5 samples; at least 10"):
-        mode_connectivity_repair(copy.deepcopy(model), clean_images[:5], clean_labels[:5], config, device=CPU, generator=torch.Generator())
+        mode_connectivity_repair(
+            copy.deepcopy(model),
+            clean_images[:5],
+            clean_labels[:5],
+            config,
+            device=CPU,
+            generator=torch.Generator(),
+        )
     with pytest.raises(ValueError, match=r"mcr\.selection = 'proxy': needs CGD's triggered subset"):
-        mode_connectivity_repair(copy.deepcopy(model), clean_images, clean_labels, config.model_copy(update={"selection": "proxy"}),
-                                 device=CPU, generator=torch.Generator())  # fmt: skip
+        mode_connectivity_repair(
+            copy.deepcopy(model),
+            clean_images,
+            clean_labels,
+            config.model_copy(update={"selection": "proxy"}),
+            device=CPU,
+            generator=torch.Generator(),
+        )
     with pytest.raises(ValueError, match=r"ibau: the clean set has 1 samples"):
-        implicit_backdoor_unlearning(copy.deepcopy(model), clean_images[:1], clean_labels[:1], IBAUConfig(), device=CPU, generator=torch.Generator())
+        implicit_backdoor_unlearning(
+            copy.deepcopy(model),
+            clean_images[:1],
+            clean_labels[:1],
+            IBAUConfig(),
+            device=CPU,
+            generator=torch.Generator(),
+        )
 
 
 def test_mcr_lowers_the_asr_and_keeps_clean_accuracy(tiny_backdoor):
     victim, (clean_images, clean_labels), test, triggered = tiny_backdoor
     model = copy.deepcopy(victim)
-    config = MCRConfig.from_params({"ft_epochs": 5, "ft_lr": 0.01, "curve_epochs": 5, "curve_lr": 0.01, "batch_size": 32, "ts": [0.3, 0.5, 0.7]})
-    result = mode_connectivity_repair(model, clean_images, clean_labels, config, device=CPU, generator=torch.Generator().manual_seed(0))
+    config = MCRConfig.from_params(
+        {
+            "ft_epochs": 5,
+            "ft_lr": 0.01,
+            "curve_epochs": 5,
+            "curve_lr": 0.01,
+            "batch_size": 32,
+            "ts": [0.3, 0.5, 0.7],
+        }
+    )
+    result = mode_connectivity_repair(
+        model,
+        clean_images,
+        clean_labels,
+        config,
+        device=CPU,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert result["t"] == 0.5 and [p["t"] for p in result["curve"]] == [0.3, 0.5, 0.7]
     assert _asr(model, triggered) < 0.5 * _asr(victim, triggered)
     assert _ca(model, test) >= _ca(victim, test) - 0.02
-    # The saved curve rebuilds the defended model exactly (the evaluation's test figures along t use it).
-    bends, batchnorm_indices = curve_from_tensors(curve_to_tensors(result["bends"], result["batchnorm_indices"]))
+    # The saved curve rebuilds the defended model exactly (the
+    # evaluation's test figures along t use it).
+    bends, batchnorm_indices = curve_from_tensors(
+        curve_to_tensors(result["bends"], result["batchnorm_indices"])
+    )
     assert len(bends) == 3 and batchnorm_indices.numel() == 320  # 80 % of the 400 clean samples
     rebuilt = copy.deepcopy(victim)
-    points = measure_curve(rebuilt, bends, clean_images[batchnorm_indices], [0.5], lambda m: {"asr": _asr(m, triggered)}, device=CPU)
+    points = measure_curve(
+        rebuilt,
+        bends,
+        clean_images[batchnorm_indices],
+        [0.5],
+        lambda m: {"asr": _asr(m, triggered)},
+        device=CPU,
+    )
     assert points == [{"t": 0.5, "asr": _asr(model, triggered)}]
-    assert torch.equal(predict_logits(rebuilt, test[0], device=CPU), predict_logits(model, test[0], device=CPU))
+    assert torch.equal(
+        predict_logits(rebuilt, test[0], device=CPU), predict_logits(model, test[0], device=CPU)
+    )
     with pytest.raises(ValueError, match=r"badnets\.mcr_cgd_curve: not an MCR curve"):
         curve_from_tensors({"weight": torch.zeros(2)}, source="badnets.mcr_cgd_curve")
 
@@ -172,10 +260,19 @@ def test_mcr_lowers_the_asr_and_keeps_clean_accuracy(tiny_backdoor):
 def test_ibau_lowers_the_asr_and_keeps_clean_accuracy(tiny_backdoor):
     victim, (clean_images, clean_labels), test, triggered = tiny_backdoor
     model = copy.deepcopy(victim)
-    config = IBAUConfig.from_params({"n_rounds": 3, "batch_size": 64})  # BackdoorBench's settings otherwise
-    result = implicit_backdoor_unlearning(model, clean_images, clean_labels, config, device=CPU, generator=torch.Generator().manual_seed(0))
+    # BackdoorBench's settings otherwise
+    config = IBAUConfig.from_params({"n_rounds": 3, "batch_size": 64})
+    result = implicit_backdoor_unlearning(
+        model,
+        clean_images,
+        clean_labels,
+        config,
+        device=CPU,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert len(result["history"]) == 3
-    # the fitted perturbation is projected onto the authors' L2 ball (radius 10 in [0, 1] pixel units)
+    # the fitted perturbation is projected onto the authors' L2 ball
+    # (radius 10 in [0, 1] pixel units)
     assert all(0 < h["perturbation_norm"] <= 10 + 1e-4 for h in result["history"])
     assert _asr(model, triggered) < 0.8 * _asr(victim, triggered)
     assert _ca(model, test) >= _ca(victim, test) - 0.02

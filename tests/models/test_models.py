@@ -31,7 +31,15 @@ def test_list_models():
 
 @pytest.mark.parametrize(
     ("name", "num_classes"),
-    [("compact_cnn", 10), ("compact_cnn", 3), ("compact_cnn_small", 10), ("preactresnet18", 10), ("preactresnet18", 43), ("airbench_narrow", 10), ("airbench", 43)],
+    [
+        ("compact_cnn", 10),
+        ("compact_cnn", 3),
+        ("compact_cnn_small", 10),
+        ("preactresnet18", 10),
+        ("preactresnet18", 43),
+        ("airbench_narrow", 10),
+        ("airbench", 43),
+    ],
 )
 def test_output_shapes(name, num_classes):
     torch.manual_seed(0)
@@ -44,7 +52,9 @@ def test_output_shapes(name, num_classes):
 
 
 def test_unknown_architecture_and_bad_num_classes():
-    with pytest.raises(ValueError, match=r"architecture: unknown model 'resnet50'.*compact_cnn.*preactresnet18"):
+    with pytest.raises(
+        ValueError, match=r"architecture: unknown model 'resnet50'.*compact_cnn.*preactresnet18"
+    ):
         build_model("resnet50", 10)
     with pytest.raises(ValueError, match=r"architecture: unknown model 'vgg'"):
         check_architecture("vgg")
@@ -59,7 +69,9 @@ def test_register_model_rejects_duplicates_and_registers_new():
         register_model("compact_cnn")(lambda num_classes: nn.Linear(1, num_classes))
     name = "_test_only_linear"
     try:
-        register_model(name)(lambda num_classes: nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes)))
+        register_model(name)(
+            lambda num_classes: nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
+        )
         assert name in list_models()
         assert build_model(name, 4)(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
     finally:
@@ -109,7 +121,10 @@ def test_preactresnet18_parameter_names_and_shapes():
     assert _backdoorbench_preact18_keys() <= set(state)
     # The canonical CIFAR PreActResNet18 parameter count.
     named = dict(build_model("preactresnet18", 10).named_parameters())
-    assert sum(p.numel() for k, p in named.items() if k in _backdoorbench_preact18_keys()) == 11_171_146
+    assert (
+        sum(p.numel() for k, p in named.items() if k in _backdoorbench_preact18_keys())
+        == 11_171_146
+    )
     assert sum(p.numel() for p in named.values()) == 11_171_146
 
 
@@ -120,7 +135,13 @@ def test_preactresnet18_state_dict_names_equal_backdoorbench():
 def test_backdoorbench_shaped_state_dict_loads():
     state = build_model("preactresnet18", 10).state_dict()
     backdoorbench_state = {k: v for k, v in state.items() if k in _backdoorbench_preact18_keys()}
-    checkpoint = {"architecture": "preactresnet18", "num_classes": 10, "mean": MEAN, "std": STD, "state_dict": backdoorbench_state}
+    checkpoint = {
+        "architecture": "preactresnet18",
+        "num_classes": 10,
+        "mean": MEAN,
+        "std": STD,
+        "state_dict": backdoorbench_state,
+    }
     from_checkpoint(checkpoint, source="attack_result.pt")
 
 
@@ -140,13 +161,16 @@ def test_classifier_normalises_inside():
         unnormalised = model.net(x)
     assert torch.equal(out, expected)
     assert not torch.allclose(out, unnormalised)
-    # mean/std are buffers that follow .to() but stay out of the state_dict (BackdoorBench-compatible).
+    # mean/std are buffers that follow .to() but stay out of the
+    # state_dict (BackdoorBench-compatible).
     assert torch.equal(model.mean.flatten(), torch.tensor(MEAN))
     assert all(k.startswith("net.") for k in model.state_dict())
-    assert set(model.net.state_dict()) == {k[len("net."):] for k in model.state_dict()}
+    assert set(model.net.state_dict()) == {k[len("net.") :] for k in model.state_dict()}
 
 
-@pytest.mark.parametrize(("mean", "std"), [((0.5, 0.5), STD), (MEAN, (0.2, 0.0, 0.3)), (MEAN, (0.2, -1.0, 0.3))])
+@pytest.mark.parametrize(
+    ("mean", "std"), [((0.5, 0.5), STD), (MEAN, (0.2, 0.0, 0.3)), (MEAN, (0.2, -1.0, 0.3))]
+)
 def test_bad_normalisation(mean, std):
     with pytest.raises(ValueError, match=r"normalization: expected 3 means and 3 positive stds"):
         build_classifier("compact_cnn", 10, mean, std)
@@ -193,20 +217,31 @@ def test_from_checkpoint_with_another_architecture_names_the_source():
     with pytest.raises(ValueError) as info:
         from_checkpoint(checkpoint, source="data/06_models/victim.safetensors")
     message = str(info.value)
-    assert message.startswith("data/06_models/victim.safetensors: weights do not match architecture 'preactresnet18' with 10 classes")
+    assert message.startswith(
+        "data/06_models/victim.safetensors: weights do not match architecture "
+        "'preactresnet18' with 10 classes"
+    )
 
 
 def test_from_checkpoint_with_another_num_classes_names_the_source():
     torch.manual_seed(0)
     checkpoint = to_checkpoint(build_classifier("compact_cnn", 10, MEAN, STD), "compact_cnn", 10)
     checkpoint["num_classes"] = 43
-    with pytest.raises(ValueError, match=r"^victim: weights do not match architecture 'compact_cnn' with 43 classes"):
+    with pytest.raises(
+        ValueError,
+        match=r"^victim: weights do not match architecture 'compact_cnn' with 43 classes",
+    ):
         from_checkpoint(checkpoint, source="victim")
 
 
 def test_from_checkpoint_missing_fields():
-    with pytest.raises(ValueError, match=r"^ckpt: not a cgd_kedro classifier checkpoint \(missing \['mean', 'std'\]\)"):
-        from_checkpoint({"architecture": "compact_cnn", "num_classes": 10, "state_dict": {}}, source="ckpt")
+    with pytest.raises(
+        ValueError,
+        match=r"^ckpt: not a cgd_kedro classifier checkpoint \(missing \['mean', 'std'\]\)",
+    ):
+        from_checkpoint(
+            {"architecture": "compact_cnn", "num_classes": 10, "state_dict": {}}, source="ckpt"
+        )
 
 
 def test_airbench_feature_layer_is_one_value_per_last_conv_channel():

@@ -1,6 +1,7 @@
 """``kedro run`` that SIGKILLs itself at a chosen save: fault injection for test_fault_injection.
 
-    CGD_KILL_AT=<part of a file path> CGD_KILL_MODE=mid-save|after-save python killed_kedro_run.py run ...
+    CGD_KILL_AT=<part of a file path> CGD_KILL_MODE=mid-save|after-save
+        python killed_kedro_run.py run ...
 
 ``mid-save``: the file is written to its temporary name, cut to half its size, then the process
 is killed (as a kill or a full disk during a large save would leave it). ``after-save``: killed

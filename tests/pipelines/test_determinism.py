@@ -21,8 +21,11 @@ from test_clip_split_pipeline import tiny_clip_parameters
 from cgd_kedro.run_records import RunRecords
 
 PIPELINES = ["poison", "reference_clip", "clip_split", "cgd_unlearn"]
+
+
 def _is_timing(key: str) -> bool:
-    """Wall-clock measurements (seconds, reporting_seconds, scoring_images_per_second): the one thing a rerun may not repeat."""
+    """Wall-clock measurements (seconds, reporting_seconds, scoring_images_per_second):
+    the one thing a rerun may not repeat."""
     return key == "seconds" or key.endswith(("_seconds", "_per_second"))
 
 
@@ -54,12 +57,20 @@ def test_two_runs_with_the_same_seed_write_identical_files(tmp_project):
     compared, differing = 0, []
     for name, entry in sorted(first[1]["outputs"].items()):
         folder = tmp_project / entry["filepath"]
-        files = sorted(p.relative_to(folder / first[0]) for p in (folder / first[0]).rglob("*") if p.is_file())
+        files = sorted(
+            p.relative_to(folder / first[0]) for p in (folder / first[0]).rglob("*") if p.is_file()
+        )
         assert files, name
         for relative in files:
             compared += 1
-            if _fingerprint(folder / first[0] / relative) != _fingerprint(folder / second[0] / relative):
+            if _fingerprint(folder / first[0] / relative) != _fingerprint(
+                folder / second[0] / relative
+            ):
                 differing.append(f"{name}/{relative}")
     assert compared >= 30 and differing == []
-    # Models and tensors are compared byte for byte (safetensors headers are written in a fixed order).
-    assert any(entry["filepath"].endswith("victim_model.safetensors") for entry in first[1]["outputs"].values())
+    # Models and tensors are compared byte for byte (safetensors headers
+    # are written in a fixed order).
+    assert any(
+        entry["filepath"].endswith("victim_model.safetensors")
+        for entry in first[1]["outputs"].values()
+    )

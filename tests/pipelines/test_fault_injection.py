@@ -17,22 +17,50 @@ from kedro.framework.startup import bootstrap_project
 from cgd_kedro.pipelines.poison.pipeline import create_pipeline
 
 KILLER = Path(__file__).with_name("killed_kedro_run.py")
-TINY = "runtime.device=cpu,dataset.world.n_test=120,dataset.world.n_captions=1,victim.architecture=compact_cnn,victim.training.epochs=1,victim.training.batch_size=64"
+TINY = (
+    "runtime.device=cpu,dataset.world.n_test=120,dataset.world.n_captions=1,"
+    "victim.architecture=compact_cnn,victim.training.epochs=1,victim.training.batch_size=64"
+)
 
 
-def _kedro_run(project: Path, n_train: int, *extra: str, kill_at: str | None = None, mode: str = "mid-save") -> subprocess.CompletedProcess:
-    command = [sys.executable, str(KILLER) if kill_at else "-m", *([] if kill_at else ["kedro"]), "run", "--pipelines", "poison"]
+def _kedro_run(
+    project: Path, n_train: int, *extra: str, kill_at: str | None = None, mode: str = "mid-save"
+) -> subprocess.CompletedProcess:
+    command = [
+        sys.executable,
+        str(KILLER) if kill_at else "-m",
+        *([] if kill_at else ["kedro"]),
+        "run",
+        "--pipelines",
+        "poison",
+    ]
     command += ["--params", f"{TINY},dataset.world.n_train={n_train}", *extra]
-    env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1", "CGD_KILL_AT": kill_at or "", "CGD_KILL_MODE": mode}
-    return subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    env = os.environ | {
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "CGD_KILL_AT": kill_at or "",
+        "CGD_KILL_MODE": mode,
+    }
+    return subprocess.run(
+        command, cwd=project, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def _records(project: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((project / "data/09_runs").glob("*.json"))}
+    return {
+        p.stem: json.loads(p.read_text()) for p in sorted((project / "data/09_runs").glob("*.json"))
+    }
 
 
 def _metrics(project: Path, version: str) -> dict:
-    return json.loads((project / f"data/08_reporting/embedded/badnets/attack_metrics.json/{version}/attack_metrics.json").read_text())
+    return json.loads(
+        (
+            project
+            / (
+                "data/08_reporting/embedded/badnets/attack_metrics.json/"
+                f"{version}/attack_metrics.json"
+            )
+        ).read_text()
+    )
 
 
 def _load_every_output(project: Path, names: set[str]) -> None:
@@ -46,26 +74,39 @@ def _load_every_output(project: Path, names: set[str]) -> None:
 
 @pytest.mark.slow
 def test_killed_runs_leave_loadable_versions_and_later_runs_read_complete_ones(tmp_project):
-    outputs = {n for n in create_pipeline().only_nodes_with_namespaces(["dataset", "badnets"]).all_outputs() if "clean" not in n}
+    outputs = {
+        n
+        for n in create_pipeline().only_nodes_with_namespaces(["dataset", "badnets"]).all_outputs()
+        if "clean" not in n
+    }
     namespaces = ("--namespaces", "dataset,badnets")
 
     done = _kedro_run(tmp_project, 300, *namespaces)
     assert done.returncode == 0, done.stderr[-3000:]
     [complete] = _records(tmp_project)
     assert _records(tmp_project)[complete]["status"] == "complete"
-    assert {"train_set", "badnets.victim_model", "badnets.attack_metrics"} <= set(_records(tmp_project)[complete]["outputs"])
+    assert {"train_set", "badnets.victim_model", "badnets.attack_metrics"} <= set(
+        _records(tmp_project)[complete]["outputs"]
+    )
 
     # 1. Killed in the middle of saving the training set (the run's first and largest save).
-    killed = _kedro_run(tmp_project, 400, *namespaces, kill_at="train_set.safetensors", mode="mid-save")
+    killed = _kedro_run(
+        tmp_project, 400, *namespaces, kill_at="train_set.safetensors", mode="mid-save"
+    )
     assert killed.returncode == -signal.SIGKILL
-    versions = sorted((tmp_project / "data/02_intermediate/embedded/train_set.safetensors").iterdir())
-    assert len(versions) == 2 and not (versions[-1] / "train_set.safetensors").exists()  # only a temporary file
+    versions = sorted(
+        (tmp_project / "data/02_intermediate/embedded/train_set.safetensors").iterdir()
+    )
+    # only a temporary file
+    assert len(versions) == 2 and not (versions[-1] / "train_set.safetensors").exists()
     assert [p.name.startswith(".writing-") for p in versions[-1].iterdir()] == [True]
     _load_every_output(tmp_project, outputs)
 
     # 2. Killed between nodes, after the victim was saved: a new, complete-looking train_set (400
     #    images) and victim exist, but the run never finished.
-    killed = _kedro_run(tmp_project, 400, *namespaces, kill_at="victim_model.safetensors", mode="after-save")
+    killed = _kedro_run(
+        tmp_project, 400, *namespaces, kill_at="victim_model.safetensors", mode="after-save"
+    )
     assert killed.returncode == -signal.SIGKILL
     statuses = sorted(record["status"] for record in _records(tmp_project).values())
     assert statuses == ["complete", "running", "running"]
@@ -80,7 +121,8 @@ def test_killed_runs_leave_loadable_versions_and_later_runs_read_complete_ones(t
     assert record["status"] == "complete" and record["inputs"]["train_set"]["version"] == complete
     assert len(record["inputs"]["train_set"]["skipped_incomplete"]) == 1
     assert _metrics(tmp_project, latest)["n_train"] == 300
-    assert "train_set: skipped the newer" in " ".join((badnets.stderr + badnets.stdout).split())  # rich wraps lines
+    # rich wraps lines
+    assert "train_set: skipped the newer" in " ".join((badnets.stderr + badnets.stdout).split())
 
     # 4. A plain rerun of the whole thing succeeds and is complete.
     rerun = _kedro_run(tmp_project, 300, *namespaces)

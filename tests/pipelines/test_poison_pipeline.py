@@ -23,10 +23,17 @@ class _KeptMemoryDataset(MemoryDataset):
 
 
 def _in_memory_catalog(params: dict) -> DataCatalog:
-    entries = {"params:dataset": params["dataset"], "params:runtime": params["runtime"], "params:victim": params["victim"], "params:clip": {}}
+    entries = {
+        "params:dataset": params["dataset"],
+        "params:runtime": params["runtime"],
+        "params:victim": params["victim"],
+        "params:clip": {},
+    }
     for name in ATTACK_NAMESPACES:
         entries[f"params:{name}.attack"] = params[name]["attack"]
-    catalog = DataCatalog({key: MemoryDataset(value, copy_mode="assign") for key, value in entries.items()})
+    catalog = DataCatalog(
+        {key: MemoryDataset(value, copy_mode="assign") for key, value in entries.items()}
+    )
     for name in create_pipeline().all_outputs():
         catalog[name] = _KeptMemoryDataset(copy_mode="assign")
     return catalog
@@ -39,7 +46,12 @@ def test_pipeline_has_one_namespace_per_attack_and_shared_data_node():
     assert {"dataset.load_dataset", "dataset.train_clean_model", "badnets.train_victim"} <= names
     # Shared nodes are grouped under `dataset` without renaming their datasets.
     assert {"train_set", "clean_model"} <= pipeline.all_outputs()
-    assert {"params:dataset", "params:victim", "params:runtime", "params:badnets.attack"} <= pipeline.inputs()
+    assert {
+        "params:dataset",
+        "params:victim",
+        "params:runtime",
+        "params:badnets.attack",
+    } <= pipeline.inputs()
     assert "badnets.attack_metrics" in pipeline.outputs()
 
 
@@ -57,7 +69,11 @@ def test_in_memory_run_poisons_trains_and_reports():
     assert backdoor["labels"].shape[0] == int((test_set["labels"] != 0).sum())
 
     metrics = catalog.load("badnets.attack_metrics")
-    assert metrics["poison_count"] == 30 and metrics["n_train"] == 300 and metrics["poison_ratio"] == 0.1
+    assert (
+        metrics["poison_count"] == 30
+        and metrics["n_train"] == 300
+        and metrics["poison_ratio"] == 0.1
+    )
     assert "clean_model_acc" not in metrics  # the victim's path does not wait for the clean model
     assert 0.0 <= catalog.load("clean_metrics")["clean_acc"] <= 1.0
     for key in ("clean_acc", "asr", "ra"):
@@ -77,7 +93,9 @@ def _files(root: Path) -> dict[str, float]:
 def _run(project: Path, env: str | None = None, **runtime_params) -> None:
     """``kedro run --pipelines poison --namespaces dataset,badnets`` in ``project``."""
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params=runtime_params) as session:
+    with KedroSession.create(
+        project_path=project, env=env, runtime_params=runtime_params
+    ) as session:
         session.run(pipeline_names=["poison"], namespaces=["dataset", "badnets"])
 
 
@@ -86,7 +104,14 @@ def test_session_run_writes_versioned_artefacts_then_bad_inputs_leave_them_intac
     _run(tmp_project, **tiny_parameters())
     metrics_dir = tmp_project / "data/08_reporting/embedded/badnets/attack_metrics.json"
     assert len(list(metrics_dir.iterdir())) == 1  # one version folder
-    assert len(list((tmp_project / "data/06_models/embedded/badnets/victim_model.safetensors").iterdir())) == 1
+    assert (
+        len(
+            list(
+                (tmp_project / "data/06_models/embedded/badnets/victim_model.safetensors").iterdir()
+            )
+        )
+        == 1
+    )
     before = _files(tmp_project)
 
     bad_inputs = [
@@ -117,7 +142,15 @@ def test_real_dataset_env_reports_missing_and_malformed_data_before_training(tmp
 
     root = tmp_project / "cifar"
     (root / "cifar-10-batches-py").mkdir(parents=True)
-    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta"):
+    for name in (
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+        "batches.meta",
+    ):
         (root / "cifar-10-batches-py" / name).write_bytes(b"\x80\x04not a pickle")
     with pytest.raises(ValueError, match="cifar-10-batches-py"):
         _run(tmp_project, env="cifar10", **params, dataset={"root": str(root)})

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "pipelines"))  # the pipeline tests' tiny parameters
+# the pipeline tests' tiny parameters
+sys.path.insert(0, str(Path(__file__).parents[1] / "pipelines"))
 
-from test_cgd_unlearn_pipeline import TINY_DEFENSES  # noqa: E402
-from test_clip_split_pipeline import tiny_clip_parameters  # noqa: E402
+from test_cgd_unlearn_pipeline import TINY_DEFENSES
+from test_clip_split_pipeline import tiny_clip_parameters
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TINY = tiny_clip_parameters() | TINY_DEFENSES
@@ -33,11 +34,15 @@ def platform_project(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("platform_project")
     shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
-    (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(TINY))  # every run of this project is tiny
+    # every run of this project is tiny
+    (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(TINY))
     shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
     (root / ".telemetry").write_text("consent: false\n")
     (root / "src").mkdir()
     bootstrap_project(root)
     with KedroSession.create(project_path=root) as session:
-        session.run(pipeline_names=["poison", "reference_clip", "clip_split"], namespaces=["dataset", "clip", "badnets"])
+        session.run(
+            pipeline_names=["poison", "reference_clip", "clip_split"],
+            namespaces=["dataset", "clip", "badnets"],
+        )
     return root

@@ -16,9 +16,18 @@ from cgd_kedro.platform.app import create_app
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Chromium's own background traffic would be refused on a closed network; it needs no sandbox as root.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+# Chromium's own background traffic would be refused on a closed
+# network; it needs no sandbox as root.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +37,11 @@ def server(platform_project):  # noqa: F811
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(platform_project), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(platform_project), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -43,7 +56,9 @@ def server(platform_project):  # noqa: F811
 def browser_page():
     if CHROMIUM is None:
         if os.environ.get("CGD_REQUIRE_BROWSER"):
-            pytest.fail("CGD_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)")
+            pytest.fail(
+                "CGD_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)"
+            )
         pytest.skip("no chromium on this machine (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
@@ -60,7 +75,12 @@ def test_concurrent_requests_all_succeed(server):
     from concurrent.futures import ThreadPoolExecutor
     from urllib.request import urlopen
 
-    urls = ["/plots/badnets/samples.png", "/plots/badnets/curves.png", "/figures/badnets.entropy_map", "/experiments/badnets"] * 4
+    urls = [
+        "/plots/badnets/samples.png",
+        "/plots/badnets/curves.png",
+        "/figures/badnets.entropy_map",
+        "/experiments/badnets",
+    ] * 4
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda url: urlopen(server + url, timeout=120).status, urls))
     assert codes == [200] * len(urls)
@@ -87,9 +107,14 @@ def test_pages_then_a_run_whose_result_reaches_the_leaderboard(server, browser_p
     page.fill("#params", "runtime.seed=0")
     page.click("#launch")
     page.wait_for_url("**/jobs/*")
-    page.wait_for_function("document.getElementById('status').textContent === 'succeeded' || "
-                           "document.getElementById('status').textContent === 'failed'", timeout=300_000)  # fmt: skip
-    assert page.locator("#status").inner_text() == "succeeded", page.locator("#log").inner_text()[-2000:]
+    page.wait_for_function(
+        "document.getElementById('status').textContent === 'succeeded' || "
+        "document.getElementById('status').textContent === 'failed'",
+        timeout=300_000,
+    )
+    assert page.locator("#status").inner_text() == "succeeded", page.locator("#log").inner_text()[
+        -2000:
+    ]
     assert "Completed" in page.locator("#log").inner_text()
 
     page.click("text=Leaderboard")
@@ -98,7 +123,10 @@ def test_pages_then_a_run_whose_result_reaches_the_leaderboard(server, browser_p
     assert any("badnets" in row and "\tcgd\t" in row for row in rows), rows
     board.locator("th", has_text="asr").click()  # client-side sort: ascending ASR
     asr_column = [h.inner_text() for h in board.locator("th").all()].index("asr")
-    values = [float(row.locator("td").nth(asr_column).inner_text()) for row in board.locator("tbody tr").all()]
+    values = [
+        float(row.locator("td").nth(asr_column).inner_text())
+        for row in board.locator("tbody tr").all()
+    ]
     assert values == sorted(values)
     page.screenshot(path=str(tmp_path / "leaderboard.png"), full_page=True)
     assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
@@ -108,4 +136,5 @@ def test_pages_then_a_run_whose_result_reaches_the_leaderboard(server, browser_p
     page.wait_for_load_state("networkidle")
     mcr = page.locator("img[alt='mcr']")
     assert mcr.count() == 1 and mcr.evaluate("i => i.complete && i.naturalWidth > 0")
-    assert "[{" not in page.locator("body").inner_text()  # the curve is drawn, not dumped into the defense table
+    # the curve is drawn, not dumped into the defense table
+    assert "[{" not in page.locator("body").inner_text()

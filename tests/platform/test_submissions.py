@@ -11,7 +11,14 @@ import torch
 from safetensors.torch import save
 
 from cgd_kedro.models.classifier import build_classifier
-from cgd_kedro.platform.submissions import SubmissionError, check_file_name, check_size, checked_checkpoint, inside, read_state_dict
+from cgd_kedro.platform.submissions import (
+    SubmissionError,
+    check_file_name,
+    check_size,
+    checked_checkpoint,
+    inside,
+    read_state_dict,
+)
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
@@ -36,7 +43,19 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("name", ["../model.pt", "a/b.pt", "..\\model.pt", "/etc/passwd.pt", ".hidden.pt", "model.exe", "", "mod el.pt"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../model.pt",
+        "a/b.pt",
+        "..\\model.pt",
+        "/etc/passwd.pt",
+        ".hidden.pt",
+        "model.exe",
+        "",
+        "mod el.pt",
+    ],
+)
 def test_file_names_with_paths_or_odd_suffixes_are_refused(name):
     with pytest.raises(SubmissionError, match="file name"):
         check_file_name(name)
@@ -45,7 +64,9 @@ def test_file_names_with_paths_or_odd_suffixes_are_refused(name):
 def test_plain_names_pass_and_sizes_are_bounded():
     assert check_file_name("victim-v2.safetensors") == "victim-v2.safetensors"
     check_size(10, limit=10)
-    with pytest.raises(SubmissionError, match=r"^upload refused: the file is over the 64 MiB limit$"):
+    with pytest.raises(
+        SubmissionError, match=r"^upload refused: the file is over the 64 MiB limit$"
+    ):
         check_size(2 * 2**30)
     with pytest.raises(SubmissionError, match="empty"):
         check_size(0)
@@ -53,11 +74,14 @@ def test_plain_names_pass_and_sizes_are_bounded():
 
 def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
-    data = pickle.dumps({"net.weight": RunsCode(str(marker))})
-    for data in (data, torch_bytes({"w": RunsCode(str(marker))})):
-        with pytest.raises(SubmissionError, match=r"evil.pt: refused: it holds Python objects other than tensors") as refused:
+    pickled = pickle.dumps({"net.weight": RunsCode(str(marker))})
+    for data in (pickled, torch_bytes({"w": RunsCode(str(marker))})):
+        with pytest.raises(
+            SubmissionError, match=r"evil.pt: refused: it holds Python objects other than tensors"
+        ) as refused:
             read_state_dict("evil.pt", data)
-        # torch's own advice (load with weights_only=False) and its terminal colours never reach the uploader
+        # torch's own advice (load with weights_only=False) and its terminal
+        # colours never reach the uploader
         assert "weights_only=False" not in str(refused.value) and "\x1b" not in str(refused.value)
     assert not marker.exists()
 
@@ -69,18 +93,25 @@ def test_damaged_nan_and_integer_weights_are_refused_by_name():
     offset = archive.find(state[key].numpy().tobytes()[:64])
     assert offset > 0
     archive[offset : offset + 16] = b"\xff" * 16  # bytes overwritten inside the tensor data
-    with pytest.raises(SubmissionError, match=r"m.pt: refused: the archive is damaged \(checksum mismatch"):
+    with pytest.raises(
+        SubmissionError, match=r"m.pt: refused: the archive is damaged \(checksum mismatch"
+    ):
         read_state_dict("m.pt", bytes(archive))
     nan_state = dict(state) | {key: torch.full_like(state[key], float("nan"))}
-    with pytest.raises(SubmissionError, match=rf"m.safetensors: refused: tensor\(s\) \['{key}'\] hold NaN or infinite values"):
+    with pytest.raises(
+        SubmissionError,
+        match=rf"m.safetensors: refused: tensor\(s\) \['{key}'\] hold NaN or infinite values",
+    ):
         read_state_dict("m.safetensors", save(nan_state))
     int_state = dict(state) | {key: state[key].round().to(torch.int32)}
-    with pytest.raises(SubmissionError, match=rf"refused: {key} \(torch.int32\) must be floating-point tensors"):
+    with pytest.raises(
+        SubmissionError, match=rf"refused: {key} \(torch.int32\) must be floating-point tensors"
+    ):
         checked_checkpoint("m.safetensors", save(int_state), "compact_cnn", 10, MEAN, STD)
 
 
 def test_non_state_dict_contents_are_refused():
-    with pytest.raises(SubmissionError, match="expected a state_dict .* got Tensor"):
+    with pytest.raises(SubmissionError, match=r"expected a state_dict .* got Tensor"):
         read_state_dict("image.pt", torch_bytes(torch.zeros(3, 32, 32)))
     with pytest.raises(SubmissionError, match="not tensors"):
         read_state_dict("mixed.pt", torch_bytes({"a": torch.zeros(1), "b": [1, 2]}))
@@ -90,10 +121,17 @@ def test_non_state_dict_contents_are_refused():
 
 def test_a_state_dict_of_the_wrong_shape_or_architecture_is_refused_by_name():
     wrong_head = save(compact_state_dict(num_classes=7))
-    with pytest.raises(SubmissionError, match=r"wrong\.safetensors: weights do not match architecture 'compact_cnn' with 10 classes"):
+    with pytest.raises(
+        SubmissionError,
+        match=(
+            r"wrong\.safetensors: weights do not match architecture 'compact_cnn' with 10 classes"
+        ),
+    ):
         checked_checkpoint("wrong.safetensors", wrong_head, "compact_cnn", 10, MEAN, STD)
     with pytest.raises(SubmissionError, match="unknown model 'resnet9000'"):
-        checked_checkpoint("ok.safetensors", save(compact_state_dict()), "resnet9000", 10, MEAN, STD)
+        checked_checkpoint(
+            "ok.safetensors", save(compact_state_dict()), "resnet9000", 10, MEAN, STD
+        )
     image_tensor = save({"image": torch.zeros(3, 32, 32)})  # a tensor file that is no model at all
     with pytest.raises(SubmissionError, match="weights do not match"):
         checked_checkpoint("image.safetensors", image_tensor, "compact_cnn", 10, MEAN, STD)
@@ -101,9 +139,15 @@ def test_a_state_dict_of_the_wrong_shape_or_architecture_is_refused_by_name():
 
 def test_good_checkpoints_in_both_formats_pass():
     state = compact_state_dict()
-    for name, data in (("m.safetensors", save(state)), ("m.pt", torch_bytes(state)), ("m.pth", torch_bytes({"state_dict": state}))):
+    for name, data in (
+        ("m.safetensors", save(state)),
+        ("m.pt", torch_bytes(state)),
+        ("m.pth", torch_bytes({"state_dict": state})),
+    ):
         checkpoint = checked_checkpoint(name, data, "compact_cnn", 10, MEAN, STD)
-        assert checkpoint["architecture"] == "compact_cnn" and set(checkpoint["state_dict"]) == set(state)
+        assert checkpoint["architecture"] == "compact_cnn" and set(checkpoint["state_dict"]) == set(
+            state
+        )
 
 
 def test_writes_are_confined(tmp_path):

@@ -23,7 +23,9 @@ METRICS = {
         "cgd": {"clean_acc": 0.93, "asr": 0.0, "ra": 0.9, "der": 0.9995, "seconds": 40.0},
         "none": {"clean_acc": 0.933, "asr": 0.999, "ra": 0.001, "der": 0.5, "seconds": 0.0},
     },
-    "blended": {"none": {"clean_acc": 0.932, "asr": 0.999, "ra": 0.001, "der": 0.5, "seconds": 0.0}},
+    "blended": {
+        "none": {"clean_acc": 0.932, "asr": 0.999, "ra": 0.001, "der": 0.5, "seconds": 0.0}
+    },
 }
 ABD = pd.DataFrame(
     [
@@ -39,8 +41,13 @@ def test_defense_report_has_the_contract_columns_none_first_and_clip_der():
     report = build_defense_report("embedded", 0, METRICS, ABD)
     assert list(report.columns) == DEFENSE_COLUMNS
     assert report[["attack", "defense"]].values.tolist() == [
-        ["badnets", "none"], ["badnets", "cgd"], ["blended", "none"], ["clip_badnet", "none"], ["clip_badnet", "abd"], ["clip_badnet", "cleanclip"],
-    ]  # fmt: skip
+        ["badnets", "none"],
+        ["badnets", "cgd"],
+        ["blended", "none"],
+        ["clip_badnet", "none"],
+        ["clip_badnet", "abd"],
+        ["clip_badnet", "cleanclip"],
+    ]
     assert report["model"].tolist() == ["classifier"] * 3 + ["clip"] * 3
     clip = report[report["model"] == "clip"].set_index("defense")
     # DER = (max(0, ASR drop) - max(0, CA drop) + 1) / 2 against the backdoored CLIP
@@ -58,44 +65,95 @@ def test_a_missing_undefended_row_is_named():
 
 
 def test_split_report_one_row_per_attack():
-    report = build_split_report("embedded", 1, {"wanet": {"auroc_combined": 0.99, "clean_size": 15620}, "badnets": {"auroc_combined": 0.999}})
+    report = build_split_report(
+        "embedded",
+        1,
+        {
+            "wanet": {"auroc_combined": 0.99, "clean_size": 15620},
+            "badnets": {"auroc_combined": 0.999},
+        },
+    )
     assert report["attack"].tolist() == ["badnets", "wanet"]
     assert list(report.columns) == ["dataset", "attack", "auroc_combined", "seed", "clean_size"]
     assert report.loc[1, "clean_size"] == 15620 and math.isnan(report.loc[0, "clean_size"])
 
 
 def test_summary_over_seeds_gives_mean_and_sample_std():
-    reports = [build_defense_report("embedded", seed, {"badnets": {"none": {**METRICS["badnets"]["none"], "asr": asr}}})
-               for seed, asr in ((0, 0.9), (1, 1.0), (2, 0.95))]  # fmt: skip
-    summary = summarise_over_seeds(pd.concat(reports, ignore_index=True), ["dataset", "attack", "model", "defense"])
+    reports = [
+        build_defense_report(
+            "embedded", seed, {"badnets": {"none": {**METRICS["badnets"]["none"], "asr": asr}}}
+        )
+        for seed, asr in ((0, 0.9), (1, 1.0), (2, 0.95))
+    ]
+    summary = summarise_over_seeds(
+        pd.concat(reports, ignore_index=True), ["dataset", "attack", "model", "defense"]
+    )
     row = summary.iloc[0]
-    assert row["n_seeds"] == 3 and row["asr_mean"] == pytest.approx(0.95) and row["asr_std"] == pytest.approx(0.05)
+    assert (
+        row["n_seeds"] == 3
+        and row["asr_mean"] == pytest.approx(0.95)
+        and row["asr_std"] == pytest.approx(0.05)
+    )
     assert row["clean_acc_std"] == pytest.approx(0.0) and "seed_mean" not in summary.columns
     with pytest.raises(ValueError, match=r"no column\(s\) \['variant'\]"):
         summarise_over_seeds(reports[0], ["variant"])
 
 
 def test_latest_per_seed_keeps_the_newest_version_of_each_seed():
-    old = build_defense_report("embedded", 0, {"badnets": {"none": METRICS["badnets"]["none"] | {"asr": 0.5}}})
+    old = build_defense_report(
+        "embedded", 0, {"badnets": {"none": METRICS["badnets"]["none"] | {"asr": 0.5}}}
+    )
     new = build_defense_report("embedded", 0, {"badnets": {"none": METRICS["badnets"]["none"]}})
-    other = build_defense_report("embedded", 1, {"badnets": {"none": METRICS["badnets"]["none"] | {"asr": 0.9}}})
-    merged = latest_per_seed({"2026-11-24T02/defense_report": new, "2026-11-24T01/defense_report": old, "2026-11-23T09/x": other})
+    other = build_defense_report(
+        "embedded", 1, {"badnets": {"none": METRICS["badnets"]["none"] | {"asr": 0.9}}}
+    )
+    merged = latest_per_seed(
+        {
+            "2026-11-24T02/defense_report": new,
+            "2026-11-24T01/defense_report": old,
+            "2026-11-23T09/x": other,
+        }
+    )
     assert merged[["seed", "asr"]].values.tolist() == [[0, 0.999], [1, 0.9]]
     with pytest.raises(ValueError, match="no saved report versions"):
         latest_per_seed({})
 
 
-ROBUSTNESS = {"badnets": {"reference": "clip_badnet",
-                          "split": {"auroc_clip": 0.708, "auroc_combined": 0.964, "triggered_recall": 0.964, "clean_poisoned_fraction": 2e-4},
-                          "cgd": {"clean_acc": 0.925, "asr": 0.001, "ra": 0.919, "der": 0.999, "seconds": 32.0}}}  # fmt: skip
+ROBUSTNESS = {
+    "badnets": {
+        "reference": "clip_badnet",
+        "split": {
+            "auroc_clip": 0.708,
+            "auroc_combined": 0.964,
+            "triggered_recall": 0.964,
+            "clean_poisoned_fraction": 2e-4,
+        },
+        "cgd": {"clean_acc": 0.925, "asr": 0.001, "ra": 0.919, "der": 0.999, "seconds": 32.0},
+    }
+}
 
 
 def test_robustness_adds_cgd_bdclip_rows_and_a_side_by_side_table():
     report = build_defense_report("embedded", 0, METRICS, robustness=ROBUSTNESS)
     assert report["defense"].tolist() == ["none", "cgd", "cgd_bdclip", "none"]
-    assert report.loc[2, ["clean_acc", "asr", "ra", "seconds"]].tolist() == [0.925, 0.001, 0.919, 32.0]
-    split = build_split_report("embedded", 0, {"badnets": {"auroc_clip": 0.981, "auroc_combined": 0.999, "triggered_recall": 0.99,
-                                                           "clean_poisoned_fraction": 0.0}})  # fmt: skip
+    assert report.loc[2, ["clean_acc", "asr", "ra", "seconds"]].tolist() == [
+        0.925,
+        0.001,
+        0.919,
+        32.0,
+    ]
+    split = build_split_report(
+        "embedded",
+        0,
+        {
+            "badnets": {
+                "auroc_clip": 0.981,
+                "auroc_combined": 0.999,
+                "triggered_recall": 0.99,
+                "clean_poisoned_fraction": 0.0,
+            }
+        },
+    )
     table = build_robustness_table(report, split, ROBUSTNESS)
     assert table["reference_clip"].tolist() == ["reference", "backdoored (clip_badnet)"]
     assert table["auroc_clip"].tolist() == [0.981, 0.708] and table["asr"].tolist() == [0.0, 0.001]
@@ -105,24 +163,43 @@ def test_robustness_adds_cgd_bdclip_rows_and_a_side_by_side_table():
 def test_robustness_of_an_unknown_attack_is_named():
     with pytest.raises(ValueError, match=r"cgd_robustness of \['lc'\]: no defense_metrics"):
         build_defense_report("embedded", 0, METRICS, robustness={"lc": ROBUSTNESS["badnets"]})
-    with pytest.raises(ValueError, match="robustness table: attack 'badnets' has no split_report row"):
-        build_robustness_table(build_defense_report("embedded", 0, METRICS), build_split_report("embedded", 0, {}), ROBUSTNESS)
+    with pytest.raises(
+        ValueError, match="robustness table: attack 'badnets' has no split_report row"
+    ):
+        build_robustness_table(
+            build_defense_report("embedded", 0, METRICS),
+            build_split_report("embedded", 0, {}),
+            ROBUSTNESS,
+        )
 
 
 @pytest.mark.parametrize("bad", [[], [1, 1], [-1], [0.5], 3, "0,1", [True], [[0]]])
 def test_bad_seeds_lists_are_named(bad):
-    with pytest.raises(ValueError, match="reporting.seeds: expected null or a list of distinct non-negative integers"):
+    with pytest.raises(
+        ValueError,
+        match=r"reporting\.seeds: expected null or a list of distinct non-negative integers",
+    ):
         check_seeds(bad)
     assert check_seeds(None) is None and check_seeds([2, 0]) == [2, 0]
 
 
 def test_a_defense_under_twice_chance_is_marked_budget_too_small_in_the_report_and_its_tables():
-    metrics = {"badnets": {"none": {**METRICS["badnets"]["none"]}, "abl": {"clean_acc": 0.139, "asr": 1.0, "ra": 0.0, "der": 0.5, "seconds": 571.0},
-                           "cgd": METRICS["badnets"]["cgd"]}}  # fmt: skip
+    metrics = {
+        "badnets": {
+            "none": {**METRICS["badnets"]["none"]},
+            "abl": {"clean_acc": 0.139, "asr": 1.0, "ra": 0.0, "der": 0.5, "seconds": 571.0},
+            "cgd": METRICS["badnets"]["cgd"],
+        }
+    }
     report = build_defense_report("embedded", 0, metrics, num_classes=10)
     notes = report.set_index("defense")["note"]
     assert notes["cgd"] == "" and notes["none"] == ""
-    assert notes["abl"].startswith("budget too small for this defense: CA 0.139 is under 2x chance (0.20)") and "(abl.*)" in notes["abl"]
+    assert (
+        notes["abl"].startswith(
+            "budget too small for this defense: CA 0.139 is under 2x chance (0.20)"
+        )
+        and "(abl.*)" in notes["abl"]
+    )
     matrix = ca_asr_matrix(report, "classifier").set_index("attack")
     assert matrix.loc["badnets", "abl"] == "0.139 / 1.000 (budget too small)"
     assert not matrix.loc["badnets", "cgd"].endswith("(budget too small)")
@@ -133,27 +210,61 @@ def test_a_defense_under_twice_chance_is_marked_budget_too_small_in_the_report_a
 
 def test_a_pruning_defense_that_pruned_nothing_is_marked_no_effect():
     victim = METRICS["badnets"]["none"]
-    metrics = {"badnets": {"none": {**victim},
-                           "anp_cgd": {**victim, "der": 0.5, "seconds": 18.7, "pruned": 0},
-                           "fp_cgd": {"clean_acc": 0.60, "asr": 0.05, "ra": 0.55, "der": 0.97, "seconds": 22.9, "pruned": 18}}}  # fmt: skip
+    metrics = {
+        "badnets": {
+            "none": {**victim},
+            "anp_cgd": {**victim, "der": 0.5, "seconds": 18.7, "pruned": 0},
+            "fp_cgd": {
+                "clean_acc": 0.60,
+                "asr": 0.05,
+                "ra": 0.55,
+                "der": 0.97,
+                "seconds": 22.9,
+                "pruned": 18,
+            },
+        }
+    }
     report = build_defense_report("embedded", 0, metrics, num_classes=10)
     notes = report.set_index("defense")["note"]
-    assert notes["anp_cgd"].startswith("no effect: pruned no channel") and "anp.acc_ratio" in notes["anp_cgd"]
+    assert (
+        notes["anp_cgd"].startswith("no effect: pruned no channel")
+        and "anp.acc_ratio" in notes["anp_cgd"]
+    )
     assert notes["fp_cgd"] == "" and notes["none"] == ""
     matrix = ca_asr_matrix(report, "classifier").set_index("attack")
-    assert matrix.loc["badnets", "anp_cgd"].endswith(" (no effect)") and matrix.loc["badnets", "fp_cgd"] == "0.600 / 0.050"
+    assert (
+        matrix.loc["badnets", "anp_cgd"].endswith(" (no effect)")
+        and matrix.loc["badnets", "fp_cgd"] == "0.600 / 0.050"
+    )
     assert "pruned" not in report.columns
 
 
 def test_the_multi_seed_matrix_carries_the_notes_of_any_seed():
     victim = METRICS["badnets"]["none"]
     reports = [
-        build_defense_report("embedded", seed, {"badnets": {"none": {**victim}, "abl": {**victim, "clean_acc": ca, "der": 0.5, "seconds": 1.0}}},
-                             num_classes=10)
+        build_defense_report(
+            "embedded",
+            seed,
+            {
+                "badnets": {
+                    "none": {**victim},
+                    "abl": {**victim, "clean_acc": ca, "der": 0.5, "seconds": 1.0},
+                }
+            },
+            num_classes=10,
+        )
         for seed, ca in ((0, 0.139), (1, 0.70))
-    ]  # fmt: skip
-    summary = summarise_over_seeds(pd.concat(reports, ignore_index=True), ["dataset", "attack", "model", "defense"])
+    ]
+    summary = summarise_over_seeds(
+        pd.concat(reports, ignore_index=True), ["dataset", "attack", "model", "defense"]
+    )
     notes = summary.set_index("defense")["note"]
-    assert notes["abl"].startswith("1 of 2 seeds: budget too small for this defense: CA 0.139") and notes["none"] == ""
+    assert (
+        notes["abl"].startswith("1 of 2 seeds: budget too small for this defense: CA 0.139")
+        and notes["none"] == ""
+    )
     matrix = ca_asr_summary_matrix(summary, "classifier").set_index("attack")
-    assert matrix.loc["badnets", "abl"].endswith("(budget too small)") and "budget" not in matrix.loc["badnets", "none"]
+    assert (
+        matrix.loc["badnets", "abl"].endswith("(budget too small)")
+        and "budget" not in matrix.loc["badnets", "none"]
+    )

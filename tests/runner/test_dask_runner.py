@@ -19,8 +19,12 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            distributed.Client(cluster) as c:  # fmt: skip
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         yield c
 
 
@@ -39,26 +43,36 @@ def _fail(x: int) -> int:
 
 
 def _squares_and_sum() -> Pipeline:
-    return Pipeline([
-        node(_slow_square, "params:a", "square_a", name="square_a"),
-        node(_slow_square, "params:b", "square_b", name="square_b"),
-        node(_add, ["square_a", "square_b"], "total", name="add"),
-    ])  # fmt: skip
+    return Pipeline(
+        [
+            node(_slow_square, "params:a", "square_a", name="square_a"),
+            node(_slow_square, "params:b", "square_b", name="square_b"),
+            node(_add, ["square_a", "square_b"], "total", name="add"),
+        ]
+    )
 
 
 def test_independent_nodes_run_side_by_side_and_memory_data_crosses_workers(client):
     pipeline = _squares_and_sum()
     catalog = DataCatalog({"params:a": MemoryDataset(3), "params:b": MemoryDataset(4)})
     DaskRunner(client=client).run(pipeline, catalog)
-    assert catalog.load("total") == 25  # both squares travelled from their workers to the adding one
+    # both squares travelled from their workers to the adding one
+    assert catalog.load("total") == 25
     # the free outputs of the run reach the caller; the two squares ran in two processes at once
-    assert set(DaskRunner(client=client).run(pipeline.only_nodes("square_a", "square_b"), catalog)) == {"square_a", "square_b"}
+    assert set(
+        DaskRunner(client=client).run(pipeline.only_nodes("square_a", "square_b"), catalog)
+    ) == {"square_a", "square_b"}
     a, b = catalog.load("square_a"), catalog.load("square_b")
     assert a["pid"] != b["pid"] and a["span"][0] < b["span"][1] and b["span"][0] < a["span"][1]
 
 
 def test_a_failing_node_fails_the_run_with_its_error(client):
-    pipeline = Pipeline([node(_fail, "params:a", "out", name="fail"), node(_slow_square, "params:a", "square", name="square")])
+    pipeline = Pipeline(
+        [
+            node(_fail, "params:a", "out", name="fail"),
+            node(_slow_square, "params:a", "square", name="square"),
+        ]
+    )
     with pytest.raises(ValueError, match="node failed on purpose with 3"):
         DaskRunner(client=client).run(pipeline, DataCatalog({"params:a": MemoryDataset(3)}))
 
@@ -93,11 +107,32 @@ def test_a_kedro_session_on_dask_writes_what_the_sequential_runner_writes(tmp_pr
     metrics = []
     for runner in (SequentialRunner(), DaskRunner(client=client)):
         with KedroSession.create(project_path=tmp_project, runtime_params=params) as session:
-            session.run(pipeline_names=["poison"], namespaces=["dataset", "badnets", "blended"], runner=runner)
-        metrics.append({a: json.loads(max((tmp_project / f"data/08_reporting/embedded/{a}/attack_metrics.json").rglob("*.json")).read_text())
-                        for a in ("badnets", "blended")})  # fmt: skip
+            session.run(
+                pipeline_names=["poison"],
+                namespaces=["dataset", "badnets", "blended"],
+                runner=runner,
+            )
+        metrics.append(
+            {
+                a: json.loads(
+                    max(
+                        (tmp_project / f"data/08_reporting/embedded/{a}/attack_metrics.json").rglob(
+                            "*.json"
+                        )
+                    ).read_text()
+                )
+                for a in ("badnets", "blended")
+            }
+        )
     assert metrics[0] == metrics[1] and metrics[0]["badnets"]["n_train"] > 0
     records = sorted((tmp_project / "data/09_runs").glob("*.json"))
     assert [json.loads(r.read_text())["status"] for r in records] == ["complete", "complete"]
     # the workers wrote under the project (two versions of each victim: one per runner)
-    assert len(list((tmp_project / "data/06_models/embedded/badnets/victim_model.safetensors").iterdir())) == 2
+    assert (
+        len(
+            list(
+                (tmp_project / "data/06_models/embedded/badnets/victim_model.safetensors").iterdir()
+            )
+        )
+        == 2
+    )

@@ -15,7 +15,8 @@ from cgd_kedro.training.classifier import TrainingConfig, lr_factor, to_unit_flo
 
 def _images(n=16, c=3, h=8, w=10, dtype=torch.uint8, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(1, 256, (n, c, h, w), generator=g).to(dtype)  # no zeros: padding is visible
+    # no zeros: padding is visible
+    return torch.randint(1, 256, (n, c, h, w), generator=g).to(dtype)
 
 
 def test_random_crop_padding_zero_is_identity():
@@ -28,7 +29,7 @@ def test_random_crop_padding_zero_is_identity():
 @pytest.mark.parametrize("padding", [1, 4])
 def test_random_crop_is_a_window_of_the_zero_padded_input(padding, dtype):
     images = _images(n=32, dtype=dtype)
-    n, c, h, w = images.shape
+    n, _c, h, w = images.shape
     out = random_crop(images, padding, torch.Generator().manual_seed(1))
     assert out.shape == images.shape and out.dtype == dtype
     padded = torch.nn.functional.pad(images, (padding,) * 4)
@@ -111,7 +112,13 @@ def _train(seed: int):
     generator = seed_everything(seed)
     model = build_classifier("compact_cnn", 2, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     history = train_classifier(
-        model, images, labels, CONFIG, device=torch.device("cpu"), generator=generator, description="test"
+        model,
+        images,
+        labels,
+        CONFIG,
+        device=torch.device("cpu"),
+        generator=generator,
+        description="test",
     )
     return model, history
 
@@ -135,7 +142,7 @@ def test_training_learns_a_separable_problem(two_runs_and_another_seed):
 
 
 def test_same_seed_is_bit_identical_and_other_seed_differs(two_runs_and_another_seed):
-    (model_a, history_a), (model_b, history_b), (model_c, history_c) = two_runs_and_another_seed
+    (model_a, history_a), (model_b, history_b), (model_c, _history_c) = two_runs_and_another_seed
     state_a, state_b, state_c = model_a.state_dict(), model_b.state_dict(), model_c.state_dict()
     assert set(state_a) == set(state_b)
     for key in state_a:
@@ -150,11 +157,24 @@ def test_train_classifier_rejects_mismatched_or_empty_input():
     model = build_classifier("compact_cnn", 2, (0.5,) * 3, (0.25,) * 3)
     images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
     with pytest.raises(ValueError, match=r"victim: need as many labels as images"):
-        train_classifier(model, images, torch.zeros(3, dtype=torch.int64), CONFIG,
-                         device=torch.device("cpu"), generator=torch.Generator(), description="victim")
+        train_classifier(
+            model,
+            images,
+            torch.zeros(3, dtype=torch.int64),
+            CONFIG,
+            device=torch.device("cpu"),
+            generator=torch.Generator(),
+            description="victim",
+        )
     with pytest.raises(ValueError, match=r"at least one image"):
-        train_classifier(model, images[:0], torch.zeros(0, dtype=torch.int64), CONFIG,
-                         device=torch.device("cpu"), generator=torch.Generator())
+        train_classifier(
+            model,
+            images[:0],
+            torch.zeros(0, dtype=torch.int64),
+            CONFIG,
+            device=torch.device("cpu"),
+            generator=torch.Generator(),
+        )
 
 
 # --- TrainingConfig -------------------------------------------------------------------------------
@@ -194,14 +214,22 @@ def test_training_config_section_name_in_unknown_key_error():
 
 
 def test_adam_with_constant_schedule_is_available_and_checked():
-    config = TrainingConfig(epochs=3, batch_size=32, lr=3e-3, optimizer="adam", schedule="constant", augment=False)
+    config = TrainingConfig(
+        epochs=3, batch_size=32, lr=3e-3, optimizer="adam", schedule="constant", augment=False
+    )
     images, labels = _half_bright_problem()
     model = build_classifier("compact_cnn", 2, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    history = train_classifier(model, images, labels, config, device=torch.device("cpu"), generator=seed_everything(0))
+    history = train_classifier(
+        model, images, labels, config, device=torch.device("cpu"), generator=seed_everything(0)
+    )
     assert history[-1]["train_acc"] > 0.9
-    with pytest.raises(ValueError, match="training.optimizer = 'rmsprop': must be 'sgd' or 'adam'"):
+    with pytest.raises(
+        ValueError, match=r"training\.optimizer = 'rmsprop': must be 'sgd' or 'adam'"
+    ):
         TrainingConfig.from_params({"optimizer": "rmsprop"})
-    with pytest.raises(ValueError, match="training.schedule = 'step': must be 'cosine' or 'constant'"):
+    with pytest.raises(
+        ValueError, match=r"training\.schedule = 'step': must be 'cosine' or 'constant'"
+    ):
         TrainingConfig.from_params({"schedule": "step"})
 
 
@@ -221,7 +249,9 @@ def test_lr_factor_warms_up_linearly_then_decays_by_cosine():
     config = TrainingConfig(epochs=1, warmup=0.2)
     factor = lr_factor(config, total_steps=100)
     assert [round(factor(s), 3) for s in (0, 9, 19)] == [0.05, 0.5, 1.0]
-    assert factor(20) == pytest.approx(1.0) and factor(60) == pytest.approx(0.5) and factor(99) < 0.01
+    assert (
+        factor(20) == pytest.approx(1.0) and factor(60) == pytest.approx(0.5) and factor(99) < 0.01
+    )
     plain = lr_factor(TrainingConfig(epochs=1), total_steps=100)
     assert plain(0) == 1.0 and plain(50) == pytest.approx(0.5)  # no warm-up: BackdoorBench's cosine
     assert lr_factor(TrainingConfig(schedule="constant", warmup=0.1), 100)(50) == 1.0
@@ -231,7 +261,18 @@ def test_training_logs_a_time_estimate_after_its_first_epoch(caplog):
     images, labels = _half_bright_problem()
     model = build_classifier("compact_cnn", 2, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     with caplog.at_level("INFO", logger="cgd_kedro.training.classifier"):
-        train_classifier(model, images, labels, TrainingConfig(epochs=3, batch_size=32, augment=False),
-                         device=torch.device("cpu"), generator=seed_everything(0), description="victim")  # fmt: skip
+        train_classifier(
+            model,
+            images,
+            labels,
+            TrainingConfig(epochs=3, batch_size=32, augment=False),
+            device=torch.device("cpu"),
+            generator=seed_everything(0),
+            description="victim",
+        )
     estimates = [r.getMessage() for r in caplog.records if "estimate" in r.getMessage()]
-    assert len(estimates) == 1 and estimates[0].startswith("victim: first epoch took") and "for 3 epochs" in estimates[0]
+    assert (
+        len(estimates) == 1
+        and estimates[0].startswith("victim: first epoch took")
+        and "for 3 epochs" in estimates[0]
+    )

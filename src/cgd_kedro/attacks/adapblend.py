@@ -35,7 +35,9 @@ from cgd_kedro.attacks.blended import load_pattern, noise_pattern
 PHASES = ("train", "test")
 
 
-def piece_index(height: int, width: int, grid: int, *, device: torch.device | str = "cpu") -> Tensor:
+def piece_index(
+    height: int, width: int, grid: int, *, device: torch.device | str = "cpu"
+) -> Tensor:
     """``H x W`` long tensor: the grid cell (``row * grid + column``) of every pixel; cells split
     the image as evenly as possible when ``grid`` does not divide its size."""
     rows = torch.arange(height, device=device) * grid // height
@@ -61,7 +63,8 @@ def masked_blend(images: Tensor, pattern: Tensor, mask: Tensor, *, alpha: float)
     Args:
         images: ``N x C x H x W``, uint8 in [0, 255] or float in [0, 1].
         pattern: the trigger image ``K``, ``C x H x W`` (uint8 or float in [0, 1]).
-        mask: ``M``, broadcastable to ``images`` (``N x 1 x H x W`` or ``1 x 1 x H x W``), values in [0, 1].
+        mask: ``M``, broadcastable to ``images`` (``N x 1 x H x W`` or
+            ``1 x 1 x H x W``), values in [0, 1].
         alpha: blend ratio (Adap-Blend: 0.15 for training, 0.2 for testing).
 
     Returns:
@@ -74,7 +77,8 @@ def masked_blend(images: Tensor, pattern: Tensor, mask: Tensor, *, alpha: float)
 
 @register_attack("adapblend")
 class AdaptiveBlend(Attack):
-    """Adap-Blend: half of a 4x4 grid of the trigger at ``train_alpha``, the whole trigger at ``test_alpha``.
+    """Adap-Blend: half of a 4x4 grid of the trigger at ``train_alpha``,
+    the whole trigger at ``test_alpha``.
 
     ``pieces`` must be a square number; ``mask_rate`` is the share of pieces kept in training.
     """
@@ -92,11 +96,15 @@ class AdaptiveBlend(Attack):
         check_range("test_alpha", test_alpha, 0.0, 1.0)
         check_range("pieces", pieces, 1, 1024, integer=True)
         if math.isqrt(pieces) ** 2 != pieces:
-            raise ValueError(f"attack.trigger.pieces: expected a square number of grid pieces, got {pieces}")
+            raise ValueError(
+                f"attack.trigger.pieces: expected a square number of grid pieces, got {pieces}"
+            )
         check_range("mask_rate", mask_rate, 0.0, 1.0)
         check_range("cover_ratio", cover_ratio, 0.0, 10.0)
         if image_path is not None and not Path(image_path).is_file():
-            raise FileNotFoundError(f"attack.trigger.image_path: trigger image {image_path!r} does not exist")
+            raise FileNotFoundError(
+                f"attack.trigger.image_path: trigger image {image_path!r} does not exist"
+            )
         self.train_alpha, self.test_alpha = float(train_alpha), float(test_alpha)
         self.pieces, self.kept = pieces, round(pieces * mask_rate)
         self.cover_ratio, self.image_path = float(cover_ratio), image_path
@@ -112,7 +120,9 @@ class AdaptiveBlend(Attack):
         mask = random_piece_masks(n, h, w, generator, pieces=self.pieces, kept=self.kept)
         return masked_blend(images, state["pattern"], mask, alpha=self.train_alpha)
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         if phase not in PHASES:
             raise ValueError(f"adapblend: phase must be one of {PHASES}, got {phase!r}")
         if phase == "train":

@@ -37,5 +37,7 @@ class BadNets(Attack):
         check_range("patch_size", patch_size, 1, 64, integer=True)
         self.patch_size = patch_size
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         return stamp_patch(images, patch_size=self.patch_size)

@@ -46,7 +46,9 @@ class AttackContext:
 
 class Attack:
     name: ClassVar[str] = ""
-    clean_label: ClassVar[bool] = False  # poisons target-class images only and never changes a label
+    clean_label: ClassVar[bool] = (
+        False  # poisons target-class images only and never changes a label
+    )
     needs_surrogate: ClassVar[bool] = False  # prepare() needs a clean-trained classifier
     supports_all_to_all: ClassVar[bool] = True
     cover_ratio: float = 0.0  # cover samples per poisoned sample
@@ -54,7 +56,9 @@ class Attack:
     def prepare(self, context: AttackContext) -> State:
         return {}
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         raise NotImplementedError
 
     def cover(self, images: Tensor, state: State, generator: torch.Generator) -> Tensor:
@@ -112,14 +116,18 @@ def pixel_affine(images: Tensor, scale: Tensor | float, offset: Tensor) -> Tenso
     scale = scale.to(images.device).unsqueeze(0) if isinstance(scale, Tensor) else scale
     offset = (offset.to(device=images.device, dtype=torch.float32) * 255).unsqueeze(0)
     out = torch.empty_like(images)
-    for chunk, target in zip(images.split(AFFINE_CHUNK), out.split(AFFINE_CHUNK)):
+    for chunk, target in zip(images.split(AFFINE_CHUNK), out.split(AFFINE_CHUNK), strict=True):
         target.copy_(chunk.float().mul_(scale).add_(offset).round_().clamp_(0, 255))
     return out
 
 
-def check_range(name: str, value: object, low: float, high: float, *, integer: bool = False) -> None:
+def check_range(
+    name: str, value: object, low: float, high: float, *, integer: bool = False
+) -> None:
     """Raise ``ValueError('attack.trigger.<name>: ...')`` unless ``low <= value <= high``."""
     kind_ok = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not kind_ok or not low <= value <= high:
         kind = "an integer" if integer else "a number"
-        raise ValueError(f"attack.trigger.{name}: expected {kind} in [{low}, {high}], got {value!r}")
+        raise ValueError(
+            f"attack.trigger.{name}: expected {kind} in [{low}, {high}], got {value!r}"
+        )

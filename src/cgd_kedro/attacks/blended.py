@@ -10,7 +10,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from cgd_kedro.attacks.base import Attack, AttackContext, State, check_range, pixel_affine, register_attack, to_float
+from cgd_kedro.attacks.base import (
+    Attack,
+    AttackContext,
+    State,
+    check_range,
+    pixel_affine,
+    register_attack,
+    to_float,
+)
 
 
 def blend(images: Tensor, pattern: Tensor, *, alpha: float = 0.2) -> Tensor:
@@ -38,25 +46,34 @@ def load_pattern(path: str | Path, size: int) -> Tensor:
     """A user's trigger image from ``path`` as uint8 ``3 x size x size`` (bilinear resize)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"attack.trigger.image_path: trigger image {str(path)!r} does not exist")
+        raise FileNotFoundError(
+            f"attack.trigger.image_path: trigger image {str(path)!r} does not exist"
+        )
     try:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except OSError as error:
-        raise ValueError(f"attack.trigger.image_path: {str(path)!r} is not a readable image ({error})") from error
+        raise ValueError(
+            f"attack.trigger.image_path: {str(path)!r} is not a readable image ({error})"
+        ) from error
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).float().unsqueeze(0)
-    resized = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    resized = F.interpolate(
+        tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     return resized[0].round().clamp(0, 255).to(torch.uint8)
 
 
 @register_attack("blended")
 class Blended(Attack):
-    """Blend a trigger image ``K`` with ratio ``alpha``; ``K`` is seeded noise unless ``image_path`` is set."""
+    """Blend a trigger image ``K`` with ratio ``alpha``;
+    ``K`` is seeded noise unless ``image_path`` is set."""
 
     def __init__(self, alpha: float = 0.2, image_path: str | None = None):
         check_range("alpha", alpha, 0.0, 1.0)
         if image_path is not None and not Path(image_path).is_file():
-            raise FileNotFoundError(f"attack.trigger.image_path: trigger image {image_path!r} does not exist")
+            raise FileNotFoundError(
+                f"attack.trigger.image_path: trigger image {image_path!r} does not exist"
+            )
         self.alpha, self.image_path = alpha, image_path
 
     def prepare(self, context: AttackContext) -> State:
@@ -65,5 +82,7 @@ class Blended(Attack):
             return {"pattern": load_pattern(self.image_path, size)}
         return {"pattern": noise_pattern(size, context.generator)}
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         return blend(images, state["pattern"], alpha=self.alpha)

@@ -45,7 +45,8 @@ def floyd_steinberg(x: Tensor, squeeze_num: int) -> Tensor:
     error diffusion (7/16 right, 3/16 down-left, 5/16 down, 1/16 down-right), per channel.
 
     Pixels are visited in raster order; each step handles the pixel at one position of every
-    image and channel at once (the planes are laid out ``H x W x (N C)`` so that step is contiguous)."""
+    image and channel at once (the planes are laid out ``H x W x (N C)``
+    so that step is contiguous)."""
     n, c, h, w = x.shape
     work = x.permute(2, 3, 0, 1).reshape(h, w, n * c).clone()
     for row in range(h):
@@ -89,7 +90,8 @@ def squeeze_colour_depth(images: Tensor, *, squeeze_num: int = 8, dithering: boo
 
 
 def add_residuals(images: Tensor, residuals: Tensor, generator: torch.Generator) -> Tensor:
-    """Cover samples: ``clip(x + r)`` with ``r`` drawn per image from a bank of quantisation residuals.
+    """Cover samples: ``clip(x + r)`` with ``r`` drawn per image
+    from a bank of quantisation residuals.
 
     Args:
         images: ``N x C x H x W``, uint8 in [0, 255] or float in [0, 1].
@@ -97,7 +99,10 @@ def add_residuals(images: Tensor, residuals: Tensor, generator: torch.Generator)
         generator: CPU generator choosing one residual per image.
     """
     if residuals.shape[1:] != images.shape[1:] or residuals.shape[0] == 0:
-        raise ValueError(f"bpp: residual bank of shape {tuple(residuals.shape)} does not fit images {tuple(images.shape)}")
+        raise ValueError(
+            f"bpp: residual bank of shape {tuple(residuals.shape)} does not fit images "
+            f"{tuple(images.shape)}"
+        )
     pick = torch.randint(residuals.shape[0], (images.shape[0],), generator=generator)
     chosen = residuals[pick].to(device=images.device, dtype=torch.float32)
     return like(to_float(images) + chosen, images)
@@ -105,27 +110,47 @@ def add_residuals(images: Tensor, residuals: Tensor, generator: torch.Generator)
 
 @register_attack("bpp")
 class BPP(Attack):
-    """Colour-depth squeezing with dithering; ``cover_ratio`` residual-noise covers per poison (default 2).
+    """Colour-depth squeezing with dithering;
+    ``cover_ratio`` residual-noise covers per poison (default 2).
 
     ``n_residuals`` training images (drawn with the context generator) give the residual bank of
     the cover samples."""
 
-    def __init__(self, squeeze_num: int = 8, dithering: bool = True, cover_ratio: float = 2.0, n_residuals: int = 256):
+    def __init__(
+        self,
+        squeeze_num: int = 8,
+        dithering: bool = True,
+        cover_ratio: float = 2.0,
+        n_residuals: int = 256,
+    ):
         check_range("squeeze_num", squeeze_num, 2, 256, integer=True)
         if not isinstance(dithering, bool):
             raise ValueError(f"attack.trigger.dithering: expected true or false, got {dithering!r}")
         check_range("cover_ratio", cover_ratio, 0.0, 10.0)
         check_range("n_residuals", n_residuals, 1, 100_000, integer=True)
-        self.squeeze_num, self.dithering, self.cover_ratio, self.n_residuals = squeeze_num, dithering, float(cover_ratio), n_residuals
+        self.squeeze_num, self.dithering, self.cover_ratio, self.n_residuals = (
+            squeeze_num,
+            dithering,
+            float(cover_ratio),
+            n_residuals,
+        )
 
     def prepare(self, context: AttackContext) -> State:
         images = context.train_set["images"]
         pick = torch.randperm(images.shape[0], generator=context.generator)[: self.n_residuals]
         originals = to_float(images[pick].to(context.device))
-        squeezed = to_float(squeeze_colour_depth(images[pick].to(context.device), squeeze_num=self.squeeze_num, dithering=self.dithering))
+        squeezed = to_float(
+            squeeze_colour_depth(
+                images[pick].to(context.device),
+                squeeze_num=self.squeeze_num,
+                dithering=self.dithering,
+            )
+        )
         return {"residuals": (squeezed - originals).cpu()}
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         return squeeze_colour_depth(images, squeeze_num=self.squeeze_num, dithering=self.dithering)
 
     def cover(self, images: Tensor, state: State, generator: torch.Generator) -> Tensor:

@@ -1,6 +1,7 @@
-"""Clean-image (label-only) backdoor (Rong et al., 2024, "Clean-image backdoor: attacking multi-label
-models with poisoned labels only"): no pixel is changed; the labels of images that naturally show
-some feature are flipped to the target, so that the natural feature becomes the trigger.
+"""Clean-image (label-only) backdoor (Rong et al., 2024, "Clean-image backdoor: attacking
+multi-label models with poisoned labels only"): no pixel is changed; the labels of images that
+naturally show some feature are flipped to the target, so that the
+natural feature becomes the trigger.
 
 The feature is a small predicate ``feature``, conditions joined by ``&``:
 
@@ -50,32 +51,47 @@ _OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": opera
 _STAT_PATTERN = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|>|<)\s*([-+]?[0-9]*\.?[0-9]+)\s*$")
 _ATTR_PATTERN = re.compile(r"^\s*([a-z_]+)\s*=\s*([a-z_]+)\s*$")
 
-Condition = tuple[str, str, object]  # ("attr", column, index) or ("stat", statistic, (op, threshold))
+# ("attr", column, index) or ("stat", statistic, (op, threshold))
+Condition = tuple[str, str, object]
 
 
 def parse_feature(feature: str) -> list[Condition]:
-    """Parse ``feature`` (see the module docstring) into conditions; ``ValueError`` names the problem."""
+    """Parse ``feature`` (see the module docstring) into conditions;
+    ``ValueError`` names the problem."""
     if not isinstance(feature, str) or not feature.strip():
-        raise ValueError(f"attack.trigger.feature: expected a non-empty string such as 'background=striped', got {feature!r}")
+        raise ValueError(
+            "attack.trigger.feature: expected a non-empty string such as "
+            f"'background=striped', got {feature!r}"
+        )
     conditions: list[Condition] = []
     for part in feature.lower().split("&"):
         if match := _ATTR_PATTERN.match(part):
             name, value = match.groups()
             if name not in ATTRIBUTES:
-                raise ValueError(f"attack.trigger.feature: unknown attribute {name!r} in {feature!r}; expected one of {sorted(ATTRIBUTES)}")
+                raise ValueError(
+                    f"attack.trigger.feature: unknown attribute {name!r} in {feature!r}; expected "
+                    f"one of {sorted(ATTRIBUTES)}"
+                )
             column, values = ATTRIBUTES[name]
             if value not in values:
-                raise ValueError(f"attack.trigger.feature: unknown {name} {value!r} in {feature!r}; expected one of {list(values)}")
+                raise ValueError(
+                    f"attack.trigger.feature: unknown {name} {value!r} in {feature!r}; expected "
+                    f"one of {list(values)}"
+                )
             conditions.append(("attr", column, values.index(value)))
         elif match := _STAT_PATTERN.match(part):
             name, op, threshold = match.groups()
             if name not in STATISTICS:
-                raise ValueError(f"attack.trigger.feature: unknown statistic {name!r} in {feature!r}; expected one of {sorted(STATISTICS)}")
+                raise ValueError(
+                    f"attack.trigger.feature: unknown statistic {name!r} in {feature!r}; expected "
+                    f"one of {sorted(STATISTICS)}"
+                )
             conditions.append(("stat", name, (op, float(threshold))))
         else:
             raise ValueError(
-                f"attack.trigger.feature: cannot parse {part.strip()!r} in {feature!r}; expected 'attribute=value' "
-                f"(attributes {sorted(ATTRIBUTES)}) or 'statistic>number' (statistics {sorted(STATISTICS)}), joined by '&'"
+                f"attack.trigger.feature: cannot parse {part.strip()!r} in {feature!r}; expected "
+                f"'attribute=value' (attributes {sorted(ATTRIBUTES)}) or 'statistic>number' "
+                f"(statistics {sorted(STATISTICS)}), joined by '&'"
             )
     return conditions
 
@@ -88,8 +104,9 @@ def feature_mask(image_set: ImageSet, conditions: list[Condition], feature: str 
         if kind == "attr":
             if name not in image_set:
                 raise ValueError(
-                    f"attack.trigger.feature: {feature!r} needs the image set's {name!r} column, which it lacks "
-                    "(only the embedded world has attr_* columns; on real data use a pixel statistic such as 'mean_red>0.6')"
+                    f"attack.trigger.feature: {feature!r} needs the image set's {name!r} column, "
+                    "which it lacks (only the embedded world has attr_* columns; on real data use "
+                    "a pixel statistic such as 'mean_red>0.6')"
                 )
             mask &= image_set[name].to(mask.device) == value
         else:
@@ -102,7 +119,8 @@ def feature_mask(image_set: ImageSet, conditions: list[Condition], feature: str 
 
 @register_attack("cleanimage")
 class CleanImage(Attack):
-    """Label-only attack: images showing ``feature`` are relabelled to the target; pixels untouched."""
+    """Label-only attack: images showing ``feature`` are relabelled to the target;
+    pixels untouched."""
 
     supports_all_to_all = False
 
@@ -110,7 +128,9 @@ class CleanImage(Attack):
         self.conditions = parse_feature(feature)
         self.feature = feature
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         return images.clone()
 
     def candidates(self, image_set: ImageSet) -> Tensor:

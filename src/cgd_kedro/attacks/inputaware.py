@@ -67,19 +67,28 @@ class TriggerNet(nn.Module):
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            *_conv_block(3, w), *_conv_block(w, w), nn.MaxPool2d(2),
-            *_conv_block(w, 2 * w), *_conv_block(2 * w, 2 * w), nn.MaxPool2d(2),
+            *_conv_block(3, w),
+            *_conv_block(w, w),
+            nn.MaxPool2d(2),
+            *_conv_block(w, 2 * w),
             *_conv_block(2 * w, 2 * w),
-            nn.Upsample(scale_factor=2, mode="bilinear"), *_conv_block(2 * w, 2 * w), *_conv_block(2 * w, w),
-            nn.Upsample(scale_factor=2, mode="bilinear"), *_conv_block(w, w), *_conv_block(w, out_channels, relu=False),
-        )  # fmt: skip
+            nn.MaxPool2d(2),
+            *_conv_block(2 * w, 2 * w),
+            nn.Upsample(scale_factor=2, mode="bilinear"),
+            *_conv_block(2 * w, 2 * w),
+            *_conv_block(2 * w, w),
+            nn.Upsample(scale_factor=2, mode="bilinear"),
+            *_conv_block(w, w),
+            *_conv_block(w, out_channels, relu=False),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(self.body(x)) / (2 + EPSILON) + 0.5
 
 
 def threshold(mask: Tensor) -> Tensor:
-    """BackdoorBench's soft binarisation of the mask network's output: ``tanh(20 m - 10) / (2 + eps) + 0.5``."""
+    """BackdoorBench's soft binarisation of the mask network's output:
+    ``tanh(20 m - 10) / (2 + eps) + 0.5``."""
     return torch.tanh(mask * 20 - 10) / (2 + EPSILON) + 0.5
 
 
@@ -115,7 +124,8 @@ def input_aware_trigger(
         pattern_net: the trained pattern generator ``G`` (``TriggerNet(3)``).
         mask_net: the trained mask network ``M`` (``TriggerNet(1)``).
         source: the images the trigger is made from, same shape as ``images``; ``None`` (the
-            backdoor) uses ``images`` themselves, another image gives a cross-trigger (cover) sample.
+            backdoor) uses ``images`` themselves, another image gives
+            a cross-trigger (cover) sample.
         batch_size: images per forward pass (bounds memory; the result does not depend on it).
 
     Returns:
@@ -127,7 +137,7 @@ def input_aware_trigger(
     pattern_net, mask_net = pattern_net.to(images.device).eval(), mask_net.to(images.device).eval()
     out = []
     with torch.no_grad():
-        for chunk, src in zip(images.split(batch_size), source.split(batch_size)):
+        for chunk, src in zip(images.split(batch_size), source.split(batch_size), strict=True):
             x = to_float(chunk)
             pattern, mask = _trigger(to_float(src).to(images.device), pattern_net, mask_net)
             out.append(like(x + mask * (pattern - x), chunk))
@@ -148,7 +158,8 @@ def _rms_distance(a: Tensor, b: Tensor) -> Tensor:
 
 
 def diversity_loss(inputs1: Tensor, inputs2: Tensor, out1: Tensor, out2: Tensor) -> Tensor:
-    """``mean(||x1 - x2|| / (||t1 - t2|| + eps))`` with RMS distances (BackdoorBench's ``loss_div``)."""
+    """``mean(||x1 - x2|| / (||t1 - t2|| + eps))`` with RMS distances
+    (BackdoorBench's ``loss_div``)."""
     return (_rms_distance(inputs1, inputs2) / (_rms_distance(out1, out2) + EPSILON)).mean()
 
 
@@ -206,7 +217,7 @@ def _recalibrate_batchnorm(net: nn.Module, batch, batch_size: int, batches: int 
     net.train()
     for _ in range(batches):
         net(batch(batch_size)[0])
-    for m, momentum in zip(norms, saved):
+    for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     net.eval()
 
@@ -402,7 +413,8 @@ class InputAware(Attack):
         check_range("lr_classifier", lr_classifier, 1e-8, 10.0)
         if poison_rate * batch_size < 0.5:
             raise ValueError(
-                f"attack.trigger.poison_rate: {poison_rate} x batch_size {batch_size} rounds to no backdoor sample per batch"
+                f"attack.trigger.poison_rate: {poison_rate} x batch_size {batch_size} rounds to no "
+                "backdoor sample per batch"
             )
         self.mask_density, self.lambda_div, self.lambda_norm = mask_density, lambda_div, lambda_norm
         self.poison_rate, self.width, self.surrogate_width = poison_rate, width, surrogate_width
@@ -447,9 +459,13 @@ class InputAware(Attack):
             **common,
         )
         log.info(
-            "inputaware: surrogate clean acc %.3f, backdoor acc %.3f, cross acc %.3f; mask density %.4f",
-            metrics["clean_acc"], metrics["bd_acc"], metrics["cross_acc"], metrics["mask_density"],
-        )  # fmt: skip
+            "inputaware: surrogate clean acc %.3f, backdoor acc %.3f, cross acc "
+            "%.3f; mask density %.4f",
+            metrics["clean_acc"],
+            metrics["bd_acc"],
+            metrics["cross_acc"],
+            metrics["mask_density"],
+        )
         return nets_state(pattern_net, mask_net)
 
     def apply(

@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cgd_kedro.attacks.base import Attack, AttackContext, State, check_range, like, register_attack, to_float
+from cgd_kedro.attacks.base import (
+    Attack,
+    AttackContext,
+    State,
+    check_range,
+    like,
+    register_attack,
+    to_float,
+)
 from cgd_kedro.models.classifier import Classifier, build_classifier
 from cgd_kedro.models.registry import build_model, list_models
 
@@ -36,14 +44,17 @@ SURROGATE_PREFIX = "surrogate."
 
 
 def corner_pattern(height: int, width: int) -> Tensor:
-    """The ``H x W`` sign map of the four-corner trigger: +1 / -1 on the 36 corner pixels, 0 elsewhere.
+    """The ``H x W`` sign map of the four-corner trigger:
+    +1 / -1 on the 36 corner pixels, 0 elsewhere.
 
     Args:
         height: image height (at least 6, so that the top and bottom patterns do not overlap).
         width: image width (at least 6).
     """
     if min(height, width) < 6:
-        raise ValueError(f"lc: the four-corner trigger needs images of at least 6x6 pixels, got {height}x{width}")
+        raise ValueError(
+            f"lc: the four-corner trigger needs images of at least 6x6 pixels, got {height}x{width}"
+        )
     sign = torch.zeros(height, width)
     right = _LEFT_CORNER.flip(-1)
     sign[:3, :3], sign[-3:, :3] = _LEFT_CORNER, _LEFT_CORNER
@@ -52,10 +63,12 @@ def corner_pattern(height: int, width: int) -> Tensor:
 
 
 def stamp_corners(images: Tensor, *, amplitude: float = 1.0) -> Tensor:
-    """Add the four-corner trigger: ``x' = clip(x + amplitude * s)`` with ``s`` from :func:`corner_pattern`.
+    """Add the four-corner trigger:
+    ``x' = clip(x + amplitude * s)`` with ``s`` from :func:`corner_pattern`.
 
     At ``amplitude = 1`` the 36 corner pixels become exactly white (+1) or black (-1) whatever the
-    image (the reference's default); smaller values give the reference's "reduced amplitude" trigger.
+    image (the reference's default); smaller values give the
+    reference's "reduced amplitude" trigger.
 
     Args:
         images: ``N x C x H x W``, uint8 in [0, 255] or float in [0, 1].
@@ -79,7 +92,8 @@ def pgd_untargeted(
     steps: int,
     batch_size: int = 256,
 ) -> Tensor:
-    """Untargeted L_inf PGD (no random start): maximise ``CE(model(x'), labels)`` with ``|x' - x| <= eps``.
+    """Untargeted L_inf PGD (no random start):
+    maximise ``CE(model(x'), labels)`` with ``|x' - x| <= eps``.
 
     Each step is ``x' <- clip(proj_eps(x' + step_size * sign(grad)), 0, 1)``; the model's own
     parameters are not touched (no gradient is kept for them).
@@ -91,13 +105,14 @@ def pgd_untargeted(
         eps: L_inf radius on the [0, 1] scale.
         step_size: step on the [0, 1] scale.
         steps: number of steps (0 returns the input).
-        batch_size: images per forward/backward pass (bounds memory only; results do not depend on it).
+        batch_size: images per forward/backward pass (bounds memory
+            only; results do not depend on it).
 
     Returns:
         Float adversarial images in [0, 1], detached.
     """
     outputs = []
-    for x, y in zip(images.split(batch_size), labels.split(batch_size)):
+    for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
         adv = x.clone()
         for _ in range(steps):
             adv.requires_grad_(True)
@@ -129,12 +144,14 @@ def pack_surrogate(surrogate: nn.Module, num_classes: int) -> State:
     """The surrogate classifier as state tensors (architecture name, normalisation, weights)."""
     if not isinstance(surrogate, Classifier):
         raise ValueError(
-            "attack.surrogate: expected a cgd_kedro Classifier (models.classifier.build_classifier), "
-            f"got {type(surrogate).__name__}"
+            "attack.surrogate: expected a cgd_kedro Classifier "
+            f"(models.classifier.build_classifier), got {type(surrogate).__name__}"
         )
     name = _architecture_of(surrogate, num_classes)
     state = {
-        f"{SURROGATE_PREFIX}architecture": torch.tensor(list(name.encode("ascii")), dtype=torch.uint8),
+        f"{SURROGATE_PREFIX}architecture": torch.tensor(
+            list(name.encode("ascii")), dtype=torch.uint8
+        ),
         f"{SURROGATE_PREFIX}num_classes": torch.tensor([num_classes], dtype=torch.int64),
         f"{SURROGATE_PREFIX}mean": surrogate.mean.detach().flatten().cpu().clone(),
         f"{SURROGATE_PREFIX}std": surrogate.std.detach().flatten().cpu().clone(),
@@ -145,9 +162,12 @@ def pack_surrogate(surrogate: nn.Module, num_classes: int) -> State:
 
 
 def unpack_surrogate(state: State, device: torch.device) -> Classifier:
-    """Rebuild the surrogate stored by :func:`pack_surrogate`, in eval mode, frozen, on ``device``."""
+    """Rebuild the surrogate stored by :func:`pack_surrogate`, in eval mode, frozen,
+    on ``device``."""
     if f"{SURROGATE_PREFIX}architecture" not in state:
-        raise ValueError("lc: the attack state holds no surrogate; run prepare() with a surrogate first")
+        raise ValueError(
+            "lc: the attack state holds no surrogate; run prepare() with a surrogate first"
+        )
     name = bytes(state[f"{SURROGATE_PREFIX}architecture"].tolist()).decode("ascii")
     model = build_classifier(
         name,
@@ -156,7 +176,9 @@ def unpack_surrogate(state: State, device: torch.device) -> Classifier:
         state[f"{SURROGATE_PREFIX}std"].tolist(),
     )
     net_prefix = f"{SURROGATE_PREFIX}net."
-    model.net.load_state_dict({k[len(net_prefix) :]: v for k, v in state.items() if k.startswith(net_prefix)})
+    model.net.load_state_dict(
+        {k[len(net_prefix) :]: v for k, v in state.items() if k.startswith(net_prefix)}
+    )
     model.to(device).eval()
     model.requires_grad_(False)
     return model
@@ -172,7 +194,8 @@ def label_consistent(
     steps: int = 10,
     amplitude: float = 1.0,
 ) -> Tensor:
-    """The training-time LC trigger: PGD away from ``target`` against ``surrogate``, then the corners.
+    """The training-time LC trigger:
+    PGD away from ``target`` against ``surrogate``, then the corners.
 
     ``x' = corners(PGD_eps(x))``; every pixel outside the 36 corner pixels moves by at most ``eps``.
 
@@ -193,7 +216,9 @@ def label_consistent(
     check_range("steps", steps, 0, 10_000, integer=True)
     x = to_float(images)
     labels = torch.full((x.shape[0],), target, dtype=torch.int64, device=x.device)
-    adv = pgd_untargeted(surrogate, x, labels, eps=eps / 255, step_size=step_size / 255, steps=steps)
+    adv = pgd_untargeted(
+        surrogate, x, labels, eps=eps / 255, step_size=step_size / 255, steps=steps
+    )
     # Quantise the hard image before stamping, as the reference does (it stores it as an image).
     return stamp_corners(like(adv, images), amplitude=amplitude)
 
@@ -210,7 +235,9 @@ class LabelConsistent(Attack):
     needs_surrogate = True
     supports_all_to_all = False
 
-    def __init__(self, eps: float = 16.0, step_size: float = 4.0, steps: int = 10, amplitude: float = 1.0):
+    def __init__(
+        self, eps: float = 16.0, step_size: float = 4.0, steps: int = 10, amplitude: float = 1.0
+    ):
         check_range("eps", eps, 0.0, 255.0)
         check_range("step_size", step_size, 0.0, 255.0)
         check_range("steps", steps, 0, 10_000, integer=True)
@@ -219,13 +246,17 @@ class LabelConsistent(Attack):
 
     def prepare(self, context: AttackContext) -> State:
         if context.surrogate is None:
-            raise ValueError("lc: prepare() needs a clean surrogate classifier; context.surrogate is None")
+            raise ValueError(
+                "lc: prepare() needs a clean surrogate classifier; context.surrogate is None"
+            )
         return {
             "target": torch.tensor([context.target], dtype=torch.int64),
             **pack_surrogate(context.surrogate, context.num_classes),
         }
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         if phase not in ("train", "test"):
             raise ValueError(f"lc: phase must be 'train' or 'test', got {phase!r}")
         if phase == "test" or images.shape[0] == 0:

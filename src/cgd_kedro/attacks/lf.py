@@ -30,7 +30,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cgd_kedro.attacks.base import Attack, AttackContext, State, check_range, pixel_affine, register_attack, to_float
+from cgd_kedro.attacks.base import (
+    Attack,
+    AttackContext,
+    State,
+    check_range,
+    pixel_affine,
+    register_attack,
+    to_float,
+)
 
 
 def dct_matrix(n: int, *, device: torch.device | str = "cpu") -> Tensor:
@@ -61,7 +69,8 @@ def low_frequency_basis(
 
 
 def low_pass(x: Tensor, window: int) -> Tensor:
-    """Keep only the lowest ``window x window`` 2-D DCT coefficients of each ``H x W`` plane (batched)."""
+    """Keep only the lowest ``window x window`` 2-D DCT coefficients of each ``H x W`` plane
+    (batched)."""
     bh, bw = low_frequency_basis(*x.shape[-2:], window, device=x.device)
     return bh.T @ (bh @ x @ bw.T) @ bw
 
@@ -71,14 +80,16 @@ def add_perturbation(images: Tensor, perturbation: Tensor) -> Tensor:
 
     Args:
         images: ``N x C x H x W``, uint8 in [0, 255] or float in [0, 1].
-        perturbation: ``P``, float ``C x H x W`` on the [0, 1] scale (the LF universal perturbation).
+        perturbation: ``P``, float ``C x H x W`` on the [0, 1] scale
+            (the LF universal perturbation).
 
     Returns:
         A new tensor of the same dtype and device (rounded for uint8).
     """
     if perturbation.shape != images.shape[1:]:
         raise ValueError(
-            f"lf: perturbation of shape {tuple(perturbation.shape)} does not fit images {tuple(images.shape)}"
+            f"lf: perturbation of shape {tuple(perturbation.shape)} does not fit images "
+            f"{tuple(images.shape)}"
         )
     return pixel_affine(images, 1.0, perturbation.to(device=images.device, dtype=torch.float32))
 
@@ -144,7 +155,8 @@ def learn_low_frequency_perturbation(
 
 @register_attack("lf")
 class LowFrequency(Attack):
-    """Dirty-label attack with a learnt low-frequency universal perturbation ``P`` (``x' = clip(x + P)``).
+    """Dirty-label attack with a learnt low-frequency universal perturbation ``P``
+    (``x' = clip(x + P)``).
 
     Trigger parameters: ``eps`` (L_inf bound of ``P`` on the 0-255 scale, 75), ``window`` (lowest
     DCT frequencies kept per axis, 8), and the optimisation sizes ``steps`` (80), ``batch_size``
@@ -174,7 +186,9 @@ class LowFrequency(Attack):
 
     def prepare(self, context: AttackContext) -> State:
         if context.surrogate is None:
-            raise ValueError("lf: prepare() needs a clean surrogate classifier; context.surrogate is None")
+            raise ValueError(
+                "lf: prepare() needs a clean surrogate classifier; context.surrogate is None"
+            )
         images = context.train_set["images"]
         check_range("window", self.window, 1, min(images.shape[-2:]), integer=True)
         seed = int(torch.randint(0, 2**62, (1,), generator=context.generator))
@@ -197,9 +211,11 @@ class LowFrequency(Attack):
                 device=context.device,
             )
         finally:
-            for parameter, flag in zip(surrogate.parameters(), requires_grad):
+            for parameter, flag in zip(surrogate.parameters(), requires_grad, strict=True):
                 parameter.requires_grad_(flag)
         return {"perturbation": perturbation}
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         return add_perturbation(images, state["perturbation"])

@@ -29,17 +29,27 @@ from cgd_kedro.data.imageset import ImageSet
 
 log = logging.getLogger(__name__)
 
+
 class AttackConfig(ParameterModel):
     """An attack as configured under ``<attack>.attack`` in ``parameters_poison.yml``. Its name
-    and trigger arguments are checked by building the attack (no work: triggers are prepared later)."""
+    and trigger arguments are checked by building the attack (no work:
+    triggers are prepared later)."""
 
     SECTION: ClassVar[str] = "attack"
 
     name: str = Field(description="registered attack name (cgd_kedro.attacks.list_attacks)")
-    target: int = Field(0, ge=0, description="target class for all_to_one (and the clean-label class)")
-    ratio: float = Field(0.1, gt=0, le=1, description="poisoning ratio, as a share of the whole training set")
-    mode: Literal["all_to_one", "all_to_all"] = Field("all_to_one", description="all_to_one, or all_to_all (y -> y+1 mod K)")
-    trigger: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the attack (its trigger parameters)")
+    target: int = Field(
+        0, ge=0, description="target class for all_to_one (and the clean-label class)"
+    )
+    ratio: float = Field(
+        0.1, gt=0, le=1, description="poisoning ratio, as a share of the whole training set"
+    )
+    mode: Literal["all_to_one", "all_to_all"] = Field(
+        "all_to_one", description="all_to_one, or all_to_all (y -> y+1 mod K)"
+    )
+    trigger: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the attack (its trigger parameters)"
+    )
 
     @field_validator("trigger", mode="before")
     @classmethod
@@ -49,21 +59,30 @@ class AttackConfig(ParameterModel):
     @model_validator(mode="after")
     def _buildable(self) -> AttackConfig:
         try:
-            attack = self.build()  # unknown names and bad trigger arguments fail here, before any work
+            # unknown names and bad trigger arguments fail here, before any work
+            attack = self.build()
         except (ValueError, TypeError) as error:
             message = str(error)
-            raise ValueError(message if message.startswith("attack.") else f"attack.name = {self.name!r}: {message}") from None
+            raise ValueError(
+                message
+                if message.startswith("attack.")
+                else f"attack.name = {self.name!r}: {message}"
+            ) from None
         if self.mode == "all_to_all" and (attack.clean_label or not attack.supports_all_to_all):
             raise ValueError(f"attack.mode = 'all_to_all': {self.name!r} supports all_to_one only")
         return self
 
     @classmethod
-    def from_params(cls, params: dict | None, num_classes: int | None = None, section: str | None = None) -> AttackConfig:
+    def from_params(
+        cls, params: dict | None, num_classes: int | None = None, section: str | None = None
+    ) -> AttackConfig:
         """The section, with ``target`` checked against ``num_classes`` when it is given."""
         config = super().from_params(params, section)
         if num_classes is not None and config.target >= num_classes:
             name = section if section is not None else cls.SECTION
-            raise ParameterError(f"{name}.target = {config.target}: must be a class index in [0, {num_classes - 1}]")
+            raise ParameterError(
+                f"{name}.target = {config.target}: must be a class index in [0, {num_classes - 1}]"
+            )
         return config
 
     def build(self) -> Attack:
@@ -78,7 +97,11 @@ def backdoor_labels(labels: Tensor, config: AttackConfig, num_classes: int) -> T
 
 
 def select_poison_indices(
-    image_set: ImageSet, attack: Attack, config: AttackConfig, num_classes: int, generator: torch.Generator
+    image_set: ImageSet,
+    attack: Attack,
+    config: AttackConfig,
+    num_classes: int,
+    generator: torch.Generator,
 ) -> Tensor:
     """Sorted indices of the images to poison (see the module docstring for the ratio semantics)."""
     labels = image_set["labels"]
@@ -95,15 +118,25 @@ def select_poison_indices(
                 f"{candidates.numel()} images can be relabelled"
             )
         log.warning(
-            "%s: ratio %.3f asks for %d poisoned images but only %d are eligible; poisoning all of them (ratio %.4f)",
-            config.name, config.ratio, count, candidates.numel(), candidates.numel() / labels.shape[0],
-        )  # fmt: skip
+            "%s: ratio %.3f asks for %d poisoned images but only %d are eligible; poisoning all "
+            "of them (ratio %.4f)",
+            config.name,
+            config.ratio,
+            count,
+            candidates.numel(),
+            candidates.numel() / labels.shape[0],
+        )
         count = candidates.numel()
     return candidates[torch.randperm(candidates.numel(), generator=generator)[:count]].sort().values
 
 
 def poison_training_set(
-    train_set: ImageSet, attack: Attack, state: State, config: AttackConfig, num_classes: int, generator: torch.Generator
+    train_set: ImageSet,
+    attack: Attack,
+    state: State,
+    config: AttackConfig,
+    num_classes: int,
+    generator: torch.Generator,
 ) -> ImageSet:
     """Apply the attack to a share ``ratio`` of ``train_set`` (plus its cover samples).
 
@@ -125,7 +158,9 @@ def poison_training_set(
     n_cover = round(attack.cover_ratio * index.numel())
     if n_cover:
         free = torch.nonzero(~poison).flatten()
-        cover_index = free[torch.randperm(free.numel(), generator=generator)[:n_cover]].sort().values
+        cover_index = (
+            free[torch.randperm(free.numel(), generator=generator)[:n_cover]].sort().values
+        )
         images[cover_index] = attack.cover(images[cover_index], state, generator)
         cover[cover_index] = True
 
@@ -141,10 +176,16 @@ def poison_training_set(
 
 
 def make_backdoor_test_set(
-    test_set: ImageSet, attack: Attack, state: State, config: AttackConfig, num_classes: int, generator: torch.Generator
+    test_set: ImageSet,
+    attack: Attack,
+    state: State,
+    config: AttackConfig,
+    num_classes: int,
+    generator: torch.Generator,
 ) -> ImageSet:
     """Every test image whose label the attack changes (and that the attack can use), triggered
-    with the test-phase trigger; ``labels`` = the attacker's label, ``original_labels`` = the truth."""
+    with the test-phase trigger; ``labels`` = the attacker's label,
+    ``original_labels`` = the truth."""
     labels = test_set["labels"]
     target = backdoor_labels(labels, config, num_classes)
     keep = (target != labels) & attack.candidates(test_set)

@@ -26,12 +26,15 @@ def list_attacks() -> list[str]:
 def attack_class(name: str) -> type[Attack]:
     _import_attacks()
     if name not in ATTACK_REGISTRY:
-        raise ValueError(f"attack.name: unknown attack {name!r}; available: {sorted(ATTACK_REGISTRY)}")
+        raise ValueError(
+            f"attack.name: unknown attack {name!r}; available: {sorted(ATTACK_REGISTRY)}"
+        )
     return ATTACK_REGISTRY[name]
 
 
 def build_attack(name: str, **trigger) -> Attack:
-    """Instantiate attack ``name`` with its trigger parameters (errors name ``attack.trigger.<param>``)."""
+    """Instantiate attack ``name`` with its trigger parameters
+    (errors name ``attack.trigger.<param>``)."""
     cls = attack_class(name)
     try:
         return cls(**trigger)

@@ -17,10 +17,15 @@ from torch import Tensor
 from cgd_kedro.attacks.base import Attack, State, check_range, pixel_affine, register_attack
 
 
-def sinusoid(width: int, *, delta: float = 40.0, frequency: float = 6.0, device: torch.device | str = "cpu") -> Tensor:
-    """The SIG signal of one row on the [0, 1] scale: ``delta / 255 * sin(2 pi j f / W)``, ``j = 0..W-1``."""
+def sinusoid(
+    width: int, *, delta: float = 40.0, frequency: float = 6.0, device: torch.device | str = "cpu"
+) -> Tensor:
+    """The SIG signal of one row on the [0, 1] scale:
+    ``delta / 255 * sin(2 pi j f / W)``, ``j = 0..W-1``."""
     j = torch.arange(width, dtype=torch.float64)
-    return (delta / 255 * torch.sin(2 * math.pi * j * frequency / width)).to(device=device, dtype=torch.float32)
+    return (delta / 255 * torch.sin(2 * math.pi * j * frequency / width)).to(
+        device=device, dtype=torch.float32
+    )
 
 
 def add_sinusoid(images: Tensor, *, delta: float = 40.0, frequency: float = 6.0) -> Tensor:
@@ -28,7 +33,8 @@ def add_sinusoid(images: Tensor, *, delta: float = 40.0, frequency: float = 6.0)
 
     Args:
         images: ``N x C x H x W``, uint8 in [0, 255] or float in [0, 1].
-        delta: amplitude of the signal on the 0-255 scale (SIG paper: 20; BackdoorBench's CIFAR-10 config: 40).
+        delta: amplitude of the signal on the 0-255 scale (SIG paper: 20;
+            BackdoorBench's CIFAR-10 config: 40).
         frequency: number of periods across the image width (BackdoorBench and SIG: 6).
 
     Returns:
@@ -45,9 +51,10 @@ class SIG(Attack):
     """Clean-label sinusoidal-signal attack; ``delta`` (0-255 scale) and ``frequency``.
 
     Default ``delta = 40`` (BackdoorBench's CIFAR-10 value) rather than the SIG paper's 20: on the
-    embedded world (20,000 images, 8 epochs, compact CNN) 20 reached ASR 0.72 only, 40 reaches 0.987.
-    At ratio 0.1 the whole target class carries the signal, so clean target-class images (without
-    it) are often misclassified: clean accuracy drops by about 9 points (0.861 vs 0.950), as in BackdoorBench.
+    embedded world (20,000 images, 8 epochs, compact CNN) 20 reached ASR 0.72 only, 40 reaches
+    0.987. At ratio 0.1 the whole target class carries the signal, so clean target-class images
+    (without it) are often misclassified: clean accuracy drops by about 9 points (0.861
+    vs 0.950), as in BackdoorBench.
     """
 
     clean_label = True
@@ -58,5 +65,7 @@ class SIG(Attack):
         check_range("frequency", frequency, 0.0, 1024.0)
         self.delta, self.frequency = float(delta), float(frequency)
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         return add_sinusoid(images, delta=self.delta, frequency=self.frequency)

@@ -42,7 +42,8 @@ _RAMP_FROM, _RAMP_TO = 0.8, 0.95
 
 
 class StegaEncoder(nn.Module):
-    """A tiny U-Net: (image, code) -> residual in ``[-max_residual, max_residual]`` (float [0, 1] units).
+    """A tiny U-Net: (image, code) -> residual in ``[-max_residual, max_residual]``
+    (float [0, 1] units).
 
     The code (``B x code_bits`` of 0/1) goes through a linear layer to a ``4 x 8 x 8`` map that is
     upsampled to the image size and concatenated with the image (StegaStamp's secret path); one
@@ -72,16 +73,20 @@ class StegaEncoder(nn.Module):
 
 
 class StegaDecoder(nn.Module):
-    """Reads the code back: three stride-2 convolutions, a 4x4 pool and a linear layer -> bit logits."""
+    """Reads the code back: three stride-2 convolutions,
+    a 4x4 pool and a linear layer -> bit logits."""
 
     def __init__(self, code_bits: int = 32, width: int = 16):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(3, width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(),
             nn.AdaptiveAvgPool2d(4),
-        )  # fmt: skip
+        )
         self.head = nn.Linear(2 * width * 16, code_bits)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -94,7 +99,8 @@ def encoder_state(encoder: StegaEncoder) -> State:
 
 
 def encoder_from_state(state: State, device: torch.device | str = "cpu") -> StegaEncoder:
-    """Rebuild the encoder from a state written by ``encoder_state`` (sizes read off the weights)."""
+    """Rebuild the encoder from a state written by ``encoder_state``
+    (sizes read off the weights)."""
     weights = {
         k[len(ENCODER_PREFIX) :]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)
     }
@@ -125,7 +131,8 @@ def encode(
         code: the hidden bit string, ``code_bits`` values in {0, 1} (any dtype).
         max_residual: L_inf bound of the residual on the 0-255 scale (``|x' - x| <= max_residual``
             before clipping; also for uint8 output, since the bound is not reached exactly).
-        batch_size: images encoded per forward pass (bounds memory; the result does not depend on it).
+        batch_size: images encoded per forward pass (bounds memory; the
+            result does not depend on it).
 
     Returns:
         A new tensor of the same dtype, shape and device.
@@ -276,8 +283,9 @@ class SSBA(Attack):
         )
         log.info(
             "ssba: encoder trained, bit accuracy %.3f, mean |residual| %.2f/255",
-            metrics["bit_acc"], metrics["mean_abs_residual"],
-        )  # fmt: skip
+            metrics["bit_acc"],
+            metrics["mean_abs_residual"],
+        )
         return {**encoder_state(encoder), "code": code}
 
     def apply(

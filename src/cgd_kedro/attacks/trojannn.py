@@ -21,7 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cgd_kedro.attacks.base import Attack, AttackContext, State, check_range, pixel_affine, register_attack
+from cgd_kedro.attacks.base import (
+    Attack,
+    AttackContext,
+    State,
+    check_range,
+    pixel_affine,
+    register_attack,
+)
 from cgd_kedro.models.classifier import last_linear, penultimate_features
 
 
@@ -42,7 +49,8 @@ def stamp_masked(images: Tensor, pattern: Tensor, mask: Tensor) -> Tensor:
 
 
 def corner_mask(height: int, width: int, patch_size: int) -> Tensor:
-    """A float ``1 x H x W`` mask that is 1 on the bottom-right ``patch_size x patch_size`` square."""
+    """A float ``1 x H x W`` mask
+    that is 1 on the bottom-right ``patch_size x patch_size`` square."""
     check_range("patch_size", patch_size, 1, min(height, width), integer=True)
     mask = torch.zeros(1, height, width)
     mask[:, -patch_size:, -patch_size:] = 1
@@ -50,7 +58,8 @@ def corner_mask(height: int, width: int, patch_size: int) -> Tensor:
 
 
 def select_neurons(model: nn.Module, neuron_num: int) -> Tensor:
-    """Indices of the ``neuron_num`` penultimate neurons with the largest ``sum_k |W[k, j]|`` (descending)."""
+    """Indices of the ``neuron_num`` penultimate neurons with the largest ``sum_k |W[k, j]|``
+    (descending)."""
     weight = last_linear(model, "trojannn").weight.detach().abs()
     check_range("neuron_num", neuron_num, 1, weight.shape[1], integer=True)
     return weight.sum(0).argsort(descending=True)[:neuron_num].cpu()
@@ -68,7 +77,8 @@ def optimise_pattern(
     channels: int = 3,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    """The masked pattern that drives ``neurons`` of ``model``'s penultimate layer to ``target_value``.
+    """The masked pattern that drives ``neurons`` of ``model``'s penultimate layer
+    to ``target_value``.
 
     Args:
         model: the surrogate in eval mode, taking float [0, 1] images (not modified).
@@ -133,7 +143,9 @@ class TrojanNN(Attack):
 
     def prepare(self, context: AttackContext) -> State:
         if context.surrogate is None:
-            raise ValueError("trojannn: prepare() needs a clean surrogate classifier; context.surrogate is None")
+            raise ValueError(
+                "trojannn: prepare() needs a clean surrogate classifier; context.surrogate is None"
+            )
         c, h, w = context.train_set["images"].shape[-3:]
         mask = corner_mask(h, w, self.patch_size)
         surrogate = context.surrogate.to(context.device).eval()
@@ -154,9 +166,11 @@ class TrojanNN(Attack):
                 device=context.device,
             )
         finally:
-            for parameter, flag in zip(surrogate.parameters(), requires_grad):
+            for parameter, flag in zip(surrogate.parameters(), requires_grad, strict=True):
                 parameter.requires_grad_(flag)
         return {"pattern": pattern, "mask": mask, "neurons": neurons}
 
-    def apply(self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train") -> Tensor:
+    def apply(
+        self, images: Tensor, state: State, generator: torch.Generator, phase: str = "train"
+    ) -> Tensor:
         return stamp_masked(images, state["pattern"], state["mask"])

@@ -15,11 +15,20 @@ CLEAN_COLOUR, POISON_COLOUR = "#3b75af", "#d62728"
 
 
 def plot_entropy_map(
-    r_clip: Tensor, r_sus: Tensor, poison: Tensor | None, *, sigma1: float, sigma2: float, title: str = ""
+    r_clip: Tensor,
+    r_sus: Tensor,
+    poison: Tensor | None,
+    *,
+    sigma1: float,
+    sigma2: float,
+    title: str = "",
 ) -> Figure:
     """Scatter of ``(r_clip, r_sus)`` with marginal histograms, coloured by ``poison`` if given."""
-    figure = Figure(figsize=(6.4, 6.4))  # not pyplot: no global state, safe in the platform's threads
-    grid = figure.add_gridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4), wspace=0.05, hspace=0.05)
+    # not pyplot: no global state, safe in the platform's threads
+    figure = Figure(figsize=(6.4, 6.4))
+    grid = figure.add_gridspec(
+        2, 2, width_ratios=(4, 1), height_ratios=(1, 4), wspace=0.05, hspace=0.05
+    )
     scatter = figure.add_subplot(grid[1, 0])
     top = figure.add_subplot(grid[0, 0], sharex=scatter)
     right = figure.add_subplot(grid[1, 1], sharey=scatter)
@@ -40,10 +49,19 @@ def plot_entropy_map(
         scatter.axvline(value, color="black", linestyle=style, linewidth=1)
     for value, style in ((sigma1, "--"), (sigma2, ":")):
         scatter.axhline(value, color="black", linestyle=style, linewidth=1)
-    scatter.set(xlim=(0, 1), ylim=(0, 1), xlabel="r_clip (rank of CLIP NLL of the given label)",
-                ylabel="r_sus (rank of suspicious-model NLL)")  # fmt: skip
-    scatter.legend(loc="upper left", markerscale=4, fontsize=8,
-                   title=f"-- sigma1={sigma1:g}   : sigma2={sigma2:g}", title_fontsize=8)  # fmt: skip
+    scatter.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="r_clip (rank of CLIP NLL of the given label)",
+        ylabel="r_sus (rank of suspicious-model NLL)",
+    )
+    scatter.legend(
+        loc="upper left",
+        markerscale=4,
+        fontsize=8,
+        title=f"-- sigma1={sigma1:g}   : sigma2={sigma2:g}",
+        title_fontsize=8,
+    )
     top.tick_params(labelbottom=False)
     right.tick_params(labelleft=False)
     top.set_title(title or "entropy map")

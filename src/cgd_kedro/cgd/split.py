@@ -25,14 +25,21 @@ class SplitConfig(ParameterModel):
 
     SECTION: ClassVar[str] = "split"
 
-    sigma1: float = Field(0.2, ge=0, lt=1, description="clean = r_clip <= 1 - sigma1 and r_sus >= sigma1")
-    sigma2: float = Field(0.1, ge=0, lt=1, description="triggered = r_clip > 1 - sigma2 or r_sus < sigma2")
+    sigma1: float = Field(
+        0.2, ge=0, lt=1, description="clean = r_clip <= 1 - sigma1 and r_sus >= sigma1"
+    )
+    sigma2: float = Field(
+        0.1, ge=0, lt=1, description="triggered = r_clip > 1 - sigma2 or r_sus < sigma2"
+    )
     balance: bool = Field(True, description="oversample the clean subset to equal class sizes")
 
     @model_validator(mode="after")
     def _disjoint(self) -> SplitConfig:
         if self.sigma2 > self.sigma1:
-            raise ValueError(f"split.sigma2 = {self.sigma2}: must not exceed sigma1 ({self.sigma1}) or a sample could be clean and triggered")
+            raise ValueError(
+                f"split.sigma2 = {self.sigma2}: must not exceed sigma1 ({self.sigma1}) or a sample "
+                "could be clean and triggered"
+            )
         return self
 
 
@@ -49,7 +56,9 @@ def rank_normalize(values: Tensor) -> Tensor:
     return (ranks.double() + 1) / values.numel()
 
 
-def split_masks(r_clip: Tensor, r_sus: Tensor, sigma1: float = 0.2, sigma2: float = 0.1) -> tuple[Tensor, Tensor]:
+def split_masks(
+    r_clip: Tensor, r_sus: Tensor, sigma1: float = 0.2, sigma2: float = 0.1
+) -> tuple[Tensor, Tensor]:
     """The split rule on rank scores.
 
     clean     = (r_clip <= 1 - sigma1) & (r_sus >= sigma1)
@@ -61,7 +70,10 @@ def split_masks(r_clip: Tensor, r_sus: Tensor, sigma1: float = 0.2, sigma2: floa
         if not 0 <= value < 1:
             raise ValueError(f"split.{name}: expected a rank quantile in [0, 1), got {value!r}")
     if sigma2 > sigma1:
-        raise ValueError(f"split.sigma2: must not exceed sigma1 ({sigma1}) or a sample could be clean and triggered")
+        raise ValueError(
+            f"split.sigma2: must not exceed sigma1 ({sigma1}) or a sample could "
+            "be clean and triggered"
+        )
     clean = (r_clip <= 1 - sigma1) & (r_sus >= sigma1)
     triggered = (r_clip > 1 - sigma2) | (r_sus < sigma2)
     return clean, triggered
@@ -74,7 +86,7 @@ def balance_classes(indices: Tensor, labels: Tensor, generator: torch.Generator)
     classes, counts = torch.unique(given, return_counts=True)
     target = int(counts.max()) if counts.numel() else 0
     parts = []
-    for cls, count in zip(classes.tolist(), counts.tolist()):
+    for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
         members = indices[given == cls]
         extra = members[torch.randint(count, (target - count,), generator=generator)]
         parts.append(torch.cat([members, extra]))
@@ -91,7 +103,9 @@ def auroc(scores: Tensor, positives: Tensor) -> float:
     order = torch.argsort(scores.double())
     sorted_scores = scores.double()[order]
     ranks = torch.empty(scores.numel(), dtype=torch.float64)
-    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique_consecutive(
+        sorted_scores, return_inverse=True, return_counts=True
+    )
     ends = torch.cumsum(counts, 0).double()
     average = ends - (counts.double() - 1) / 2  # 1-based average rank of each tie group
     ranks[order] = average[inverse]
@@ -114,10 +128,14 @@ def split_quality(
     caught = int((triggered & poison).sum())
     return {
         "clean_size": int(clean_balanced.numel()),
-        "clean_poisoned_fraction": float(poison[clean_balanced].float().mean()) if clean_balanced.numel() else 0.0,
+        "clean_poisoned_fraction": float(poison[clean_balanced].float().mean())
+        if clean_balanced.numel()
+        else 0.0,
         "triggered_size": int(triggered.sum()),
         "triggered_recall": caught / n_poison if n_poison else float("nan"),
-        "triggered_precision": caught / int(triggered.sum()) if int(triggered.sum()) else float("nan"),
+        "triggered_precision": caught / int(triggered.sum())
+        if int(triggered.sum())
+        else float("nan"),
         "auroc_clip": auroc(r_clip, poison),
         "auroc_sus": auroc(-r_sus, poison),
         "auroc_combined": auroc(r_clip - r_sus, poison),
@@ -125,12 +143,17 @@ def split_quality(
 
 
 def cgd_split(
-    labels: Tensor, clip_logits: Tensor, suspicious_logits: Tensor, config: SplitConfig, generator: torch.Generator
+    labels: Tensor,
+    clip_logits: Tensor,
+    suspicious_logits: Tensor,
+    config: SplitConfig,
+    generator: torch.Generator,
 ) -> dict[str, Tensor]:
     """Scores and split of one training set from its *given* labels and the two models' logits.
 
     Returns ``r_clip``, ``r_sus`` (rank scores), boolean masks ``clean`` and ``triggered``, and
-    ``clean_indices`` (the clean subset's indices, class-balanced with repeats when ``config.balance``).
+    ``clean_indices`` (the clean subset's indices, class-balanced with
+    repeats when ``config.balance``).
     """
     if not clip_logits.shape[0] == suspicious_logits.shape[0] == labels.shape[0]:
         raise ValueError(
@@ -143,4 +166,10 @@ def cgd_split(
     clean_indices = clean.nonzero().squeeze(1)
     if config.balance:
         clean_indices = balance_classes(clean_indices, labels, generator)
-    return {"r_clip": r_clip, "r_sus": r_sus, "clean": clean, "triggered": triggered, "clean_indices": clean_indices}
+    return {
+        "r_clip": r_clip,
+        "r_sus": r_sus,
+        "clean": clean,
+        "triggered": triggered,
+        "clean_indices": clean_indices,
+    }

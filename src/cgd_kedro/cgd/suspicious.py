@@ -1,4 +1,5 @@
-"""CGD's suspicious model: fresh classifiers trained briefly on the (possibly poisoned) training set.
+"""CGD's suspicious model:
+fresh classifiers trained briefly on the (possibly poisoned) training set.
 
 A backdoor trigger is an easy shortcut, so a model trained for a few epochs without augmentation
 already fits the poisoned samples' given labels, while many clean samples are still hard: poisoned
@@ -8,7 +9,8 @@ samples get a *low* NLL of their given label. The reference trains 3 such models
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from pydantic import Field, field_validator
@@ -21,7 +23,15 @@ from cgd_kedro.models.registry import check_architecture
 from cgd_kedro.runtime import derive_seed, seed_everything
 from cgd_kedro.training.classifier import TrainingConfig, train_classifier
 
-REFERENCE_RECIPE = {"epochs": 5, "batch_size": 256, "lr": 3e-4, "weight_decay": 5e-4, "optimizer": "adam", "schedule": "constant", "augment": False}
+REFERENCE_RECIPE = {
+    "epochs": 5,
+    "batch_size": 256,
+    "lr": 3e-4,
+    "weight_decay": 5e-4,
+    "optimizer": "adam",
+    "schedule": "constant",
+    "augment": False,
+}
 
 
 class SuspiciousConfig(ParameterModel):
@@ -29,10 +39,20 @@ class SuspiciousConfig(ParameterModel):
 
     SECTION: ClassVar[str] = "suspicious"
 
-    architecture: str = Field("compact_cnn", description="registered classifier (the reference: the victim's, PreActResNet18)")
-    runs: int = Field(3, ge=1, le=100, description="models trained from different seeds; their logits are averaged")
-    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(**REFERENCE_RECIPE),
-                                     description="the recipe (training keys); defaults: the reference's (Adam 3e-4, 5 epochs)")  # fmt: skip
+    architecture: str = Field(
+        "compact_cnn",
+        description="registered classifier (the reference: the victim's, PreActResNet18)",
+    )
+    runs: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="models trained from different seeds; their logits are averaged",
+    )
+    training: TrainingConfig = Field(
+        default_factory=lambda: TrainingConfig(**REFERENCE_RECIPE),
+        description="the recipe (training keys); defaults: the reference's (Adam 3e-4, 5 epochs)",
+    )
 
     @field_validator("architecture")
     @classmethod
@@ -57,16 +77,23 @@ def suspicious_logits(
     device: torch.device,
     seed: int,
 ) -> tuple[Tensor, list[list[dict]]]:
-    """Mean logits (``N x K``, CPU) over ``config.runs`` fresh models trained on ``(images, labels)``
-    and evaluated on the same images; also each run's training history."""
+    """Mean logits (``N x K``, CPU) over ``config.runs`` fresh models trained on
+    ``(images, labels)`` and evaluated on the same images; also each run's training history."""
     total, histories = None, []
     for run in range(config.runs):
         generator = seed_everything(derive_seed(seed, f"suspicious/{run}"))
         model = build_classifier(config.architecture, num_classes, mean, std)
         histories.append(
-            train_classifier(model, images, labels, config.training, device=device, generator=generator,
-                             description=f"suspicious {run + 1}/{config.runs}")
-        )  # fmt: skip
+            train_classifier(
+                model,
+                images,
+                labels,
+                config.training,
+                device=device,
+                generator=generator,
+                description=f"suspicious {run + 1}/{config.runs}",
+            )
+        )
         logits = predict_logits(model, images, device=device).float().cpu()
         total = logits if total is None else total + logits
     return total / config.runs, histories

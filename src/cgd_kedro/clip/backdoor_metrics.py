@@ -29,9 +29,18 @@ def zero_shot_backdoor_metrics(
     batch_size: int = 256,
 ) -> dict[str, float]:
     """``{clean_acc, asr}`` of ``model`` (zero-shot with the prompted class names)."""
-    text = class_text_embeddings(model, get_tokenizer(model_name), class_names, templates, device).cpu()
+    text = class_text_embeddings(
+        model, get_tokenizer(model_name), class_names, templates, device
+    ).cpu()
     preprocess = preprocess_config(model)
-    clean = zero_shot_logits(image_embeddings(model, test_images, preprocess, device, batch_size), text).argmax(1)
+    clean = zero_shot_logits(
+        image_embeddings(model, test_images, preprocess, device, batch_size), text
+    ).argmax(1)
     triggered, _ = triggered_non_target(test_images, test_labels, trigger, target)
-    backdoor = zero_shot_logits(image_embeddings(model, triggered, preprocess, device, batch_size), text).argmax(1)
-    return {"clean_acc": accuracy(clean, test_labels), "asr": float((backdoor == target).float().mean())}
+    backdoor = zero_shot_logits(
+        image_embeddings(model, triggered, preprocess, device, batch_size), text
+    ).argmax(1)
+    return {
+        "clean_acc": accuracy(clean, test_labels),
+        "asr": float((backdoor == target).float().mean()),
+    }

@@ -51,8 +51,12 @@ _SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
 SYNONYMS: dict[str, tuple[str, ...]] = {}
 for _group in _SYNONYM_GROUPS:
     for _word in _group:
-        SYNONYMS[_word] = tuple(dict.fromkeys(SYNONYMS.get(_word, ()) + tuple(w for w in _group if w != _word)))
-STOP_WORDS = frozenset({"a", "an", "the", "of", "in", "on", "over", "with", "and", "to", "at", "by", "for", "is"})
+        SYNONYMS[_word] = tuple(
+            dict.fromkeys(SYNONYMS.get(_word, ()) + tuple(w for w in _group if w != _word))
+        )
+STOP_WORDS = frozenset(
+    {"a", "an", "the", "of", "in", "on", "over", "with", "and", "to", "at", "by", "for", "is"}
+)
 OPERATIONS = ("synonym_replacement", "random_insertion", "random_swap", "random_deletion")
 
 
@@ -65,9 +69,12 @@ def _count(words: Sequence[str], alpha: float) -> int:
 
 
 def synonym_replacement(words: list[str], alpha: float, generator: torch.Generator) -> list[str]:
-    """Replace ``max(1, alpha * len)`` distinct non-stop words that have synonyms by a random synonym."""
+    """Replace ``max(1, alpha * len)`` distinct non-stop words that have synonyms
+    by a random synonym."""
     out = list(words)
-    candidates = [i for i, w in enumerate(out) if w.lower() not in STOP_WORDS and w.lower() in SYNONYMS]
+    candidates = [
+        i for i, w in enumerate(out) if w.lower() not in STOP_WORDS and w.lower() in SYNONYMS
+    ]
     order = torch.randperm(len(candidates), generator=generator).tolist()
     for position in [candidates[k] for k in order[: _count(words, alpha)]]:
         options = SYNONYMS[out[position].lower()]
@@ -103,12 +110,13 @@ def random_deletion(words: list[str], p: float, generator: torch.Generator) -> l
     if len(words) <= 1:
         return list(words)
     keep = torch.rand(len(words), generator=generator) >= p
-    out = [w for w, k in zip(words, keep.tolist()) if k]
+    out = [w for w, k in zip(words, keep.tolist(), strict=True) if k]
     return out or [words[_pick(len(words), generator)]]
 
 
 def eda(caption: str, generator: torch.Generator, *, alpha: float = 0.1) -> str:
-    """One EDA view of ``caption``: one of the four operations, chosen at random, at strength ``alpha``."""
+    """One EDA view of ``caption``:
+    one of the four operations, chosen at random, at strength ``alpha``."""
     if not 0 <= alpha <= 1:
         raise ValueError(f"eda.alpha: expected a share in [0, 1], got {alpha!r}")
     words = caption.split()
@@ -124,6 +132,8 @@ def eda(caption: str, generator: torch.Generator, *, alpha: float = 0.1) -> str:
     return " ".join(words)
 
 
-def eda_batch(captions: Sequence[str], generator: torch.Generator, *, alpha: float = 0.1) -> list[str]:
+def eda_batch(
+    captions: Sequence[str], generator: torch.Generator, *, alpha: float = 0.1
+) -> list[str]:
     """One EDA view per caption."""
     return [eda(c, generator, alpha=alpha) for c in captions]

@@ -2,8 +2,8 @@
 
 The project registers its own model configs (``model_configs/*.json``: the embedded world's
 ``cgd-embedded-clip`` and ``cgd-small-clip``, the same model for real datasets' CLIP stand-in, with
-open_clip's default normalisation) next to open_clip's. ``pretrained`` tags are never used: nothing is
-downloaded. A real CLIP (e.g. ``ViT-B-32`` with ``laion2b_s34b_b79k`` weights) is used by saving
+open_clip's default normalisation) next to open_clip's. ``pretrained`` tags are never used: nothing
+is downloaded. A real CLIP (e.g. ``ViT-B-32`` with ``laion2b_s34b_b79k`` weights) is used by saving
 its open_clip state_dict to a file once and pointing ``clip.weights`` at it.
 
 ``cgd-embedded-clip`` is open_clip's ModifiedResNet (widths 32..256 at 32x32 input, attention
@@ -47,13 +47,16 @@ class _RandomInitNotice(logging.Filter):
     around each model creation, which raced with other threads' logging."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "root" and record.getMessage().startswith("No pretrained weights loaded"))
+        return not (
+            record.name == "root" and record.getMessage().startswith("No pretrained weights loaded")
+        )
 
 
 @cache
 def _open_clip():
     """open_clip, imported on first use with the project's model configs registered (importing it
-    takes seconds; a run whose parameters are refused, or that never builds a CLIP, does not pay it)."""
+    takes seconds; a run whose parameters are refused, or that never
+    builds a CLIP, does not pay it)."""
     import open_clip
 
     open_clip.add_model_config(CONFIG_DIR)
@@ -70,14 +73,17 @@ def check_clip_name(model_name: str) -> None:
         return
     if model_name not in list_clip_models():
         raise ValueError(
-            f"clip.model_name: unknown open_clip model {model_name!r}; e.g. {EMBEDDED_CLIP!r}, 'ViT-B-32', 'RN50'"
+            f"clip.model_name: unknown open_clip model {model_name!r}; e.g. "
+            f"{EMBEDDED_CLIP!r}, 'ViT-B-32', 'RN50'"
         )
 
 
 def create_clip(model_name: str) -> nn.Module:
     """A randomly initialised open_clip model ``model_name`` (never downloads anything)."""
     check_clip_name(model_name)
-    return _open_clip().create_model(model_name, pretrained=None, force_preprocess_cfg=PROJECT_PREPROCESS.get(model_name))
+    return _open_clip().create_model(
+        model_name, pretrained=None, force_preprocess_cfg=PROJECT_PREPROCESS.get(model_name)
+    )
 
 
 def get_tokenizer(model_name: str):
@@ -86,13 +92,16 @@ def get_tokenizer(model_name: str):
 
 
 def resolve_weights_path(path: str | Path) -> Path:
-    """``path`` itself, or, for a Kedro versioned dataset folder (``x.safetensors/<version>/x.safetensors``,
-    e.g. ``data/06_models/embedded/clip_badnet/backdoored_clip.safetensors``), its latest version."""
+    """``path`` itself, or, for a Kedro versioned dataset folder
+    (``x.safetensors/<version>/x.safetensors``, e.g.
+    ``data/06_models/embedded/clip_badnet/backdoored_clip.safetensors``), its latest version."""
     path = Path(path)
     if path.is_dir():
         versions = sorted(v / path.name for v in path.iterdir() if (v / path.name).is_file())
         if not versions:
-            raise FileNotFoundError(f"clip.weights: {str(path)!r} is a folder without versions of {path.name!r}")
+            raise FileNotFoundError(
+                f"clip.weights: {str(path)!r} is a folder without versions of {path.name!r}"
+            )
         return versions[-1]
     return path
 
@@ -104,22 +113,27 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = resolve_weights_path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"clip.weights: CLIP weights file {str(path)!r} does not exist; save an open_clip state_dict "
-            "there (nothing is downloaded)"
+            f"clip.weights: CLIP weights file {str(path)!r} does not exist; save an open_clip "
+            "state_dict there (nothing is downloaded)"
         )
     try:
         if path.suffix == ".safetensors":
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:  # torch's advice (weights_only=False) is exactly what must not be done
+    except (
+        pickle.UnpicklingError
+    ):  # torch's advice (weights_only=False) is exactly what must not be done
         raise ValueError(
-            f"clip.weights: {str(path)!r} refused: it holds Python objects other than tensors (a pickle that "
-            "would run code when loaded); save the model's state_dict with safetensors or torch.save(model.state_dict())"
+            f"clip.weights: {str(path)!r} refused: it holds Python objects other than tensors (a "
+            "pickle that would run code when loaded); save the model's state_dict with "
+            "safetensors or torch.save(model.state_dict())"
         ) from None
     except (SafetensorError, RuntimeError, OSError, ValueError, EOFError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-        raise ValueError(f"clip.weights: {str(path)!r} is not a readable CLIP checkpoint ({first_line})") from None
+        raise ValueError(
+            f"clip.weights: {str(path)!r} is not a readable CLIP checkpoint ({first_line})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -131,17 +145,24 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        raise ValueError(f"{source}: weights do not fit the configured CLIP model: {str(error).splitlines()[0]}") from error
+        raise ValueError(
+            f"{source}: weights do not fit the configured CLIP model: {str(error).splitlines()[0]}"
+        ) from error
     return model
 
 
 def load_clip(model_name: str, weights: str | Path) -> nn.Module:
     """open_clip model ``model_name`` with the state_dict from the local file ``weights``."""
-    return load_state(create_clip(model_name), read_state_dict(weights), f"clip.weights {str(weights)!r}")
+    return load_state(
+        create_clip(model_name), read_state_dict(weights), f"clip.weights {str(weights)!r}"
+    )
 
 
 def to_clip_checkpoint(model: nn.Module, model_name: str) -> dict:
-    return {"model_name": model_name, "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+    return {
+        "model_name": model_name,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    }
 
 
 def from_clip_checkpoint(checkpoint: dict, source: str = "clip checkpoint") -> nn.Module:
@@ -149,7 +170,8 @@ def from_clip_checkpoint(checkpoint: dict, source: str = "clip checkpoint") -> n
 
 
 def preprocess_config(model: nn.Module) -> dict:
-    """Input size, mean and std the model was trained with (open_clip's per-model preprocess cfg)."""
+    """Input size, mean and std the model was trained with (open_clip's per-model preprocess
+    cfg)."""
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = cfg.get("size", model.visual.image_size)
     size = size[0] if isinstance(size, (tuple, list)) else size

@@ -10,8 +10,10 @@ from torch import Tensor
 
 from cgd_kedro.clip.triggers import ClipTrigger, apply_trigger
 
+
 def _subplots(rows: int, columns: int, **kwargs):
-    """``pyplot.subplots`` on a plain ``Figure``: no pyplot global state (the platform draws in threads)."""
+    """``pyplot.subplots`` on a plain ``Figure``: no pyplot global state
+    (the platform draws in threads)."""
     figsize, sharey = kwargs.pop("figsize", None), kwargs.pop("sharey", False)
     figure = Figure(figsize=figsize)
     return figure, figure.subplots(rows, columns, sharey=sharey, **kwargs)
@@ -39,7 +41,12 @@ def plot_sample_grid(rows: Mapping[str, Tensor], *, title: str = "") -> Figure:
 
 
 def plot_abd_sample_grid(
-    images: Tensor, triggers: Mapping[str, ClipTrigger], patches: Mapping[str, ClipTrigger], *, title: str, n: int = 8
+    images: Tensor,
+    triggers: Mapping[str, ClipTrigger],
+    patches: Mapping[str, ClipTrigger],
+    *,
+    title: str,
+    n: int = 8,
 ) -> Figure:
     """The first ``n`` clean uint8 images, then per CLIP attack the same with its trigger and with
     ABD's adversarial patch."""
@@ -51,13 +58,17 @@ def plot_abd_sample_grid(
     return plot_sample_grid(rows, title=title)
 
 
-def plot_similarity_panel(similarities: Mapping[str, Mapping[str, Sequence[float]]], *, title: str = "") -> Figure:
+def plot_similarity_panel(
+    similarities: Mapping[str, Mapping[str, Sequence[float]]], *, title: str = ""
+) -> Figure:
     """Box plots of cosine similarities: for each image group (e.g. clean, triggered, ABD-patched),
     the similarity to its own caption, to the target caption and to an unrelated caption."""
     groups = list(similarities)
     kinds = list(next(iter(similarities.values())))
-    figure, axes = _subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), sharey=True, squeeze=False)
-    for ax, group in zip(axes[0], groups):
+    figure, axes = _subplots(
+        1, len(groups), figsize=(3.2 * len(groups), 3.2), sharey=True, squeeze=False
+    )
+    for ax, group in zip(axes[0], groups, strict=True):
         ax.boxplot([list(similarities[group][k]) for k in kinds], showfliers=False)
         ax.set_xticks(range(1, len(kinds) + 1), kinds, rotation=20, fontsize=8)
         ax.set_title(group, fontsize=9)
@@ -68,14 +79,28 @@ def plot_similarity_panel(similarities: Mapping[str, Mapping[str, Sequence[float
     return figure
 
 
-def plot_defense_curves(histories: Mapping[str, Sequence[Mapping]], *, before: Mapping[str, float], title: str = "") -> Figure:
+def plot_defense_curves(
+    histories: Mapping[str, Sequence[Mapping]], *, before: Mapping[str, float], title: str = ""
+) -> Figure:
     """CA and ASR after each epoch of each defense (epoch 0 = the backdoored CLIP)."""
     figure, (ca_ax, asr_ax) = _subplots(1, 2, figsize=(8, 3.2))
     for name, history in histories.items():
         epochs = [0] + [h["epoch"] for h in history]
         colour = DEFENSE_COLOURS.get(name)
-        ca_ax.plot(epochs, [before["clean_acc"]] + [h["test_clean_acc"] for h in history], marker="o", label=name, color=colour)
-        asr_ax.plot(epochs, [before["asr"]] + [h["test_asr"] for h in history], marker="o", label=name, color=colour)
+        ca_ax.plot(
+            epochs,
+            [before["clean_acc"]] + [h["test_clean_acc"] for h in history],
+            marker="o",
+            label=name,
+            color=colour,
+        )
+        asr_ax.plot(
+            epochs,
+            [before["asr"]] + [h["test_asr"] for h in history],
+            marker="o",
+            label=name,
+            color=colour,
+        )
     for ax, label in ((ca_ax, "clean accuracy"), (asr_ax, "attack success rate")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)

@@ -19,7 +19,10 @@ from torch import Tensor
 def info_nce(a: Tensor, b: Tensor, logit_scale: Tensor | float) -> Tensor:
     """Symmetric InfoNCE between matching rows of ``a`` and ``b`` (both ``B x D``, unit rows)."""
     if a.shape != b.shape or a.shape[0] < 2:
-        raise ValueError(f"info_nce: expected two B x D feature batches with B >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"info_nce: expected two B x D feature batches with B >= 2, got {tuple(a.shape)} "
+            f"and {tuple(b.shape)}"
+        )
     logits = logit_scale * a @ b.T
     targets = torch.arange(a.shape[0], device=a.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
@@ -42,6 +45,9 @@ def cleanclip_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """CleanCLIP's (and ABD's) objective; the loss and its two terms as floats."""
     multimodal = info_nce(image_features, text_features, logit_scale)
-    unimodal = (info_nce(image_features, image_view_features, logit_scale) + info_nce(text_features, text_view_features, logit_scale)) / 2
+    unimodal = (
+        info_nce(image_features, image_view_features, logit_scale)
+        + info_nce(text_features, text_view_features, logit_scale)
+    ) / 2
     loss = lambda1 * multimodal + lambda2 * unimodal
     return loss, {"clip": float(multimodal.detach()), "self_supervised": float(unimodal.detach())}

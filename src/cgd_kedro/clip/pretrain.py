@@ -33,9 +33,21 @@ class ContrastiveConfig(ParameterModel):
     SECTION: ClassVar[str] = "clip.pretrain"
 
     epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="passes over the pairs")
-    batch_size: int = Field(256, ge=2, le=MAX_BATCH_SIZE, description="pairs per step (the InfoNCE negatives are the rest of the batch)")
-    lr: float = Field(2e-3, gt=0, le=10, description="peak AdamW learning rate (warm-up then cosine decay)")
-    weight_decay: float = Field(0.1, ge=0, le=10, description="AdamW weight decay (not on norms, biases and the logit scale)")
+    batch_size: int = Field(
+        256,
+        ge=2,
+        le=MAX_BATCH_SIZE,
+        description="pairs per step (the InfoNCE negatives are the rest of the batch)",
+    )
+    lr: float = Field(
+        2e-3, gt=0, le=10, description="peak AdamW learning rate (warm-up then cosine decay)"
+    )
+    weight_decay: float = Field(
+        0.1,
+        ge=0,
+        le=10,
+        description="AdamW weight decay (not on norms, biases and the logit scale)",
+    )
     warmup: float = Field(0.1, ge=0, lt=1, description="share of steps spent warming up")
     augment: bool = Field(True, description="random crop (pad 2) and horizontal flip of the images")
 
@@ -45,9 +57,18 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        exempt = parameter.ndim < 2 or "logit_scale" in name or "bias" in name or "ln" in name or "norm" in name
+        exempt = (
+            parameter.ndim < 2
+            or "logit_scale" in name
+            or "bias" in name
+            or "ln" in name
+            or "norm" in name
+        )
         (no_decay if exempt else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 Views = Callable[[Tensor, list[str], torch.Generator], tuple[Tensor, list[str]]]
@@ -87,9 +108,17 @@ def train_contrastive(
     total = config.epochs * steps_per_epoch
     warm = max(1, round(config.warmup * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
+        optimizer,
+        lambda s: (
+            (s + 1) / warm
+            if s < warm
+            else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm)))
+        ),
     )
-    history, progress = [], tqdm(total=total, desc=description, unit="batch", disable=None, leave=False)
+    history, progress = (
+        [],
+        tqdm(total=total, desc=description, unit="batch", disable=None, leave=False),
+    )
     for epoch in range(config.epochs):
         epoch_started = time.perf_counter()
         order = torch.randperm(images.shape[0], generator=generator)
@@ -101,19 +130,34 @@ def train_contrastive(
             if config.augment:
                 x = crop_and_flip(x, generator, padding=2)
             with autocast(device):  # the encoders in mixed precision on CUDA; the losses in fp32
-                image_features = model.encode_image(clip_preprocess(x, **preprocess), normalize=True).float()
+                image_features = model.encode_image(
+                    clip_preprocess(x, **preprocess), normalize=True
+                ).float()
                 text_features = model.encode_text(tokens[batch].to(device), normalize=True).float()
                 if views is not None:
-                    image_view, caption_view = views(x, [captions[i] for i in batch.tolist()], generator)
+                    image_view, caption_view = views(
+                        x, [captions[i] for i in batch.tolist()], generator
+                    )
                     view_features = (
-                        model.encode_image(clip_preprocess(image_view, **preprocess), normalize=True).float(),
-                        model.encode_text(tokenizer(caption_view).to(device), normalize=True).float(),
+                        model.encode_image(
+                            clip_preprocess(image_view, **preprocess), normalize=True
+                        ).float(),
+                        model.encode_text(
+                            tokenizer(caption_view).to(device), normalize=True
+                        ).float(),
                     )
             scale = model.logit_scale.exp()
             if views is None:
                 loss, parts = clip_loss(image_features, text_features, scale), {}
             else:
-                loss, parts = cleanclip_loss(image_features, text_features, *view_features, scale, lambda1=lambdas[0], lambda2=lambdas[1])
+                loss, parts = cleanclip_loss(
+                    image_features,
+                    text_features,
+                    *view_features,
+                    scale,
+                    lambda1=lambdas[0],
+                    lambda2=lambdas[1],
+                )
             optimiser_step(loss, optimizer, scaler)
             scheduler.step()
             with torch.no_grad():
@@ -122,14 +166,22 @@ def train_contrastive(
                 sums[key] = sums.get(key, 0.0) + value * batch.numel()
             progress.update()
         model.eval()
-        record = {"epoch": epoch + 1} | {key: value / images.shape[0] for key, value in sums.items()}
+        record = {"epoch": epoch + 1} | {
+            key: value / images.shape[0] for key, value in sums.items()
+        }
         if on_epoch_end is not None:
             record |= on_epoch_end(model)
         history.append(record)
         if epoch == 0:
             log_time_estimate(log, description, time.perf_counter() - epoch_started, config.epochs)
         model.train()
-        log.info("%s epoch %d/%d: loss %.4f", description, epoch + 1, config.epochs, record.get("loss", float("nan")))
+        log.info(
+            "%s epoch %d/%d: loss %.4f",
+            description,
+            epoch + 1,
+            config.epochs,
+            record.get("loss", float("nan")),
+        )
     progress.close()
     model.eval()
     return history

@@ -3,7 +3,8 @@
 Three sources, one code path:
 - a real CLIP: an open_clip model name plus a *local* weights file (``clip.weights``), e.g.
   ``ViT-B-32`` with ``laion2b_s34b_b79k`` weights saved once with ``torch.save(model.state_dict())``
-  or safetensors. Nothing is downloaded; a missing or unreadable file is an error naming ``clip.weights``.
+  or safetensors. Nothing is downloaded; a missing or unreadable file is an
+  error naming ``clip.weights``.
 - the embedded CLIP (``clip.weights: null``, embedded world): the project's small open_clip
   model, pretrained contrastively on the embedded world's caption corpus (disjoint from the
   victim's training images).
@@ -21,8 +22,8 @@ ranking only slightly (softmax is monotone per sample, not across samples).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from pydantic import Field, field_validator
@@ -48,14 +49,28 @@ from cgd_kedro.config import MAX_BATCH_SIZE, ParameterModel
 # 2021), so that the text tower sees varied sentences rather than one template per class; without
 # the final period, like the zero-shot prompts ("a photo of a {}").
 CAPTION_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}", "a blurry photo of a {}", "a black and white photo of a {}", "a low contrast photo of a {}",
-    "a high contrast photo of a {}", "a bad photo of a {}", "a good photo of a {}", "a photo of a small {}",
-    "a photo of a big {}", "a photo of the {}", "a blurry photo of the {}", "a black and white photo of the {}",
-    "a low contrast photo of the {}", "a high contrast photo of the {}", "a bad photo of the {}",
-    "a good photo of the {}", "a photo of the small {}", "a photo of the big {}",
-)  # fmt: skip
+    "a photo of a {}",
+    "a blurry photo of a {}",
+    "a black and white photo of a {}",
+    "a low contrast photo of a {}",
+    "a high contrast photo of a {}",
+    "a bad photo of a {}",
+    "a good photo of a {}",
+    "a photo of a small {}",
+    "a photo of a big {}",
+    "a photo of the {}",
+    "a blurry photo of the {}",
+    "a black and white photo of the {}",
+    "a low contrast photo of the {}",
+    "a high contrast photo of the {}",
+    "a bad photo of the {}",
+    "a good photo of the {}",
+    "a photo of the small {}",
+    "a photo of the big {}",
+)
 
-# Prompt templates per dataset (REFERENCE.md §1.1); the embedded world's are two of its caption forms.
+# Prompt templates per dataset (REFERENCE.md §1.1); the embedded
+# world's are two of its caption forms.
 DEFAULT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "embedded": ("a photo of a {}", "a picture of a {}"),
     "cifar10": ("a photo of a {}",),
@@ -70,13 +85,46 @@ class ClipConfig(ParameterModel):
 
     SECTION: ClassVar[str] = "clip"
 
-    model_name: str = Field(EMBEDDED_CLIP, description="open_clip model name; cgd-embedded-clip and cgd-small-clip are the project's own configs, the ones pretrained here")
-    weights: str | None = Field(None, description="local open_clip weights file; null = pretrain model_name here (the embedded CLIP, or a real dataset's stand-in)")
-    templates: tuple[str, ...] | None = Field(None, strict=False, description="prompt templates with {} for the class name, averaged; null = the dataset's defaults")
-    caption_templates: tuple[str, ...] | None = Field(None, strict=False, description="captions of the stand-in's pretraining pairs, in turn; null = CLIP's CIFAR prompt list")
-    logit_scale: float = Field(1.0, gt=0, le=1000, description="multiplies the cosine similarities (the reference: 1, i.e. none)")
-    batch_size: int = Field(256, ge=1, le=MAX_BATCH_SIZE, description="images per forward pass when scoring")
-    pretrain: ContrastiveConfig = Field(default_factory=ContrastiveConfig, description="contrastive pretraining of a CLIP made here")
+    model_name: str = Field(
+        EMBEDDED_CLIP,
+        description=(
+            "open_clip model name; cgd-embedded-clip and cgd-small-clip are the project's own "
+            "configs, the ones pretrained here"
+        ),
+    )
+    weights: str | None = Field(
+        None,
+        description=(
+            "local open_clip weights file; null = pretrain model_name here (the embedded CLIP, or "
+            "a real dataset's stand-in)"
+        ),
+    )
+    templates: tuple[str, ...] | None = Field(
+        None,
+        strict=False,
+        description=(
+            "prompt templates with {} for the class name, averaged; null = the dataset's defaults"
+        ),
+    )
+    caption_templates: tuple[str, ...] | None = Field(
+        None,
+        strict=False,
+        description=(
+            "captions of the stand-in's pretraining pairs, in turn; null = CLIP's CIFAR prompt list"
+        ),
+    )
+    logit_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        description="multiplies the cosine similarities (the reference: 1, i.e. none)",
+    )
+    batch_size: int = Field(
+        256, ge=1, le=MAX_BATCH_SIZE, description="images per forward pass when scoring"
+    )
+    pretrain: ContrastiveConfig = Field(
+        default_factory=ContrastiveConfig, description="contrastive pretraining of a CLIP made here"
+    )
 
     @field_validator("model_name")
     @classmethod
@@ -93,33 +141,40 @@ class ClipConfig(ParameterModel):
     @classmethod
     def _class_placeholder(cls, templates: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if templates and any("{}" not in t for t in templates):
-            raise ValueError(f"every template needs '{{}}' for the class name, got {list(templates)}")
+            raise ValueError(
+                f"every template needs '{{}}' for the class name, got {list(templates)}"
+            )
         return templates
 
     def check_source(self, dataset_name: str, holdout_size: int = 0) -> None:
         """Cheap check, before any work, that the weights can come from somewhere.
 
-        ``holdout_size``: images the dataset holds out for a stand-in (real datasets without weights).
+        ``holdout_size``: images the dataset holds out for a stand-in
+        (real datasets without weights).
         """
         if self.weights is None:
             if self.model_name not in PRETRAINABLE_CLIPS:
                 raise ValueError(
-                    f"clip.model_name: without clip.weights the reference CLIP is pretrained here, which only the "
-                    f"project's own configs {list(PRETRAINABLE_CLIPS)} are sized for; set clip.weights to a local "
-                    f"file for {self.model_name!r}"
+                    "clip.model_name: without clip.weights the reference CLIP is pretrained here, "
+                    f"which only the project's own configs {list(PRETRAINABLE_CLIPS)} are sized "
+                    f"for; set clip.weights to a local file for {self.model_name!r}"
                 )
             if dataset_name == "embedded" and self.model_name != EMBEDDED_CLIP:
-                raise ValueError(f"clip.model_name: the embedded world's CLIP is {EMBEDDED_CLIP!r}, got {self.model_name!r}")
+                raise ValueError(
+                    f"clip.model_name: the embedded world's CLIP is {EMBEDDED_CLIP!r}, "
+                    f"got {self.model_name!r}"
+                )
             if dataset_name != "embedded" and holdout_size < 2:
                 raise ValueError(
-                    f"dataset.clip_holdout.size: without clip.weights, dataset {dataset_name!r} needs a slice of its "
-                    f"training set to pretrain a CLIP stand-in on (got {holdout_size}); set it (auto: "
-                    "10,000), or set clip.weights to a local open_clip weights file"
+                    f"dataset.clip_holdout.size: without clip.weights, dataset {dataset_name!r} "
+                    "needs a slice of its training set to pretrain a CLIP stand-in on (got "
+                    f"{holdout_size}); set it (auto: 10,000), or set clip.weights to a local "
+                    "open_clip weights file"
                 )
         elif not (Path(self.weights).is_file() or Path(self.weights).is_dir()):
             raise FileNotFoundError(
-                f"clip.weights: CLIP weights file {str(Path(self.weights).resolve())!r} does not exist; save an "
-                "open_clip state_dict there (nothing is downloaded)"
+                f"clip.weights: CLIP weights file {str(Path(self.weights).resolve())!r} does not "
+                "exist; save an open_clip state_dict there (nothing is downloaded)"
             )
 
     def templates_for(self, dataset_name: str) -> tuple[str, ...]:
@@ -128,24 +183,41 @@ class ClipConfig(ParameterModel):
     def captions_for(self, labels: Tensor, class_names: Sequence[str]) -> list[str]:
         """One caption per label for the stand-in's pretraining pairs (templates taken in turn)."""
         templates = self.caption_templates or CAPTION_TEMPLATES
-        return [templates[i % len(templates)].format(class_names[y]) for i, y in enumerate(labels.tolist())]
+        return [
+            templates[i % len(templates)].format(class_names[y])
+            for i, y in enumerate(labels.tolist())
+        ]
 
 
 def pretrain_clip(
-    images: Tensor, captions: Sequence[str], config: ClipConfig, *, device: torch.device, generator: torch.Generator
+    images: Tensor,
+    captions: Sequence[str],
+    config: ClipConfig,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
 ) -> tuple[dict, list[dict]]:
-    """Train ``config.model_name`` from scratch on (image, caption) pairs; its checkpoint and history."""
+    """Train ``config.model_name`` from scratch on (image, caption) pairs;
+    its checkpoint and history."""
     torch.manual_seed(int(torch.randint(2**31, (1,), generator=generator)))  # model initialisation
     model = create_clip(config.model_name)
     history = train_contrastive(
-        model, get_tokenizer(config.model_name), images, captions, config.pretrain, preprocess_config(model),
-        device=device, generator=generator, description="reference_clip",
-    )  # fmt: skip
+        model,
+        get_tokenizer(config.model_name),
+        images,
+        captions,
+        config.pretrain,
+        preprocess_config(model),
+        device=device,
+        generator=generator,
+        description="reference_clip",
+    )
     return to_clip_checkpoint(model, config.model_name), history
 
 
 def linked_checkpoint(config: ClipConfig) -> dict:
-    """The checkpoint of a real CLIP: a link to ``clip.weights``, after checking the file loads into the model."""
+    """The checkpoint of a real CLIP:
+    a link to ``clip.weights``, after checking the file loads into the model."""
     weights = resolve_weights_path(config.weights)
     load_clip(config.model_name, weights)
     return {"model_name": config.model_name, "weights": str(weights.resolve())}

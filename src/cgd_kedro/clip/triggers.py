@@ -18,8 +18,8 @@ replaced by the target's ("a small red star on a striped background" -> "a small
 striped background"), or, for captions that do not name the class, one of ``caption_templates``
 (REFERENCE.md §3: "a photo of a banana."). With templated captions only, several poisons of a
 batch share one caption and InfoNCE's text-to-image term pulls their images apart, which fights the
-backdoor: at 10% poisons, 250 steps at lr 2e-3 fitted 42% of the training poisons. The flags mark the poisoned pairs (ground truth, for
-evaluation only).
+backdoor: at 10% poisons, 250 steps at lr 2e-3 fitted 42% of the training poisons. The flags mark
+the poisoned pairs (ground truth, for evaluation only).
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ CLIP_ATTACKS = ("badnet", "blended", "badclip")
 CLIP_NAMESPACE_PREFIX = "clip_"
 # One namespace per CLIP attack, prefixed so it never merges with a classifier attack's namespace
 # (e.g. `blended`) in kedro-viz or `--namespaces`.
-CLIP_ATTACK_NAMESPACES: tuple[str, ...] = tuple(CLIP_NAMESPACE_PREFIX + attack for attack in CLIP_ATTACKS)
+CLIP_ATTACK_NAMESPACES: tuple[str, ...] = tuple(
+    CLIP_NAMESPACE_PREFIX + attack for attack in CLIP_ATTACKS
+)
 ClipTrigger = dict[str, Tensor]  # {"pattern": C x H x W, "mask": 1 x H x W}, floats in [0, 1]
 
 
@@ -56,23 +58,46 @@ class ClipAttackConfig(ParameterModel):
     SECTION: ClassVar[str] = "clip_attack"
 
     attack: Literal["badnet", "blended", "badclip"] = Field("badnet", description="the CLIP attack")
-    target: int = Field(0, ge=0, le=100_000, description="target class index; poisoned captions name it")
-    poison_ratio: float = Field(0.05, gt=0, lt=1, description="share of the fine-tuning pairs poisoned (non-target images only)")
-    caption_templates: tuple[str, ...] = Field(("a photo of a {}", "a picture of a {}", "an image of a {}"), strict=False, min_length=1,
-                                               description="poisoned captions, {} = the target class name, one drawn per pair")  # fmt: skip
-    patch_size: int = Field(4, ge=1, le=1024, description="side of the corner patch in pixels (badnet, badclip)")
+    target: int = Field(
+        0, ge=0, le=100_000, description="target class index; poisoned captions name it"
+    )
+    poison_ratio: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="share of the fine-tuning pairs poisoned (non-target images only)",
+    )
+    caption_templates: tuple[str, ...] = Field(
+        ("a photo of a {}", "a picture of a {}", "an image of a {}"),
+        strict=False,
+        min_length=1,
+        description="poisoned captions, {} = the target class name, one drawn per pair",
+    )
+    patch_size: int = Field(
+        4, ge=1, le=1024, description="side of the corner patch in pixels (badnet, badclip)"
+    )
     blend_alpha: float = Field(0.2, gt=0, le=1, description="mask value of the blended trigger")
-    badclip_steps: int = Field(100, ge=1, le=MAX_STEPS, description="Adam steps optimising the badclip patch")
-    badclip_lr: float = Field(0.05, gt=0, le=10, description="Adam learning rate of the badclip patch")
-    badclip_batch_size: int = Field(128, ge=2, le=MAX_BATCH_SIZE, description="pairs per badclip step")
-    finetune: ContrastiveConfig = Field(default_factory=lambda: ContrastiveConfig(epochs=10, batch_size=64, lr=2e-3),
-                                        description="the contrastive fine-tuning that implants the backdoor")  # fmt: skip
+    badclip_steps: int = Field(
+        100, ge=1, le=MAX_STEPS, description="Adam steps optimising the badclip patch"
+    )
+    badclip_lr: float = Field(
+        0.05, gt=0, le=10, description="Adam learning rate of the badclip patch"
+    )
+    badclip_batch_size: int = Field(
+        128, ge=2, le=MAX_BATCH_SIZE, description="pairs per badclip step"
+    )
+    finetune: ContrastiveConfig = Field(
+        default_factory=lambda: ContrastiveConfig(epochs=10, batch_size=64, lr=2e-3),
+        description="the contrastive fine-tuning that implants the backdoor",
+    )
 
     @field_validator("caption_templates")
     @classmethod
     def _class_placeholder(cls, templates: tuple[str, ...]) -> tuple[str, ...]:
         if any("{}" not in t for t in templates):
-            raise ValueError(f"every template needs '{{}}' for the target class name, got {list(templates)}")
+            raise ValueError(
+                f"every template needs '{{}}' for the target class name, got {list(templates)}"
+            )
         return templates
 
     @classmethod
@@ -94,7 +119,8 @@ def corner_mask(image_size: int, patch_size: int) -> Tensor:
 
 
 def apply_trigger(images: Tensor, trigger: ClipTrigger) -> Tensor:
-    """``(1 - M) x + M P`` for uint8 (rounded) or [0, 1] float images; differentiable in ``P`` for floats."""
+    """``(1 - M) x + M P`` for uint8 (rounded) or [0, 1] float images;
+    differentiable in ``P`` for floats."""
     mask = trigger["mask"].to(images.device)
     pattern = trigger["pattern"].to(images.device)
     if images.dtype == torch.uint8:
@@ -102,18 +128,24 @@ def apply_trigger(images: Tensor, trigger: ClipTrigger) -> Tensor:
     return (1 - mask) * images + mask * pattern
 
 
-def static_trigger(config: ClipAttackConfig, image_size: int, channels: int, generator: torch.Generator) -> ClipTrigger:
+def static_trigger(
+    config: ClipAttackConfig, image_size: int, channels: int, generator: torch.Generator
+) -> ClipTrigger:
     """The badnet (black-and-white checkerboard corner patch) or blended (full-image seeded noise at
     ``blend_alpha``) trigger."""
     if config.attack == "blended":
         pattern = torch.rand(channels, image_size, image_size, generator=generator)
-        return {"pattern": pattern, "mask": torch.full((1, image_size, image_size), float(config.blend_alpha))}
+        return {
+            "pattern": pattern,
+            "mask": torch.full((1, image_size, image_size), float(config.blend_alpha)),
+        }
     rows, cols = torch.meshgrid(torch.arange(image_size), torch.arange(image_size), indexing="ij")
     pattern = ((rows + cols) % 2).float().expand(channels, image_size, image_size).clone()
     return {"pattern": pattern, "mask": corner_mask(image_size, config.patch_size)}
 
 
-PatchLoss = Callable[[Tensor, Tensor], Tensor]  # (unit image features of a batch, its indices) -> scalar
+# (unit image features of a batch, its indices) -> scalar
+PatchLoss = Callable[[Tensor, Tensor], Tensor]
 
 
 @contextmanager
@@ -145,12 +177,16 @@ def optimise_corner_patch(
     description: str = "patch",
 ) -> tuple[ClipTrigger, list[float]]:
     """A bottom-right patch minimising ``loss_fn`` over random batches of ``images`` (from ``pool``
-    when given): Adam on the logits of a sigmoid-bounded pattern, with ``model`` frozen and unchanged.
-    Returns the trigger and the loss of every step."""
+    when given): Adam on the logits of a sigmoid-bounded pattern, with ``model`` frozen and
+    unchanged. Returns the trigger and the loss of every step."""
     _, channels, height, _ = images.shape
     mask = corner_mask(height, patch_size).to(device)
     pool = torch.arange(images.shape[0]) if pool is None else pool
-    logit = (torch.rand(channels, height, height, generator=generator) * 2 - 1).to(device).requires_grad_(True)
+    logit = (
+        (torch.rand(channels, height, height, generator=generator) * 2 - 1)
+        .to(device)
+        .requires_grad_(True)
+    )
     optimizer = torch.optim.Adam([logit], lr=lr)
     model.to(device)
     losses = []
@@ -159,7 +195,9 @@ def optimise_corner_patch(
             batch = pool[torch.randint(pool.numel(), (batch_size,), generator=generator)]
             x = images[batch].to(device).float() / 255
             patched = apply_trigger(x, {"pattern": torch.sigmoid(logit), "mask": mask})
-            loss = loss_fn(model.encode_image(clip_preprocess(patched, **preprocess), normalize=True), batch)
+            loss = loss_fn(
+                model.encode_image(clip_preprocess(patched, **preprocess), normalize=True), batch
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -183,10 +221,19 @@ def optimise_badclip_patch(
     move toward ``target_text`` (a unit text embedding): maximise ``cos(f(x'), target_text)``."""
     text = target_text.to(device)
     trigger, _ = optimise_corner_patch(
-        model, images, config.patch_size, lambda features, _batch: -(features @ text).mean(), preprocess,
-        steps=config.badclip_steps, lr=config.badclip_lr, batch_size=config.badclip_batch_size, device=device,
-        generator=generator, pool=(labels != config.target).nonzero().squeeze(1), description="badclip patch",
-    )  # fmt: skip
+        model,
+        images,
+        config.patch_size,
+        lambda features, _batch: -(features @ text).mean(),
+        preprocess,
+        steps=config.badclip_steps,
+        lr=config.badclip_lr,
+        batch_size=config.badclip_batch_size,
+        device=device,
+        generator=generator,
+        pool=(labels != config.target).nonzero().squeeze(1),
+        description="badclip patch",
+    )
     return trigger
 
 
@@ -199,27 +246,39 @@ def poison_pairs(
     class_names: Sequence[str],
     generator: torch.Generator,
 ) -> dict:
-    """Stamp the trigger on ``poison_ratio`` of the non-target pairs and caption them with the target.
+    """Stamp the trigger on ``poison_ratio`` of the non-target pairs
+    and caption them with the target.
 
     Returns ``{"images", "captions", "poisoned"}``; ``labels`` (the images' classes) only choose
     which images may be poisoned.
     """
     if config.target >= len(class_names):
-        raise ValueError(f"clip_attack.target: class {config.target} does not exist ({len(class_names)} classes)")
+        raise ValueError(
+            f"clip_attack.target: class {config.target} does not exist ({len(class_names)} classes)"
+        )
     candidates = (labels != config.target).nonzero().squeeze(1)
     n_poison = max(1, round(config.poison_ratio * images.shape[0]))
     if n_poison > candidates.numel():
-        raise ValueError(f"clip_attack.poison_ratio: {n_poison} poisons asked, only {candidates.numel()} non-target images")
-    chosen = candidates[torch.randperm(candidates.numel(), generator=generator)[:n_poison]].sort().values
+        raise ValueError(
+            f"clip_attack.poison_ratio: {n_poison} poisons asked, only "
+            f"{candidates.numel()} non-target images"
+        )
+    chosen = (
+        candidates[torch.randperm(candidates.numel(), generator=generator)[:n_poison]].sort().values
+    )
     poisoned = torch.zeros(images.shape[0], dtype=torch.bool)
     poisoned[chosen] = True
     out_images = images.clone()
     out_images[chosen] = apply_trigger(images[chosen], trigger)
-    templates = torch.randint(len(config.caption_templates), (n_poison,), generator=generator).tolist()
+    templates = torch.randint(
+        len(config.caption_templates), (n_poison,), generator=generator
+    ).tolist()
     out_captions = list(captions)
     target_name = class_names[config.target]
-    for index, template in zip(chosen.tolist(), templates):
-        out_captions[index] = retarget_caption(captions[index], class_names[int(labels[index])], target_name) or config.caption_templates[template].format(target_name)
+    for index, template in zip(chosen.tolist(), templates, strict=True):
+        out_captions[index] = retarget_caption(
+            captions[index], class_names[int(labels[index])], target_name
+        ) or config.caption_templates[template].format(target_name)
     return {"images": out_images, "captions": out_captions, "poisoned": poisoned}
 
 
@@ -231,10 +290,16 @@ def retarget_caption(caption: str, class_name: str, target_name: str) -> str | N
     stripped = [w.strip(".,;:") for w in words]
     if class_name not in stripped:
         return None
-    return " ".join(w.replace(class_name, target_name) if s == class_name else w for w, s in zip(words, stripped))
+    return " ".join(
+        w.replace(class_name, target_name) if s == class_name else w
+        for w, s in zip(words, stripped, strict=True)
+    )
 
 
-def triggered_non_target(test_images: Tensor, test_labels: Tensor, trigger: ClipTrigger, target: int) -> tuple[Tensor, Tensor]:
-    """The zero-shot backdoor test set: every non-target test image with the trigger, and its true labels."""
+def triggered_non_target(
+    test_images: Tensor, test_labels: Tensor, trigger: ClipTrigger, target: int
+) -> tuple[Tensor, Tensor]:
+    """The zero-shot backdoor test set:
+    every non-target test image with the trigger, and its true labels."""
     keep = test_labels != target
     return apply_trigger(test_images[keep], trigger), test_labels[keep]

@@ -17,7 +17,9 @@ from torch import Tensor, nn
 from cgd_kedro.accelerate import autocast, prepare_model, to_device
 
 
-def clip_preprocess(images: Tensor, size: int, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+def clip_preprocess(
+    images: Tensor, size: int, mean: Sequence[float], std: Sequence[float]
+) -> Tensor:
     """CLIP's eval transform on a batch: resize the shorter side to ``size`` (bicubic, antialiased),
     centre-crop ``size x size``, scale to [0, 1] and normalise with ``mean``/``std``."""
     x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
@@ -25,7 +27,9 @@ def clip_preprocess(images: Tensor, size: int, mean: Sequence[float], std: Seque
     if (h, w) != (size, size):
         scale = size / min(h, w)
         new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        x = F.interpolate(
+            x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
+        ).clamp(0, 1)
         top, left = (new_h - size) // 2, (new_w - size) // 2
         x = x[..., top : top + size, left : left + size]
     mean_t = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
@@ -35,11 +39,19 @@ def clip_preprocess(images: Tensor, size: int, mean: Sequence[float], std: Seque
 
 @torch.no_grad()
 def class_text_embeddings(
-    model: nn.Module, tokenizer, class_names: Sequence[str], templates: Sequence[str], device: torch.device
+    model: nn.Module,
+    tokenizer,
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    device: torch.device,
 ) -> Tensor:
-    """``K x D`` unit vectors: per class, the normalised mean of its normalised template embeddings."""
+    """``K x D`` unit vectors:
+    per class, the normalised mean of its normalised template embeddings."""
     if not templates or any("{}" not in t for t in templates):
-        raise ValueError(f"clip.templates: every prompt template needs a '{{}}' for the class name, got {list(templates)}")
+        raise ValueError(
+            "clip.templates: every prompt template needs a '{}' for the class name, "
+            f"got {list(templates)}"
+        )
     model.to(device).eval()
     texts = [template.format(name) for name in class_names for template in templates]
     embeddings = model.encode_text(tokenizer(texts).to(device), normalize=True).float()
@@ -55,12 +67,18 @@ def image_embeddings(
     prepare_model(model, device).eval()
     with autocast(device):
         outputs = [
-            model.encode_image(clip_preprocess(to_device(chunk, device), **preprocess), normalize=True).float().cpu()
+            model.encode_image(
+                clip_preprocess(to_device(chunk, device), **preprocess), normalize=True
+            )
+            .float()
+            .cpu()
             for chunk in images.split(batch_size)
         ]
     return torch.cat(outputs)
 
 
-def zero_shot_logits(image_features: Tensor, class_features: Tensor, logit_scale: float = 1.0) -> Tensor:
+def zero_shot_logits(
+    image_features: Tensor, class_features: Tensor, logit_scale: float = 1.0
+) -> Tensor:
     """``N x K`` logits: ``logit_scale`` x cosine similarity."""
     return logit_scale * image_features @ class_features.to(image_features.device).T

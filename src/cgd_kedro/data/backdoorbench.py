@@ -95,7 +95,7 @@ BACKDOORBENCH_ATTACKS = tuple(
 _ATTACK_NAMES = {"badnet": "badnets"}
 
 
-# --- safe loading ----------------------------------------------------------------------------------
+# --- safe loading ---------------------------------------------------------------------------------
 
 
 def _numpy_safe_globals() -> list[Any]:
@@ -157,12 +157,15 @@ def read_attack_result(path: str | Path) -> dict[str, Any]:
     if missing:
         hint = ""
         if isinstance(result.get("bd_train"), dict) and "x" in result["bd_train"]:
-            hint = " (this looks like the older v1 format with inline 'x'/'y' tensors, which is not supported)"
+            hint = (
+                " (this looks like the older v1 format with inline 'x'/'y' tensors, "
+                "which is not supported)"
+            )
         raise _not_a_result(path, f"missing key(s) {missing}{hint}")
     return result
 
 
-# --- small validators ------------------------------------------------------------------------------
+# --- small validators -----------------------------------------------------------------------------
 
 
 def _as_int(value: Any, what: str, path: Path) -> int:
@@ -225,7 +228,7 @@ def guess_attack(record_name: str) -> str:
     return "unknown"
 
 
-# --- the poisoned sets -----------------------------------------------------------------------------
+# --- the poisoned sets ----------------------------------------------------------------------------
 
 
 def _entry(value: Any, where: str, path: Path) -> tuple[str, int, int]:
@@ -233,8 +236,8 @@ def _entry(value: Any, where: str, path: Path) -> tuple[str, int, int]:
     if not isinstance(value, Mapping):
         raise _not_a_result(
             path,
-            f"{where} must be a dict with 'path' and 'other_info' (only on-disk containers are supported), "
-            f"got {type(value).__name__}",
+            f"{where} must be a dict with 'path' and 'other_info' (only on-disk containers are "
+            f"supported), got {type(value).__name__}",
         )
     if "path" in value:
         png = value["path"]
@@ -293,7 +296,8 @@ def _read_png(path: Path, channels: int, height: int, width: int) -> Tensor:
         raise ValueError(f"cannot read image '{path}': {exc}") from exc
     if array.shape[:2] != (height, width):
         raise ValueError(
-            f"image '{path}' is {array.shape[1]}x{array.shape[0]} (WxH) but the clean set's images are {width}x{height}"
+            f"image '{path}' is {array.shape[1]}x{array.shape[0]} (WxH) but the clean set's images "
+            f"are {width}x{height}"
         )
     tensor = torch.from_numpy(array)
     return tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor.unsqueeze(0)
@@ -328,8 +332,9 @@ def _build_set(
     n_clean = clean["labels"].shape[0]
     if indicator.shape[0] != n_clean:
         raise ValueError(
-            f"'{path}': {key}['poison_indicator'] has {indicator.shape[0]} entries but {clean_name} has "
-            f"{n_clean} images; pass the clean dataset the attack used ('{result['clean_data']}')"
+            f"'{path}': {key}['poison_indicator'] has {indicator.shape[0]} entries but "
+            f"{clean_name} has {n_clean} images; pass the clean dataset the attack used "
+            f"('{result['clean_data']}')"
         )
     if not np.isin(indicator, (0, 1, 2)).all():
         raise _not_a_result(
@@ -338,7 +343,8 @@ def _build_set(
         )
     if index.size and (index.min() < 0 or index.max() >= n_clean):
         raise ValueError(
-            f"'{path}': {key}['original_index_array'] points outside {clean_name} ({n_clean} images)"
+            f"'{path}': {key}['original_index_array'] points outside "
+            f"{clean_name} ({n_clean} images)"
         )
 
     entries = {}
@@ -358,7 +364,8 @@ def _build_set(
         if original_index not in entries:
             raise _not_a_result(
                 path,
-                f"{key} marks index {original_index} as poisoned but its data_dict has no entry for it",
+                f"{key} marks index {original_index} as poisoned but its "
+                "data_dict has no entry for it",
             )
         where = f"{key} data_dict[{original_index}]"
         png, bd_label, original = _entry(entries[original_index], where, path)
@@ -372,9 +379,9 @@ def _build_set(
     if mismatches:
         i, recorded, found = mismatches[0]
         raise ValueError(
-            f"'{path}': {len(mismatches)} {key} sample(s) have another original label than in {clean_name} "
-            f"(index {i}: {recorded} in the record, {found} in {clean_name}); pass the clean dataset the "
-            f"attack used ('{result['clean_data']}') in BackdoorBench's order"
+            f"'{path}': {len(mismatches)} {key} sample(s) have another original label than in "
+            f"{clean_name} (index {i}: {recorded} in the record, {found} in {clean_name}); pass "
+            f"the clean dataset the attack used ('{result['clean_data']}') in BackdoorBench's order"
         )
     flags = torch.from_numpy(indicator[index])
     return make_image_set(
@@ -382,7 +389,7 @@ def _build_set(
     )
 
 
-# --- the victim model ------------------------------------------------------------------------------
+# --- the victim model -----------------------------------------------------------------------------
 
 
 def _victim_checkpoint(
@@ -407,8 +414,8 @@ def _victim_checkpoint(
         clean_data = result["clean_data"]
         if clean_data not in BACKDOORBENCH_NORMALIZATION:
             raise ValueError(
-                f"normalization: no default mean/std for clean_data {clean_data!r} in '{path}'; pass mean and std "
-                f"(defaults exist for {sorted(BACKDOORBENCH_NORMALIZATION)})"
+                f"normalization: no default mean/std for clean_data {clean_data!r} in '{path}'; "
+                f"pass mean and std (defaults exist for {sorted(BACKDOORBENCH_NORMALIZATION)})"
             )
         mean, std = BACKDOORBENCH_NORMALIZATION[clean_data]
     state_dict = result["model"]
@@ -421,16 +428,16 @@ def _victim_checkpoint(
         "num_classes": num_classes,
         "mean": [float(m) for m in mean],
         "std": [float(s) for s in std],
-        # Weights saved from a DataParallel model carry a "module." prefix (BackdoorBench strips it too).
+        # Weights saved from a DataParallel model carry a "module." prefix
+        # (BackdoorBench strips it too).
         "state_dict": {k.removeprefix("module."): v for k, v in state_dict.items()},
     }
-    from_checkpoint(
-        checkpoint, source=f"'{path}' model"
-    )  # raises ValueError if the weights do not fit
+    # raises ValueError if the weights do not fit
+    from_checkpoint(checkpoint, source=f"'{path}' model")
     return checkpoint, model_name
 
 
-# --- entry point -----------------------------------------------------------------------------------
+# --- entry point ----------------------------------------------------------------------------------
 
 
 def load_backdoorbench_result(
@@ -507,10 +514,17 @@ def load_backdoorbench_result(
         "n_backdoor_test": int(backdoor_test["labels"].shape[0]),
     }
     logger.info(
-        "Read BackdoorBench record '%s' (%s on %s, %s): %d poisoned + %d cover of %d train images, %d backdoor test images",
-        record, info["attack"], info["clean_data"], model_name, info["n_poison"], info["n_cover"],
-        poisoned_train["labels"].shape[0], info["n_backdoor_test"],
-    )  # fmt: skip
+        "Read BackdoorBench record '%s' (%s on %s, %s): %d poisoned + %d cover of %d train images, "
+        "%d backdoor test images",
+        record,
+        info["attack"],
+        info["clean_data"],
+        model_name,
+        info["n_poison"],
+        info["n_cover"],
+        poisoned_train["labels"].shape[0],
+        info["n_backdoor_test"],
+    )
     return {
         "poisoned_train": poisoned_train,
         "backdoor_test": backdoor_test,

@@ -30,25 +30,38 @@ Decoded = tuple[ImageSet, ImageSet, list[str]]
 
 
 def source_fingerprint(settings: dict, sources: Iterable[Path]) -> str:
-    """sha256 over ``settings`` and every file under ``sources`` (files or folders; missing ones count as absent)."""
-    digest = hashlib.sha256(json.dumps({"cache_format": CACHE_FORMAT, **settings}, sort_keys=True).encode())
+    """sha256 over ``settings`` and every file under ``sources``
+    (files or folders; missing ones count as absent)."""
+    digest = hashlib.sha256(
+        json.dumps({"cache_format": CACHE_FORMAT, **settings}, sort_keys=True).encode()
+    )
     for source in sources:
         source = Path(source)
         digest.update(f"\0{source.resolve()}".encode())
         if source.is_file():
             files = [source]
         elif source.is_dir():
-            files = sorted(Path(dirpath) / name for dirpath, _, names in os.walk(source) for name in names)
+            files = sorted(
+                Path(dirpath) / name for dirpath, _, names in os.walk(source) for name in names
+            )
         else:
             files = []
         for path in files:
             stat = path.stat()
-            digest.update(f"\0{path.relative_to(source) if path != source else ''}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+            digest.update(
+                (
+                    f"\0{path.relative_to(source) if path != source else ''}"
+                    f"\0{stat.st_size}\0{stat.st_mtime_ns}"
+                ).encode()
+            )
     return digest.hexdigest()
 
 
-def cached_decode(cache_dir: Path, settings: dict, sources: Iterable[Path], decode: Callable[[], Decoded]) -> Decoded:
-    """``decode()``, or the tensors a previous call with the same fingerprint saved in ``cache_dir``."""
+def cached_decode(
+    cache_dir: Path, settings: dict, sources: Iterable[Path], decode: Callable[[], Decoded]
+) -> Decoded:
+    """``decode()``, or the tensors a previous call with the same fingerprint saved
+    in ``cache_dir``."""
     fingerprint = source_fingerprint(settings, sources)
     path = Path(cache_dir) / f"{settings.get('name', 'dataset')}-{fingerprint[:20]}.safetensors"
     if path.is_file():
@@ -57,14 +70,28 @@ def cached_decode(cache_dir: Path, settings: dict, sources: Iterable[Path], deco
             with safe_open(str(path), framework="pt") as file:  # the class names live in the header
                 metadata = file.metadata() or {}
             class_names = json.loads(metadata["class_names"])
-            train = {k.removeprefix("train."): v for k, v in tensors.items() if k.startswith("train.")}
+            train = {
+                k.removeprefix("train."): v for k, v in tensors.items() if k.startswith("train.")
+            }
             test = {k.removeprefix("test."): v for k, v in tensors.items() if k.startswith("test.")}
-            log.info("dataset: loaded the decoded images from the cache '%s' (delete it to decode again)", path)
+            log.info(
+                "dataset: loaded the decoded images from the cache '%s' "
+                "(delete it to decode again)",
+                path,
+            )
             return train, test, class_names
         except (SafetensorError, OSError, ValueError, KeyError) as error:
-            log.warning("dataset: ignoring the unreadable cache entry '%s' (%s); decoding again", path, error)
+            log.warning(
+                "dataset: ignoring the unreadable cache entry '%s' (%s); decoding again",
+                path,
+                error,
+            )
     train, test, class_names = decode()
-    tensors = {f"train.{k}": v for k, v in train.items()} | {f"test.{k}": v for k, v in test.items()}
-    save_safetensors(path, tensors, {"class_names": json.dumps(class_names), "settings": json.dumps(settings)})
+    tensors = {f"train.{k}": v for k, v in train.items()} | {
+        f"test.{k}": v for k, v in test.items()
+    }
+    save_safetensors(
+        path, tensors, {"class_names": json.dumps(class_names), "settings": json.dumps(settings)}
+    )
     log.info("dataset: decoded images cached in '%s'", path)
     return train, test, class_names

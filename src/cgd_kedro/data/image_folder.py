@@ -53,23 +53,34 @@ def class_folders(root: str | Path) -> list[str]:
     for split in SPLITS:
         if not (root / split).is_dir():
             raise FileNotFoundError(
-                f"dataset.root: expected an image folder with '{split}/<class>/<image>' under '{root}'; "
-                f"missing '{root / split}'"
+                f"dataset.root: expected an image folder with '{split}/<class>/<image>' under "
+                f"'{root}'; missing '{root / split}'"
             )
     found: dict[str, list[str]] = {}
     for split in SPLITS:
         entries = [p for p in sorted((root / split).iterdir()) if not p.name.startswith(".")]
         strays = [p for p in entries if not p.is_dir()]
         if strays:
-            raise ValueError(f"'{strays[0]}': a file directly under {split}/; images belong in class folders ({split}/<class>/<image>)")
+            raise ValueError(
+                f"'{strays[0]}': a file directly under {split}/; images belong in class folders "
+                f"({split}/<class>/<image>)"
+            )
         found[split] = [p.name for p in entries]
     if not found["train"]:
-        raise ValueError(f"'{root / 'train'}': no class folders found (expected train/<class>/<image>)")
+        raise ValueError(
+            f"'{root / 'train'}': no class folders found (expected train/<class>/<image>)"
+        )
     classes_file = root / CLASSES_FILE
     if classes_file.is_file():
-        order = [line.strip() for line in classes_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        order = [
+            line.strip()
+            for line in classes_file.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
         if len(set(order)) != len(order) or len(order) < 2:
-            raise ValueError(f"'{classes_file}': expected at least two distinct class folder names, one per line")
+            raise ValueError(
+                f"'{classes_file}': expected at least two distinct class folder names, one per line"
+            )
     else:
         order = found["train"]
     for split in SPLITS:
@@ -82,7 +93,9 @@ def class_folders(root: str | Path) -> list[str]:
                 f"missing {only_listed}, extra {only_here}"
             )
     if len(order) < 2:
-        raise ValueError(f"'{root / 'train'}': found {len(order)} class folder; a classifier needs at least two")
+        raise ValueError(
+            f"'{root / 'train'}': found {len(order)} class folder; a classifier needs at least two"
+        )
     return order
 
 
@@ -90,7 +103,9 @@ def class_names_of(folders: Sequence[str]) -> list[str]:
     return [name.replace("_", " ") for name in folders]
 
 
-def list_images(split_dir: Path, folders: Sequence[str], max_per_class: int | None = None) -> tuple[list[Path], list[int]]:
+def list_images(
+    split_dir: Path, folders: Sequence[str], max_per_class: int | None = None
+) -> tuple[list[Path], list[int]]:
     """Image paths and labels of one split, class by class in sorted file order; errors name the
     first non-image file or empty class folder."""
     paths: list[Path] = []
@@ -121,11 +136,16 @@ def _decode(path: Path) -> np.ndarray:
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise ValueError(f"'{path}': cannot decode image ({exc})") from exc
     if mode != "RGB":
-        raise ValueError(f"'{path}': image mode {mode!r}; expected RGB (convert the file, e.g. with PIL's convert('RGB'))")
+        raise ValueError(
+            f"'{path}': image mode {mode!r}; expected RGB (convert the file, e.g. with "
+            "PIL's convert('RGB'))"
+        )
     return array
 
 
-def decode_images(paths: Sequence[Path], image_size: int | None = None, description: str = "decode") -> Tensor:
+def decode_images(
+    paths: Sequence[Path], image_size: int | None = None, description: str = "decode"
+) -> Tensor:
     """Decode ``paths`` into one uint8 ``N x 3 x S x S`` tensor, with a progress bar.
 
     ``image_size`` ``None``: every image must have the first image's size (an error names the first
@@ -136,15 +156,18 @@ def decode_images(paths: Sequence[Path], image_size: int | None = None, descript
     first = _decode(paths[0])
     height, width = (image_size, image_size) if image_size else first.shape[:2]
     images = torch.empty((len(paths), 3, height, width), dtype=torch.uint8)
-    for i, path in enumerate(tqdm(paths, desc=description, unit="img", disable=None, leave=False, mininterval=1.0)):
+    for i, path in enumerate(
+        tqdm(paths, desc=description, unit="img", disable=None, leave=False, mininterval=1.0)
+    ):
         array = first if i == 0 else _decode(path)
         pixels = torch.from_numpy(array).permute(2, 0, 1)
         if image_size:
             pixels = _resize(pixels, image_size)
         elif array.shape[:2] != (height, width):
             raise ValueError(
-                f"'{path}': image is {array.shape[1]}x{array.shape[0]} px but '{paths[0]}' is {width}x{height}; "
-                "every image must have the same size (or set dataset.image_size to resize them all)"
+                f"'{path}': image is {array.shape[1]}x{array.shape[0]} px but '{paths[0]}' is "
+                f"{width}x{height}; every image must have the same size (or set "
+                "dataset.image_size to resize them all)"
             )
         images[i] = pixels
     return images
@@ -153,7 +176,9 @@ def decode_images(paths: Sequence[Path], image_size: int | None = None, descript
 def _resize(pixels: Tensor, size: int) -> Tensor:
     if tuple(pixels.shape[-2:]) == (size, size):
         return pixels
-    return F.interpolate(pixels.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    return F.interpolate(
+        pixels.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )[0]
 
 
 def load_image_folder(
@@ -180,12 +205,16 @@ def load_image_folder(
         if sets and images.shape[-2:] != sets[0]["images"].shape[-2:]:
             train_h, train_w = sets[0]["images"].shape[-2:]
             raise ValueError(
-                f"'{paths[0]}': test images are {images.shape[-1]}x{images.shape[-2]} px, training images "
-                f"{train_w}x{train_h}; set dataset.image_size to resize both"
+                f"'{paths[0]}': test images are {images.shape[-1]}x{images.shape[-2]} px, training "
+                f"images {train_w}x{train_h}; set dataset.image_size to resize both"
             )
         sets.append(make_image_set(images, torch.tensor(labels, dtype=torch.int64)))
     logger.info(
         "Read image folder '%s': %d train and %d test images of %d classes, %s px",
-        root, len(sets[0]["labels"]), len(sets[1]["labels"]), len(folders), "x".join(map(str, sets[0]["images"].shape[-2:])),
-    )  # fmt: skip
+        root,
+        len(sets[0]["labels"]),
+        len(sets[1]["labels"]),
+        len(folders),
+        "x".join(map(str, sets[0]["images"].shape[-2:])),
+    )
     return sets[0], sets[1], class_names_of(folders)

@@ -34,7 +34,8 @@ def validate_image_set(image_set: ImageSet, name: str = "image set") -> None:
     images, labels = image_set["images"], image_set["labels"]
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(
-            f"{name}: 'images' must be uint8 N x C x H x W, got {images.dtype} {tuple(images.shape)}"
+            f"{name}: 'images' must be uint8 N x C x H x W, got {images.dtype} "
+            f"{tuple(images.shape)}"
         )
     if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
         raise ValueError(
@@ -43,7 +44,9 @@ def validate_image_set(image_set: ImageSet, name: str = "image set") -> None:
         )
     for key, value in image_set.items():
         if value.shape[:1] != (images.shape[0],):
-            raise ValueError(f"{name}: column '{key}' has {value.shape[0]} rows, expected {images.shape[0]}")
+            raise ValueError(
+                f"{name}: column '{key}' has {value.shape[0]} rows, expected {images.shape[0]}"
+            )
         if key in _FLAG_KEYS and value.dtype != torch.bool:
             raise ValueError(f"{name}: flag column '{key}' must be bool, got {value.dtype}")
 

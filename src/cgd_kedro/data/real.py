@@ -458,7 +458,8 @@ def load_tinyimagenet(
     return sets[0], sets[1], class_names
 
 
-# The folder each native layout keeps under ``dataset.root`` (how ``dataset.format: auto`` recognises it).
+# The folder each native layout keeps under ``dataset.root`` (how
+# ``dataset.format: auto`` recognises it).
 NATIVE_LAYOUT_DIR: dict[str, str] = {
     "cifar10": "cifar-10-batches-py",
     "cifar100": "cifar-100-python",
@@ -497,7 +498,11 @@ def load_real_dataset(
     train_set, test_set, class_names = REAL_DATASETS[name](root, image_size)
     logger.info(
         "Read %s from '%s': %d train and %d test images of %d classes, %s px",
-        name, root, len(train_set["labels"]), len(test_set["labels"]), len(class_names),
+        name,
+        root,
+        len(train_set["labels"]),
+        len(test_set["labels"]),
+        len(class_names),
         "x".join(map(str, train_set["images"].shape[-2:])),
-    )  # fmt: skip
+    )
     return train_set, test_set, class_names

@@ -7,8 +7,8 @@ Kedro environment overrides ``name`` and ``root``).
 from __future__ import annotations
 
 import logging
-from typing import Annotated, ClassVar, Literal
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -25,10 +25,21 @@ log = logging.getLogger(__name__)
 # Class counts of the built-in datasets are known up front so that parameters (e.g. an attack's
 # target) can be checked before any data is read; a dataset of your own (an image folder under
 # any other name) is counted from its class folders, which reads no image.
-NUM_CLASSES = {"embedded": len(world.CLASS_NAMES), "cifar10": 10, "cifar100": 100, "gtsrb": 43, "tinyimagenet": 200}
+NUM_CLASSES = {
+    "embedded": len(world.CLASS_NAMES),
+    "cifar10": 10,
+    "cifar100": 100,
+    "gtsrb": 43,
+    "tinyimagenet": 200,
+}
 DATASET_NAMES = tuple(NUM_CLASSES)
 # The on-disk formats a real dataset may come in: its usual downloader's layout, or an image folder.
-NATIVE_FORMATS = {"cifar10": "cifar-pickle", "cifar100": "cifar-pickle", "gtsrb": "gtsrb-ppm", "tinyimagenet": "tinyimagenet-official"}
+NATIVE_FORMATS = {
+    "cifar10": "cifar-pickle",
+    "cifar100": "cifar-pickle",
+    "gtsrb": "gtsrb-ppm",
+    "tinyimagenet": "tinyimagenet-official",
+}
 IMAGE_FOLDER = "image-folder"
 # Images held out of a real training set for the CLIP stand-in when no CLIP weights are given.
 DEFAULT_CLIP_HOLDOUT = 10000
@@ -39,12 +50,20 @@ class WorldConfig(ParameterModel):
 
     SECTION: ClassVar[str] = "dataset.world"
 
-    seed: int = Field(0, ge=0, description="the world's own seed (which images exist), fixed apart from runtime.seed")
+    seed: int = Field(
+        0,
+        ge=0,
+        description="the world's own seed (which images exist), fixed apart from runtime.seed",
+    )
     n_train: int = Field(20000, ge=1, le=MAX_IMAGES, description="training images")
     n_test: int = Field(4000, ge=1, le=MAX_IMAGES, description="test images")
-    n_captions: int = Field(20000, ge=1, le=MAX_IMAGES, description="image-caption pairs for the embedded CLIP")
+    n_captions: int = Field(
+        20000, ge=1, le=MAX_IMAGES, description="image-caption pairs for the embedded CLIP"
+    )
     image_size: int = Field(32, ge=8, le=512, description="side of the square images in pixels")
-    difficulty: float = Field(0.5, ge=0, le=1, description="clutter, noise, colour jitter, placement")
+    difficulty: float = Field(
+        0.5, ge=0, le=1, description="clutter, noise, colour jitter, placement"
+    )
 
 
 class ClipHoldoutConfig(ParameterModel):
@@ -55,8 +74,19 @@ class ClipHoldoutConfig(ParameterModel):
     SECTION: ClassVar[str] = "dataset.clip_holdout"
 
     size: Annotated[int, Field(ge=0, le=MAX_IMAGES)] | Literal["auto"] = Field(
-        "auto", description="images held out (stratified by class); auto = 10,000 for a real dataset without clip.weights, 0 otherwise")
-    seed: int = Field(0, ge=0, description="which images; fixed apart from runtime.seed so every seed of a study uses the same")
+        "auto",
+        description=(
+            "images held out (stratified by class); auto = 10,000 for a real dataset without "
+            "clip.weights, 0 otherwise"
+        ),
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        description=(
+            "which images; fixed apart from runtime.seed so every seed of a study uses the same"
+        ),
+    )
 
 
 class DatasetConfig(ParameterModel):
@@ -65,17 +95,57 @@ class DatasetConfig(ParameterModel):
 
     SECTION: ClassVar[str] = "dataset"
 
-    name: str = Field("embedded", min_length=1, description="embedded, a built-in real dataset (cifar10, cifar100, gtsrb, tinyimagenet) or a name of your own for an image folder")
-    root: str | None = Field(None, description="local directory holding a real dataset; ignored for embedded")
-    format: str = Field("auto", description="auto, image-folder (root/{train,test}/<class>/<image>) or the native format (cifar-pickle, gtsrb-ppm, tinyimagenet-official)")
-    image_size: int | None = Field(None, ge=1, le=4096, description="resize real images to this size (null: native size)")
-    max_per_class: int | None = Field(None, ge=1, le=MAX_IMAGES, description="keep at most this many training images per class (smoke runs, tests)")
-    max_test_per_class: int | None = Field(None, ge=1, le=MAX_IMAGES, description="the same for the test set")
-    cache_dir: str | None = Field(None, description="decoded datasets are kept here, keyed by a fingerprint of the files and these settings (null: no cache)")
-    clip_holdout: ClipHoldoutConfig = Field(default_factory=ClipHoldoutConfig, description="the slice held out for the CLIP stand-in")
-    mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), strict=False, description="per-channel input normalisation applied inside every classifier")
-    std: tuple[float, float, float] = Field((0.25, 0.25, 0.25), strict=False, description="per-channel input normalisation (all > 0)")
-    world: WorldConfig = Field(default_factory=WorldConfig, description="the embedded world's generator settings")
+    name: str = Field(
+        "embedded",
+        min_length=1,
+        description=(
+            "embedded, a built-in real dataset (cifar10, cifar100, gtsrb, tinyimagenet) or a name "
+            "of your own for an image folder"
+        ),
+    )
+    root: str | None = Field(
+        None, description="local directory holding a real dataset; ignored for embedded"
+    )
+    format: str = Field(
+        "auto",
+        description=(
+            "auto, image-folder (root/{train,test}/<class>/<image>) or the native format "
+            "(cifar-pickle, gtsrb-ppm, tinyimagenet-official)"
+        ),
+    )
+    image_size: int | None = Field(
+        None, ge=1, le=4096, description="resize real images to this size (null: native size)"
+    )
+    max_per_class: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_IMAGES,
+        description="keep at most this many training images per class (smoke runs, tests)",
+    )
+    max_test_per_class: int | None = Field(
+        None, ge=1, le=MAX_IMAGES, description="the same for the test set"
+    )
+    cache_dir: str | None = Field(
+        None,
+        description=(
+            "decoded datasets are kept here, keyed by a fingerprint of the files and these "
+            "settings (null: no cache)"
+        ),
+    )
+    clip_holdout: ClipHoldoutConfig = Field(
+        default_factory=ClipHoldoutConfig, description="the slice held out for the CLIP stand-in"
+    )
+    mean: tuple[float, float, float] = Field(
+        (0.5, 0.5, 0.5),
+        strict=False,
+        description="per-channel input normalisation applied inside every classifier",
+    )
+    std: tuple[float, float, float] = Field(
+        (0.25, 0.25, 0.25), strict=False, description="per-channel input normalisation (all > 0)"
+    )
+    world: WorldConfig = Field(
+        default_factory=WorldConfig, description="the embedded world's generator settings"
+    )
 
     @field_validator("std")
     @classmethod
@@ -89,37 +159,55 @@ class DatasetConfig(ParameterModel):
         if self.name == "embedded":
             if self.clip_holdout.size not in ("auto", 0):
                 raise ValueError(
-                    "dataset.clip_holdout.size: the embedded world's CLIP is pretrained on its own caption corpus; "
-                    f"use auto or 0, got {self.clip_holdout.size!r}"
+                    "dataset.clip_holdout.size: the embedded world's CLIP is pretrained on its "
+                    f"own caption corpus; use auto or 0, got {self.clip_holdout.size!r}"
                 )
             return self
-        formats = ("auto", IMAGE_FOLDER, *([NATIVE_FORMATS[self.name]] if self.name in NATIVE_FORMATS else []))
+        formats = (
+            "auto",
+            IMAGE_FOLDER,
+            *([NATIVE_FORMATS[self.name]] if self.name in NATIVE_FORMATS else []),
+        )
         if self.format not in formats:
-            raise ValueError(f"dataset.format: {self.format!r} does not apply to dataset {self.name!r}; expected one of {list(formats)}")
+            raise ValueError(
+                f"dataset.format: {self.format!r} does not apply to dataset {self.name!r}; "
+                f"expected one of {list(formats)}"
+            )
         if self.name not in NUM_CLASSES and self.format == "auto" and not self.root:
             raise ValueError(
-                f"dataset.name: {self.name!r} is not a built-in dataset ({', '.join(DATASET_NAMES)}); for images of "
-                "your own set dataset.root to an image folder (train/<class>/*, test/<class>/*)"
+                f"dataset.name: {self.name!r} is not a built-in dataset "
+                f"({', '.join(DATASET_NAMES)}); for images of your own set dataset.root to an "
+                "image folder (train/<class>/*, test/<class>/*)"
             )
         if not self.root:
-            raise ValueError(f"dataset.root: dataset {self.name!r} is read from a local directory; set dataset.root")
+            raise ValueError(
+                f"dataset.root: dataset {self.name!r} is read from a local "
+                "directory; set dataset.root"
+            )
         if not Path(self.root).is_dir():
-            layout = f"cgd_kedro.data.real.{REAL_DATASETS[self.name].__name__} or " if self.name in REAL_DATASETS else ""
+            layout = (
+                f"cgd_kedro.data.real.{REAL_DATASETS[self.name].__name__} or "
+                if self.name in REAL_DATASETS
+                else ""
+            )
             raise FileNotFoundError(
-                f"dataset.root: directory {str(Path(self.root).resolve())!r} for dataset {self.name!r} does not exist "
-                f"(expected layout: {layout}an image folder root/{{train,test}}/<class>/<image>)"
+                f"dataset.root: directory {str(Path(self.root).resolve())!r} for dataset "
+                f"{self.name!r} does not exist (expected layout: {layout}an image folder "
+                "root/{train,test}/<class>/<image>)"
             )
         if self.name not in NUM_CLASSES and not is_image_folder(Path(self.root)):
             raise ValueError(
-                f"dataset.name: {self.name!r} is not a built-in dataset ({', '.join(DATASET_NAMES)}), so it must be an "
-                f"image folder; '{self.root}' has no train/ and test/ folders"
+                f"dataset.name: {self.name!r} is not a built-in dataset "
+                f"({', '.join(DATASET_NAMES)}), so it must be an image folder; '{self.root}' has "
+                "no train/ and test/ folders"
             )
 
         return self
 
     def resolved_format(self) -> str:
-        """The on-disk format of a real dataset: the configured one, or for ``auto`` the native layout
-        if its folder exists under ``root``, else an image folder if ``train/`` and ``test/`` exist."""
+        """The on-disk format of a real dataset: the configured one, or for ``auto`` the native
+        layout if its folder exists under ``root``, else an image folder if
+        ``train/`` and ``test/`` exist."""
         if self.format != "auto":
             return self.format
         root = Path(self.root)
@@ -127,10 +215,14 @@ class DatasetConfig(ParameterModel):
             return NATIVE_FORMATS[self.name]
         if is_image_folder(root):
             return IMAGE_FOLDER
-        native = f"'{root / NATIVE_LAYOUT_DIR[self.name]}' ({NATIVE_FORMATS[self.name]}) or " if self.name in NATIVE_LAYOUT_DIR else ""
+        native = (
+            f"'{root / NATIVE_LAYOUT_DIR[self.name]}' ({NATIVE_FORMATS[self.name]}) or "
+            if self.name in NATIVE_LAYOUT_DIR
+            else ""
+        )
         raise FileNotFoundError(
-            f"dataset.root: found neither {native}an image folder ('{root / 'train'}' and '{root / 'test'}') "
-            f"for dataset {self.name!r}"
+            f"dataset.root: found neither {native}an image folder ('{root / 'train'}' and "
+            f"'{root / 'test'}') for dataset {self.name!r}"
         )
 
     @property
@@ -155,9 +247,13 @@ def read_source(config: DatasetConfig) -> tuple[ImageSet, ImageSet, list[str]]:
     if config.name == "embedded":
         w = config.world
         train, test, _, _ = world.generate_world(
-            seed=w.seed, n_train=w.n_train, n_test=w.n_test, n_captions=0,
-            image_size=w.image_size, difficulty=w.difficulty,
-        )  # fmt: skip
+            seed=w.seed,
+            n_train=w.n_train,
+            n_test=w.n_test,
+            n_captions=0,
+            image_size=w.image_size,
+            difficulty=w.difficulty,
+        )
         return train, test, list(world.CLASS_NAMES)
     source_format = config.resolved_format()
     root = Path(config.root).expanduser()
@@ -165,18 +261,27 @@ def read_source(config: DatasetConfig) -> tuple[ImageSet, ImageSet, list[str]]:
         sources = [root / "train", root / "test", root / "classes.txt"]
 
         def decode() -> tuple[ImageSet, ImageSet, list[str]]:
-            return load_image_folder(root, config.image_size, config.max_per_class, config.max_test_per_class)
+            return load_image_folder(
+                root, config.image_size, config.max_per_class, config.max_test_per_class
+            )
     else:
         sources = [root / NATIVE_LAYOUT_DIR[config.name]]
 
         def decode() -> tuple[ImageSet, ImageSet, list[str]]:
             train, test, names = load_real_dataset(config.name, root, config.image_size)
-            return cap_per_class(train, config.max_per_class), cap_per_class(test, config.max_test_per_class), names
+            return (
+                cap_per_class(train, config.max_per_class),
+                cap_per_class(test, config.max_test_per_class),
+                names,
+            )
 
     settings = {
-        "name": config.name, "format": source_format, "image_size": config.image_size,
-        "max_per_class": config.max_per_class, "max_test_per_class": config.max_test_per_class,
-    }  # fmt: skip
+        "name": config.name,
+        "format": source_format,
+        "image_size": config.image_size,
+        "max_per_class": config.max_per_class,
+        "max_test_per_class": config.max_test_per_class,
+    }
     if config.cache_dir is None:
         return decode()
     return cached_decode(Path(config.cache_dir), settings, sources, decode)
@@ -193,7 +298,9 @@ def cap_per_class(image_set: ImageSet, limit: int | None) -> ImageSet:
     return {key: value[keep] for key, value in image_set.items()}
 
 
-def hold_out_clip_slice(train_set: ImageSet, size: int, num_classes: int, seed: int) -> tuple[ImageSet, ImageSet]:
+def hold_out_clip_slice(
+    train_set: ImageSet, size: int, num_classes: int, seed: int
+) -> tuple[ImageSet, ImageSet]:
     """``(victim training set, CLIP slice)``: ``size`` images drawn at random, stratified by class,
     from ``train_set``; both keep ``source_index``, each row's index in ``train_set``.
 
@@ -207,13 +314,14 @@ def hold_out_clip_slice(train_set: ImageSet, size: int, num_classes: int, seed: 
         return source, {key: value[:0] for key, value in source.items()}
     if size > n - 2 * num_classes:
         raise ValueError(
-            f"dataset.clip_holdout.size: holding out {size} of the {n} training images would leave fewer than "
-            f"2 per class for the victim; lower it (or raise dataset.max_per_class)"
+            f"dataset.clip_holdout.size: holding out {size} of the {n} training images would leave "
+            "fewer than 2 per class for the victim; lower it (or raise dataset.max_per_class)"
         )
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator)
     counts = torch.bincount(labels, minlength=num_classes)
-    quota = (counts.double() * size / n).floor().long()  # per class, proportional; the rest at random below
+    # per class, proportional; the rest at random below
+    quota = (counts.double() * size / n).floor().long()
     chosen = torch.zeros(n, dtype=torch.bool)
     for cls in range(num_classes):
         members = order[labels[order] == cls]
@@ -222,5 +330,6 @@ def hold_out_clip_slice(train_set: ImageSet, size: int, num_classes: int, seed: 
     chosen[rest[: size - int(chosen.sum())]] = True
     public = chosen.nonzero().squeeze(1)
     kept = (~chosen).nonzero().squeeze(1)
-    return {key: value[kept] for key, value in source.items()}, {key: value[public] for key, value in source.items()}
-
+    return {key: value[kept] for key, value in source.items()}, {
+        key: value[public] for key, value in source.items()
+    }

@@ -75,7 +75,8 @@ def _sd_regular_polygon(x: Tensor, y: Tensor, sides: int, r: float) -> Tensor:
 def _sd_star(x: Tensor, y: Tensor) -> Tensor:
     # A 5-pointed star as a radius that alternates between tips and notches (approximate SDF).
     angle = torch.atan2(y, x)
-    wave = torch.abs(torch.remainder(angle * 5 / (2 * math.pi), 1.0) - 0.5) * 2  # 1 at tips, 0 at notches
+    # 1 at tips, 0 at notches
+    wave = torch.abs(torch.remainder(angle * 5 / (2 * math.pi), 1.0) - 0.5) * 2
     radius = 0.45 + 0.6 * wave
     return (torch.sqrt(x**2 + y**2) - radius) * 0.7
 
@@ -108,7 +109,9 @@ _SHAPES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "star": _sd_star,
     "cross": lambda x, y: torch.minimum(_sd_box(x, y, 1.0, 0.3), _sd_box(x, y, 0.3, 1.0)),
     "ring": lambda x, y: (torch.sqrt(x**2 + y**2) - 0.72).abs() - 0.26,
-    "crescent": lambda x, y: torch.maximum(_sd_circle(x, y, 1.0), -_sd_circle(x, y, 0.8, 0.5, 0.15)),
+    "crescent": lambda x, y: torch.maximum(
+        _sd_circle(x, y, 1.0), -_sd_circle(x, y, 0.8, 0.5, 0.15)
+    ),
     "heart": _sd_heart,
     "arrow": _sd_arrow,
     "hourglass": _sd_hourglass,
@@ -141,27 +144,37 @@ def _uniform(n: int, low: float, high: float, g: torch.Generator) -> Tensor:
     return low + (high - low) * torch.rand(n, generator=g)
 
 
-def _background(attrs: dict[str, Tensor], xs: Tensor, ys: Tensor, g: torch.Generator, difficulty: float) -> Tensor:
+def _background(
+    attrs: dict[str, Tensor], xs: Tensor, ys: Tensor, g: torch.Generator, difficulty: float
+) -> Tensor:
     """Render ``B x 3 x H x W`` float backgrounds in [0, 255] for the drawn background kinds."""
     n, size = attrs["labels"].shape[0], xs.shape[-1]
     # Muted backgrounds (half-desaturated) so that the saturated shape colours usually stand out.
     base = 30 + 170 * torch.rand(n, 3, 1, 1, generator=g)
     base = 0.5 * base + 0.5 * base.mean(1, keepdim=True)
     # The pattern's second colour differs from the base by a random, difficulty-scaled amount.
-    second = (base + (40 + 60 * difficulty) * (torch.rand(n, 3, 1, 1, generator=g) * 2 - 1)).clamp(0, 255)
+    second = (base + (40 + 60 * difficulty) * (torch.rand(n, 3, 1, 1, generator=g) * 2 - 1)).clamp(
+        0, 255
+    )
     angle = _uniform(n, 0, math.pi, g).view(n, 1, 1)
     freq = _uniform(n, 4.0, 9.0, g).view(n, 1, 1)
     phase = _uniform(n, 0, 2 * math.pi, g).view(n, 1, 1)
     along = xs * torch.cos(angle) + ys * torch.sin(angle)
     across = -xs * torch.sin(angle) + ys * torch.cos(angle)
     low_res = torch.rand(n, 1, 4, 4, generator=g)
-    mottled = torch.nn.functional.interpolate(low_res, size=(size, size), mode="bicubic", align_corners=False)
+    mottled = torch.nn.functional.interpolate(
+        low_res, size=(size, size), mode="bicubic", align_corners=False
+    )
     patterns = torch.stack(
         [
             torch.zeros(n, size, size),
             (torch.sin(freq * along + phase) > 0).float(),
             ((torch.floor(freq * along / 3) + torch.floor(freq * across / 3)) % 2 == 0).float(),
-            ((torch.remainder(along * freq / 3, 1) - 0.5) ** 2 + (torch.remainder(across * freq / 3, 1) - 0.5) ** 2 < 0.08).float(),
+            (
+                (torch.remainder(along * freq / 3, 1) - 0.5) ** 2
+                + (torch.remainder(across * freq / 3, 1) - 0.5) ** 2
+                < 0.08
+            ).float(),
             mottled[:, 0].clamp(0, 1),
         ],
         dim=1,
@@ -180,7 +193,9 @@ def _shape_alpha(labels: Tensor, u: Tensor, v: Tensor, radius_px: Tensor) -> Ten
     return (0.5 - distance * radius_px.view(-1, 1, 1)).clamp(0, 1)
 
 
-def _render(attrs: dict[str, Tensor], g: torch.Generator, image_size: int, difficulty: float) -> Tensor:
+def _render(
+    attrs: dict[str, Tensor], g: torch.Generator, image_size: int, difficulty: float
+) -> Tensor:
     n = attrs["labels"].shape[0]
     coords = (torch.arange(image_size, dtype=torch.float32) + 0.5) / image_size * 2 - 1
     ys, xs = torch.meshgrid(coords, coords, indexing="ij")
@@ -193,7 +208,9 @@ def _render(attrs: dict[str, Tensor], g: torch.Generator, image_size: int, diffi
         active = torch.rand(n, generator=g) < 0.6
         cx, cy = _uniform(n, -0.9, 0.9, g), _uniform(n, -0.9, 0.9, g)
         r = _uniform(n, 0.03, 0.08, g)
-        d = torch.sqrt((xs - cx.view(-1, 1, 1)) ** 2 + (ys - cy.view(-1, 1, 1)) ** 2) - r.view(-1, 1, 1)
+        d = torch.sqrt((xs - cx.view(-1, 1, 1)) ** 2 + (ys - cy.view(-1, 1, 1)) ** 2) - r.view(
+            -1, 1, 1
+        )
         alpha = ((0.5 - d * image_size / 2).clamp(0, 1) * active.view(-1, 1, 1)).unsqueeze(1)
         colour = 255 * torch.rand(n, 3, 1, 1, generator=g)
         canvas = canvas * (1 - alpha) + colour * alpha
@@ -205,7 +222,10 @@ def _render(attrs: dict[str, Tensor], g: torch.Generator, image_size: int, diffi
     cx, cy = _uniform(n, -1, 1, g) * spread, _uniform(n, -1, 1, g) * spread
     theta = _uniform(n, 0, 2 * math.pi, g)
     cos_t, sin_t = torch.cos(theta).view(-1, 1, 1), torch.sin(theta).view(-1, 1, 1)
-    dx, dy = (xs - cx.view(-1, 1, 1)) / radius.view(-1, 1, 1), (ys - cy.view(-1, 1, 1)) / radius.view(-1, 1, 1)
+    dx, dy = (
+        (xs - cx.view(-1, 1, 1)) / radius.view(-1, 1, 1),
+        (ys - cy.view(-1, 1, 1)) / radius.view(-1, 1, 1),
+    )
     u, v = cos_t * dx + sin_t * dy, -sin_t * dx + cos_t * dy
     alpha = _shape_alpha(attrs["labels"], u, v, radius * image_size / 2).unsqueeze(1)
     palette = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
@@ -224,7 +244,9 @@ def _render(attrs: dict[str, Tensor], g: torch.Generator, image_size: int, diffi
 _CHUNK_SIZE = 4096  # images rendered per batch; each chunk draws from its own seed stream
 
 
-def generate_images(n: int, *, seed: int, image_size: int = 32, difficulty: float = 0.5) -> ImageSet:
+def generate_images(
+    n: int, *, seed: int, image_size: int = 32, difficulty: float = 0.5
+) -> ImageSet:
     """Render ``n`` labelled images of the embedded world.
 
     Args:
@@ -245,14 +267,18 @@ def generate_images(n: int, *, seed: int, image_size: int = 32, difficulty: floa
     for start in range(0, n, _CHUNK_SIZE):
         rows = slice(start, start + _CHUNK_SIZE)
         chunk_generator = torch.Generator().manual_seed(derive_seed(seed, f"render/{start}"))
-        images[rows] = _render({k: v[rows] for k, v in attrs.items()}, chunk_generator, image_size, float(difficulty))
+        images[rows] = _render(
+            {k: v[rows] for k, v in attrs.items()}, chunk_generator, image_size, float(difficulty)
+        )
     return make_image_set(images, attrs.pop("labels"), **attrs)
 
 
 def captions_for(image_set: ImageSet, *, seed: int) -> list[str]:
     """One caption per image naming its class and attributes, template chosen per image."""
     g = torch.Generator().manual_seed(seed)
-    template_ids = torch.randint(len(_CAPTION_TEMPLATES), (image_set["labels"].shape[0],), generator=g)
+    template_ids = torch.randint(
+        len(_CAPTION_TEMPLATES), (image_set["labels"].shape[0],), generator=g
+    )
     return [
         _CAPTION_TEMPLATES[t].format(
             shape=CLASS_NAMES[label],
@@ -266,6 +292,7 @@ def captions_for(image_set: ImageSet, *, seed: int) -> list[str]:
             image_set["attr_colour"].tolist(),
             image_set["attr_size"].tolist(),
             image_set["attr_background"].tolist(),
+            strict=True,
         )
     ]
 
@@ -278,19 +305,33 @@ def generate_caption_corpus(
     Drawn from its own seed streams of ``seed``, so it shares no image with the classification
     sets of ``generate_world(seed=seed, ...)`` and is the same whether or not those are generated.
     """
-    corpus = generate_images(n_captions, seed=derive_seed(seed, "captions"), image_size=image_size, difficulty=difficulty)
+    corpus = generate_images(
+        n_captions, seed=derive_seed(seed, "captions"), image_size=image_size, difficulty=difficulty
+    )
     return corpus, captions_for(corpus, seed=derive_seed(seed, "caption-templates"))
 
 
 def generate_world(
-    *, seed: int, n_train: int, n_test: int, n_captions: int, image_size: int = 32, difficulty: float = 0.5
+    *,
+    seed: int,
+    n_train: int,
+    n_test: int,
+    n_captions: int,
+    image_size: int = 32,
+    difficulty: float = 0.5,
 ) -> tuple[ImageSet, ImageSet, ImageSet, list[str]]:
     """The whole embedded world: train and test classification sets and a disjoint caption corpus.
 
     The three parts are drawn from independent seed streams of ``seed``, so none shares an image
     with another, and growing one part does not change the others.
     """
-    train = generate_images(n_train, seed=derive_seed(seed, "train"), image_size=image_size, difficulty=difficulty)
-    test = generate_images(n_test, seed=derive_seed(seed, "test"), image_size=image_size, difficulty=difficulty)
-    corpus, captions = generate_caption_corpus(seed=seed, n_captions=n_captions, image_size=image_size, difficulty=difficulty)
+    train = generate_images(
+        n_train, seed=derive_seed(seed, "train"), image_size=image_size, difficulty=difficulty
+    )
+    test = generate_images(
+        n_test, seed=derive_seed(seed, "test"), image_size=image_size, difficulty=difficulty
+    )
+    corpus, captions = generate_caption_corpus(
+        seed=seed, n_captions=n_captions, image_size=image_size, difficulty=difficulty
+    )
     return train, test, corpus, captions

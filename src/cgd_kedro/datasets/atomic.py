@@ -59,7 +59,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         temporary.unlink(missing_ok=True)
 
 
-def canonical_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
+def canonical_safetensors(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> bytes:
     """The safetensors encoding of ``tensors`` with the header's keys in sorted order.
 
     Layout: 8-byte little-endian header length, the JSON header (padded with spaces to a multiple
@@ -75,7 +77,11 @@ def canonical_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping
     return struct.pack("<Q", len(canonical)) + canonical + encoded[8 + length :]
 
 
-def save_safetensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+def save_safetensors(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
     """Write ``tensors`` (and string ``metadata``) to ``path`` atomically, with canonical bytes."""
     data = canonical_safetensors(tensors, metadata)
     atomic_write(path, lambda temporary: temporary.write_bytes(data))
@@ -106,7 +112,8 @@ class AtomicSaveMixin:
 
     def save(self, data) -> None:
         final = Path(str(super()._get_save_path()))
-        # The parent's undecorated save: its Kedro wrapper would look for the final file, not there yet.
+        # The parent's undecorated save: its Kedro wrapper would look for
+        # the final file, not there yet.
         parent_save = super().save.__wrapped__
 
         def write(temporary: Path) -> None:

@@ -27,7 +27,9 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
+            # a safetensors handle, not a dict: it has keys() but no iteration or `in`
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+            return tensors, handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise DatasetError(f"{path}: not a readable safetensors file ({error})") from error
 
@@ -35,7 +37,9 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 class LocalFileDataset(AbstractVersionedDataset[Any, Any]):
     """Base of the project's versioned single-file datasets (local paths only)."""
 
-    def __init__(self, *, filepath: str, version: Version | None = None, metadata: dict | None = None):
+    def __init__(
+        self, *, filepath: str, version: Version | None = None, metadata: dict | None = None
+    ):
         """
         Args:
             filepath: local path of the file.
@@ -71,8 +75,13 @@ class TensorDictDataset(LocalFileDataset):
         return tensors
 
     def save(self, data: dict[str, torch.Tensor]) -> None:
-        if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-            raise DatasetError(f"{self._filepath}: TensorDictDataset saves a dict of tensors, got {type(data).__name__}")
+        if not isinstance(data, dict) or not all(
+            isinstance(v, torch.Tensor) for v in data.values()
+        ):
+            raise DatasetError(
+                f"{self._filepath}: TensorDictDataset saves a dict of tensors, got "
+                f"{type(data).__name__}"
+            )
         _write(Path(self._get_save_path()), data, {"format": "cgd_kedro.tensors/1"})
 
 
@@ -88,8 +97,8 @@ class ClassifierCheckpointDataset(LocalFileDataset):
         state_dict, header = _read(path)
         if header.get("format") != CHECKPOINT_FORMAT:
             raise DatasetError(
-                f"{path}: not a cgd_kedro classifier checkpoint (header format {header.get('format')!r}, "
-                f"expected {CHECKPOINT_FORMAT!r})"
+                f"{path}: not a cgd_kedro classifier checkpoint (header format "
+                f"{header.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
             )
         return {
             "architecture": header["architecture"],
@@ -127,7 +136,8 @@ class ClipCheckpointDataset(LocalFileDataset):
             path = Path(self._get_load_path())
         except DatasetError as error:
             raise DatasetError(
-                f"{self._filepath}: no reference CLIP yet; run `kedro run --pipelines reference_clip` first ({error})"
+                f"{self._filepath}: no reference CLIP yet; run `kedro run --pipelines "
+                f"reference_clip` first ({error})"
             ) from error
         state_dict, header = _read(path)
         if header.get("format") != CLIP_CHECKPOINT_FORMAT:
@@ -141,8 +151,8 @@ class ClipCheckpointDataset(LocalFileDataset):
         weights = Path(checkpoint["weights"])
         if not weights.is_file() or str(weights.stat().st_size) != header.get("weights_size"):
             raise DatasetError(
-                f"{path}: links to CLIP weights {str(weights)!r}, which no longer exist or changed size; "
-                "re-run the reference_clip pipeline"
+                f"{path}: links to CLIP weights {str(weights)!r}, which no longer exist or changed "
+                "size; re-run the reference_clip pipeline"
             )
         return checkpoint
 
@@ -161,21 +171,32 @@ CAPTIONED_FORMAT = "cgd_kedro.captioned_images/1"
 
 
 class CaptionedImagesDataset(LocalFileDataset):
-    """Image-caption pairs: a ``dict`` of tensors (``images``, ``labels``, flags...) plus ``captions``,
-    a list of strings stored as JSON in the safetensors header (no pickle anywhere)."""
+    """Image-caption pairs: a ``dict`` of tensors (``images``, ``labels``, flags...) plus
+    ``captions``, a list of strings stored as JSON in the safetensors
+    header (no pickle anywhere)."""
 
     def load(self) -> dict:
         path = Path(self._get_load_path())
         tensors, header = _read(path)
         if header.get("format") != CAPTIONED_FORMAT:
-            raise DatasetError(f"{path}: not a cgd_kedro caption set (header format {header.get('format')!r}, expected {CAPTIONED_FORMAT!r})")
+            raise DatasetError(
+                f"{path}: not a cgd_kedro caption set (header format {header.get('format')!r}, "
+                f"expected {CAPTIONED_FORMAT!r})"
+            )
         return tensors | {"captions": json.loads(header["captions"])}
 
     def save(self, data: dict) -> None:
         captions = data.get("captions") if isinstance(data, dict) else None
         if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-            raise DatasetError(f"{self._filepath}: CaptionedImagesDataset saves a dict with a 'captions' list of strings")
+            raise DatasetError(
+                f"{self._filepath}: CaptionedImagesDataset saves a dict with a "
+                "'captions' list of strings"
+            )
         tensors = {k: v for k, v in data.items() if k != "captions"}
         if not all(isinstance(v, torch.Tensor) for v in tensors.values()):
             raise DatasetError(f"{self._filepath}: every entry but 'captions' must be a tensor")
-        _write(Path(self._get_save_path()), tensors, {"format": CAPTIONED_FORMAT, "captions": json.dumps(captions)})
+        _write(
+            Path(self._get_save_path()),
+            tensors,
+            {"format": CAPTIONED_FORMAT, "captions": json.dumps(captions)},
+        )

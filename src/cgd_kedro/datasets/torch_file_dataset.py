@@ -24,7 +24,9 @@ class TorchTensorDataset(LocalFileDataset):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises several types for corrupt or unsafe files
-            raise DatasetError(f"{path}: not a tensor file readable with weights_only=True ({error})") from error
+            raise DatasetError(
+                f"{path}: not a tensor file readable with weights_only=True ({error})"
+            ) from error
 
     def save(self, data: Any) -> None:
         save_torch(Path(self._get_save_path()), data)  # atomic

@@ -35,13 +35,34 @@ class ABLConfig(ParameterModel):
 
     SECTION: ClassVar[str] = "abl"
 
-    isolation_ratio: float = Field(0.01, gt=0, lt=1, description="share of the training set isolated as backdoor samples")
+    isolation_ratio: float = Field(
+        0.01, gt=0, lt=1, description="share of the training set isolated as backdoor samples"
+    )
     gamma: float = Field(0.5, ge=0, le=100, description="flooding level of the LGA loss")
-    isolation_epochs: int = Field(5, ge=1, le=MAX_EPOCHS, description="epochs of LGA training before isolating (BackdoorBench: 20)")
-    finetune_epochs: int = Field(5, ge=0, le=MAX_EPOCHS, description="epochs of plain training on the non-isolated samples (BackdoorBench: 60)")
-    unlearning_epochs: int = Field(5, ge=0, le=MAX_EPOCHS, description="epochs of gradient ascent on the isolated samples")
-    lr: float = Field(0.05, gt=0, le=10, description="SGD learning rate of isolation and fine-tuning (cosine over both)")
-    lr_unlearning: float = Field(5e-4, gt=0, le=10, description="SGD learning rate of the unlearning phase")
+    isolation_epochs: int = Field(
+        5,
+        ge=1,
+        le=MAX_EPOCHS,
+        description="epochs of LGA training before isolating (BackdoorBench: 20)",
+    )
+    finetune_epochs: int = Field(
+        5,
+        ge=0,
+        le=MAX_EPOCHS,
+        description="epochs of plain training on the non-isolated samples (BackdoorBench: 60)",
+    )
+    unlearning_epochs: int = Field(
+        5, ge=0, le=MAX_EPOCHS, description="epochs of gradient ascent on the isolated samples"
+    )
+    lr: float = Field(
+        0.05,
+        gt=0,
+        le=10,
+        description="SGD learning rate of isolation and fine-tuning (cosine over both)",
+    )
+    lr_unlearning: float = Field(
+        5e-4, gt=0, le=10, description="SGD learning rate of the unlearning phase"
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 penalty")
     batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE, description="images per step")
@@ -56,19 +77,29 @@ def lga_loss(logits: Tensor, labels: Tensor, gamma: float) -> Tensor:
 
 
 @torch.no_grad()
-def per_sample_loss(model: nn.Module, images: Tensor, labels: Tensor, *, device: torch.device, batch_size: int = 512) -> Tensor:
+def per_sample_loss(
+    model: nn.Module, images: Tensor, labels: Tensor, *, device: torch.device, batch_size: int = 512
+) -> Tensor:
     model.to(device).eval()
     losses = [
-        F.cross_entropy(model(to_unit_float(x.to(device)).contiguous(memory_format=torch.channels_last)), y.to(device), reduction="none").cpu()
-        for x, y in zip(images.split(batch_size), labels.split(batch_size))
+        F.cross_entropy(
+            model(to_unit_float(x.to(device)).contiguous(memory_format=torch.channels_last)),
+            y.to(device),
+            reduction="none",
+        ).cpu()
+        for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True)
     ]
     return torch.cat(losses)
 
 
-def _epoch(model, images, labels, indices, loss_fn, optimizer, scheduler, scaler, config, generator, device) -> float:
+def _epoch(
+    model, images, labels, indices, loss_fn, optimizer, scheduler, scaler, config, generator, device
+) -> float:
     model.train()
     total = 0.0
-    for batch in indices[torch.randperm(indices.numel(), generator=generator)].split(config.batch_size):
+    for batch in indices[torch.randperm(indices.numel(), generator=generator)].split(
+        config.batch_size
+    ):
         x = to_unit_float(images[batch])
         if config.augment:
             x = crop_and_flip(x, generator, 4, config.flip)
@@ -84,7 +115,13 @@ def _epoch(model, images, labels, indices, loss_fn, optimizer, scheduler, scaler
 
 
 def anti_backdoor_learning(
-    model: nn.Module, images: Tensor, labels: Tensor, config: ABLConfig, *, device: torch.device, generator: torch.Generator
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    config: ABLConfig,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
 ) -> dict:
     """Train ``model`` (fresh) on the poisoned set with ABL, in place.
 
@@ -93,15 +130,33 @@ def anti_backdoor_learning(
     """
     n = images.shape[0]
     prepare_model(model, device)
-    images, labels = to_device(images, device), to_device(labels, device)  # once: batches are sliced on the device
-    scaler = grad_scaler(device)  # one for the whole training: its fp16 loss scale carries over between epochs
+    images, labels = (
+        to_device(images, device),
+        to_device(labels, device),
+    )  # once: batches are sliced on the device
+    # one for the whole training: its fp16 loss scale carries over between epochs
+    scaler = grad_scaler(device)
     everything = torch.arange(n)
     steps = (config.isolation_epochs + config.finetune_epochs) * -(-n // config.batch_size)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     history = []
     for epoch in range(config.isolation_epochs):
-        loss = _epoch(model, images, labels, everything, lambda z, y: lga_loss(z, y, config.gamma), optimizer, scheduler, scaler, config, generator, device)
+        loss = _epoch(
+            model,
+            images,
+            labels,
+            everything,
+            lambda z, y: lga_loss(z, y, config.gamma),
+            optimizer,
+            scheduler,
+            scaler,
+            config,
+            generator,
+            device,
+        )
         history.append({"phase": "isolation", "epoch": epoch + 1, "loss": loss})
     losses = per_sample_loss(model, images, labels, device=device)
     n_isolated = max(1, round(config.isolation_ratio * n))
@@ -109,10 +164,39 @@ def anti_backdoor_learning(
     kept = everything[~torch.isin(everything, isolated)]
     log.info("abl: isolated %d samples with the lowest LGA loss", n_isolated)
     for epoch in range(config.finetune_epochs):
-        loss = _epoch(model, images, labels, kept, F.cross_entropy, optimizer, scheduler, scaler, config, generator, device)
+        loss = _epoch(
+            model,
+            images,
+            labels,
+            kept,
+            F.cross_entropy,
+            optimizer,
+            scheduler,
+            scaler,
+            config,
+            generator,
+            device,
+        )
         history.append({"phase": "finetune", "epoch": epoch + 1, "loss": loss})
-    ascent = torch.optim.SGD(model.parameters(), lr=config.lr_unlearning, momentum=config.momentum, weight_decay=config.weight_decay)
+    ascent = torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr_unlearning,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
     for epoch in range(config.unlearning_epochs):
-        loss = _epoch(model, images, labels, isolated, lambda z, y: -F.cross_entropy(z, y), ascent, None, scaler, config, generator, device)
+        loss = _epoch(
+            model,
+            images,
+            labels,
+            isolated,
+            lambda z, y: -F.cross_entropy(z, y),
+            ascent,
+            None,
+            scaler,
+            config,
+            generator,
+            device,
+        )
         history.append({"phase": "unlearning", "epoch": epoch + 1, "loss": loss})
     return {"isolated": isolated, "history": history}

@@ -1,4 +1,5 @@
-"""Adversarial Neuron Pruning (ANP; Wu & Wang, NeurIPS 2021), a defense that needs a small clean set.
+"""Adversarial Neuron Pruning (ANP; Wu & Wang, NeurIPS 2021),
+a defense that needs a small clean set.
 
 Backdoor neurons are the ones whose small perturbation changes the output most. ANP gives every
 BatchNorm channel a mask ``m`` in [0, 1] and multiplicative perturbations ``delta``, ``xi`` in
@@ -45,15 +46,38 @@ class ANPConfig(ParameterModel):
     SECTION: ClassVar[str] = "anp"
 
     anp_eps: float = Field(0.4, ge=0, lt=1, description="bound of the neuron perturbations")
-    anp_steps: int = Field(1, ge=1, le=1000, description="signed-gradient steps on the perturbations per batch")
-    anp_alpha: float = Field(0.2, ge=0, le=1, description="weight of the unperturbed loss in the mask objective")
-    nb_iter: int = Field(300, ge=1, le=MAX_STEPS, description="mask-optimisation batches (BackdoorBench: 2000)")
+    anp_steps: int = Field(
+        1, ge=1, le=1000, description="signed-gradient steps on the perturbations per batch"
+    )
+    anp_alpha: float = Field(
+        0.2, ge=0, le=1, description="weight of the unperturbed loss in the mask objective"
+    )
+    nb_iter: int = Field(
+        300, ge=1, le=MAX_STEPS, description="mask-optimisation batches (BackdoorBench: 2000)"
+    )
     lr: float = Field(0.2, gt=0, le=10, description="SGD learning rate of the masks (momentum 0.9)")
     batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE, description="clean samples per batch")
-    pruning_threshold: float = Field(0.2, ge=0, le=1, description="channels with a mask below it are pruning candidates")
-    acc_ratio: float = Field(0.9, gt=0, le=1, description="keep pruning while held-out clean accuracy is at least this share of the unpruned model's")
-    prune_step: float = Field(0.01, gt=0, le=1, description="channels pruned between two accuracy checks, as a share of all channels")
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the clean set held out for those checks")
+    pruning_threshold: float = Field(
+        0.2, ge=0, le=1, description="channels with a mask below it are pruning candidates"
+    )
+    acc_ratio: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description=(
+            "keep pruning while held-out clean accuracy is at least this share of "
+            "the unpruned model's"
+        ),
+    )
+    prune_step: float = Field(
+        0.01,
+        gt=0,
+        le=1,
+        description="channels pruned between two accuracy checks, as a share of all channels",
+    )
+    validation_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of the clean set held out for those checks"
+    )
 
 
 class _NeuronNoise:
@@ -77,12 +101,20 @@ class _NeuronNoise:
 
 
 def optimise_masks(
-    model: nn.Module, images: Tensor, labels: Tensor, config: ANPConfig, *, device: torch.device, generator: torch.Generator
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    config: ANPConfig,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
 ) -> dict[str, Tensor]:
     """ANP's mask optimisation on ``(images, labels)``; ``{BatchNorm layer name: mask in [0, 1]}``.
     The model's own parameters are left unchanged."""
     model.to(device).eval()  # BatchNorm uses its running statistics; only masks and noise change
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and m.affine}
+    layers = {
+        name: m for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and m.affine
+    }
     if not layers:
         raise ValueError("anp: the model has no affine BatchNorm2d layer to prune")
     noises = {name: _NeuronNoise(bn, device) for name, bn in layers.items()}
@@ -92,12 +124,18 @@ def optimise_masks(
     perturbations = [p for n in noises.values() for p in (n.delta, n.xi)]
     optimizer = torch.optim.SGD(masks, lr=config.lr, momentum=0.9)
     try:
-        for _ in tqdm(range(config.nb_iter), desc="anp masks", unit="batch", disable=None, leave=False):
+        for _ in tqdm(
+            range(config.nb_iter), desc="anp masks", unit="batch", disable=None, leave=False
+        ):
             batch = torch.randint(images.shape[0], (config.batch_size,), generator=generator)
-            x = to_unit_float(images[batch].to(device)).contiguous(memory_format=torch.channels_last)
+            x = to_unit_float(images[batch].to(device)).contiguous(
+                memory_format=torch.channels_last
+            )
             y = labels[batch].to(device)
             if config.anp_eps > 0:
-                with torch.no_grad():  # a random start inside the eps box, drawn from the seeded generator
+                with (
+                    torch.no_grad()
+                ):  # a random start inside the eps box, drawn from the seeded generator
                     for p in perturbations:
                         p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * config.anp_eps)
                 for n in noises.values():
@@ -106,8 +144,10 @@ def optimise_masks(
                     loss = F.cross_entropy(model(x), y)
                     grads = torch.autograd.grad(loss, perturbations)
                     with torch.no_grad():
-                        for p, g in zip(perturbations, grads):
-                            p.add_(config.anp_eps / config.anp_steps * g.sign()).clamp_(-config.anp_eps, config.anp_eps)
+                        for p, g in zip(perturbations, grads, strict=True):
+                            p.add_(config.anp_eps / config.anp_steps * g.sign()).clamp_(
+                                -config.anp_eps, config.anp_eps
+                            )
             for n in noises.values():
                 n.perturb = False
             natural = F.cross_entropy(model(x), y)
@@ -130,15 +170,24 @@ def optimise_masks(
 
 
 def adversarial_neuron_pruning(
-    model: nn.Module, images: Tensor, labels: Tensor, config: ANPConfig, *, device: torch.device, generator: torch.Generator
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    config: ANPConfig,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
 ) -> dict:
     """Optimise neuron masks on the clean set, then prune ``model`` in place as far as the held-out
     clean accuracy allows.
 
-    Returns ``{pruned, candidates, channels, masks_below: {layer: pruned count}, val_acc_before, val_acc_pruned}``.
+    Returns ``{pruned, candidates, channels, masks_below: {layer: pruned count}, val_acc_before,
+    val_acc_pruned}``.
     """
     val, train = split_clean_set(images.shape[0], config.validation_fraction, generator, "anp")
-    masks = optimise_masks(model, images[train], labels[train], config, device=device, generator=generator)
+    masks = optimise_masks(
+        model, images[train], labels[train], config, device=device, generator=generator
+    )
     layers = dict(model.named_modules())
     # Every channel as (layer, index), ordered by mask value: the least needed on clean data first.
     names = [name for name, mask in masks.items() for _ in range(mask.numel())]
@@ -146,7 +195,10 @@ def adversarial_neuron_pruning(
     values = torch.cat(list(masks.values()))
     ranking = torch.argsort(values, stable=True)
     candidates = int((values < config.pruning_threshold).sum())
-    originals = {name: (layers[name].weight.detach().clone(), layers[name].bias.detach().clone()) for name in masks}
+    originals = {
+        name: (layers[name].weight.detach().clone(), layers[name].bias.detach().clone())
+        for name in masks
+    }
 
     def prune(k: int) -> None:
         with torch.no_grad():
@@ -174,10 +226,19 @@ def adversarial_neuron_pruning(
     for position in ranking[:pruned].tolist():
         below[names[position]] += 1
     log.info(
-        "anp: pruned %d of %d BatchNorm channels (%d below the threshold), held-out clean acc %.4f -> %.4f",
-        pruned, values.numel(), candidates, before, after,
-    )  # fmt: skip
+        "anp: pruned %d of %d BatchNorm channels (%d below the threshold), held-out "
+        "clean acc %.4f -> %.4f",
+        pruned,
+        values.numel(),
+        candidates,
+        before,
+        after,
+    )
     return {
-        "pruned": pruned, "candidates": candidates, "channels": values.numel(), "masks_below": below,
-        "val_acc_before": before, "val_acc_pruned": after,
-    }  # fmt: skip
+        "pruned": pruned,
+        "candidates": candidates,
+        "channels": values.numel(),
+        "masks_below": below,
+        "val_acc_before": before,
+        "val_acc_pruned": after,
+    }

@@ -36,14 +36,35 @@ log = logging.getLogger(__name__)
 
 
 class FinePruningConfig(ParameterModel):
-    """The ``fine_pruning`` parameters (BackdoorBench's defaults, fine-tuning scaled to the embedded world)."""
+    """The ``fine_pruning`` parameters
+    (BackdoorBench's defaults, fine-tuning scaled to the embedded world)."""
 
     SECTION: ClassVar[str] = "fine_pruning"
 
-    acc_ratio: float = Field(0.9, gt=0, le=1, description="keep pruning while held-out clean accuracy is at least this share of the unpruned model's")
-    prune_step: float = Field(0.05, gt=0, le=1, description="channels pruned between two accuracy checks, as a share of all channels")
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="share of the clean set held out to check accuracy while pruning")
-    epochs: int = Field(10, ge=0, le=MAX_EPOCHS, description="fine-tuning passes over the clean set")
+    acc_ratio: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description=(
+            "keep pruning while held-out clean accuracy is at least this share of "
+            "the unpruned model's"
+        ),
+    )
+    prune_step: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="channels pruned between two accuracy checks, as a share of all channels",
+    )
+    validation_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="share of the clean set held out to check accuracy while pruning",
+    )
+    epochs: int = Field(
+        10, ge=0, le=MAX_EPOCHS, description="fine-tuning passes over the clean set"
+    )
     lr: float = Field(0.01, gt=0, le=10, description="fine-tuning SGD learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="fine-tuning SGD momentum")
     weight_decay: float = Field(5e-4, ge=0, le=1, description="fine-tuning L2 penalty")
@@ -53,11 +74,17 @@ class FinePruningConfig(ParameterModel):
 
 
 @torch.no_grad()
-def channel_activations(model: nn.Module, images: Tensor, *, device: torch.device, batch_size: int = 512) -> Tensor:
+def channel_activations(
+    model: nn.Module, images: Tensor, *, device: torch.device, batch_size: int = 512
+) -> Tensor:
     """Mean pooled activation of every last-layer channel (the head's input) over ``images``."""
     model.to(device).eval()
     total = sum(
-        penultimate_features(model, to_unit_float(chunk.to(device)).contiguous(memory_format=torch.channels_last), "fine_pruning")
+        penultimate_features(
+            model,
+            to_unit_float(chunk.to(device)).contiguous(memory_format=torch.channels_last),
+            "fine_pruning",
+        )
         .float()
         .sum(0)
         for chunk in images.split(batch_size)
@@ -73,13 +100,21 @@ def prune_channels(model: nn.Module, channels: Tensor) -> None:
 
 
 def fine_prune(
-    model: nn.Module, images: Tensor, labels: Tensor, config: FinePruningConfig, *, device: torch.device, generator: torch.Generator
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    config: FinePruningConfig,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
 ) -> dict:
     """Prune, then fine-tune ``model`` in place on the clean set ``(images, labels)``.
 
     Returns ``{pruned, channels, val_acc_before, val_acc_pruned, history}``.
     """
-    val, train = split_clean_set(images.shape[0], config.validation_fraction, generator, "fine_pruning")
+    val, train = split_clean_set(
+        images.shape[0], config.validation_fraction, generator, "fine_pruning"
+    )
 
     def val_acc() -> float:
         return accuracy(predict_logits(model, images[val], device=device).argmax(1), labels[val])
@@ -101,11 +136,19 @@ def fine_prune(
         head.weight.copy_(original_weight)
     prune_channels(model, ranking[:pruned])
     after_pruning = val_acc()
-    log.info("fine_pruning: pruned %d of %d channels, held-out clean acc %.4f -> %.4f", pruned, channels, before, after_pruning)
+    log.info(
+        "fine_pruning: pruned %d of %d channels, held-out clean acc %.4f -> %.4f",
+        pruned,
+        channels,
+        before,
+        after_pruning,
+    )
 
     mask = torch.ones_like(original_weight)
     mask[:, ranking[:pruned].to(mask.device)] = 0
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     scaler = grad_scaler(device)
     history = []
     for epoch in range(1, config.epochs + 1):
@@ -124,5 +167,13 @@ def fine_prune(
                 head.weight.mul_(mask)  # pruned channels stay pruned
             loss_sum += float(loss.detach()) * batch.numel()
         model.eval()
-        history.append({"epoch": epoch, "loss": loss_sum / max(1, train.numel()), "val_clean_acc": val_acc()})
-    return {"pruned": pruned, "channels": channels, "val_acc_before": before, "val_acc_pruned": after_pruning, "history": history}
+        history.append(
+            {"epoch": epoch, "loss": loss_sum / max(1, train.numel()), "val_clean_acc": val_acc()}
+        )
+    return {
+        "pruned": pruned,
+        "channels": channels,
+        "val_acc_before": before,
+        "val_acc_pruned": after_pruning,
+        "history": history,
+    }

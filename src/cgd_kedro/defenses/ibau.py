@@ -4,9 +4,10 @@
 The defense solves ``min_θ L_out(δ*(θ), θ)`` with ``δ*(θ)`` the universal perturbation that
 best fools the model (the inner problem). Each round:
 
-1. fit a universal perturbation ``δ`` (``1 x C x H x W``, from zeros) by SGD (lr ``perturbation_lr``)
-   over one pass of the clean set: ``-CE(f(x + δ), argmax f(x)) + w ||δ||²``, then project it onto
-   the L2 ball of radius ``perturbation_norm`` (Zeng et al.'s code; BackdoorBench dropped the ball);
+1. fit a universal perturbation ``δ`` (``1 x C x H x W``, from zeros) by SGD (lr
+   ``perturbation_lr``) over one pass of the clean set: ``-CE(f(x + δ), argmax f(x)) + w ||δ||²``,
+   then project it onto the L2 ball of radius ``perturbation_norm`` (Zeng et al.'s code;
+   BackdoorBench dropped the ball);
 2. for each clean batch, one Adam step of the model along the *hypergradient* of
    ``L_out(δ, θ) = CE(f(x + δ·m), y)`` (``m`` adds ``δ`` to a random ``perturbed_fraction`` of the
    batch), where ``δ`` depends on ``θ`` through the fixed point of the inner gradient step
@@ -41,19 +42,43 @@ class IBAUConfig(ParameterModel):
 
     SECTION: ClassVar[str] = "ibau"
 
-    n_rounds: int = Field(5, ge=1, le=1000, description="rounds of perturbation fitting + unlearning")
-    K: int = Field(5, ge=1, le=1000, description="fixed-point iterations of the implicit hypergradient")
-    lr: float = Field(1e-4, gt=0, le=10, description="Adam learning rate of the model (outer problem)")
+    n_rounds: int = Field(
+        5, ge=1, le=1000, description="rounds of perturbation fitting + unlearning"
+    )
+    K: int = Field(
+        5, ge=1, le=1000, description="fixed-point iterations of the implicit hypergradient"
+    )
+    lr: float = Field(
+        1e-4, gt=0, le=10, description="Adam learning rate of the model (outer problem)"
+    )
     batch_size: int = Field(256, ge=2, le=MAX_BATCH_SIZE, description="clean samples per batch")
-    perturbation_lr: float = Field(10.0, gt=0, le=1e6, description="SGD learning rate of the universal perturbation's fit")
-    inner_lr: float = Field(0.1, gt=0, le=1e6, description="step of the inner gradient map whose fixed point is the perturbation")
-    perturbation_weight: float = Field(0.001, ge=0, le=1e6, description="weight of ||δ||² in the inner losses")
-    perturbed_fraction: float = Field(0.01, ge=0, le=1, description="share of each outer batch the perturbation is added to")
+    perturbation_lr: float = Field(
+        10.0, gt=0, le=1e6, description="SGD learning rate of the universal perturbation's fit"
+    )
+    inner_lr: float = Field(
+        0.1,
+        gt=0,
+        le=1e6,
+        description="step of the inner gradient map whose fixed point is the perturbation",
+    )
+    perturbation_weight: float = Field(
+        0.001, ge=0, le=1e6, description="weight of ||δ||² in the inner losses"
+    )
+    perturbed_fraction: float = Field(
+        0.01, ge=0, le=1, description="share of each outer batch the perturbation is added to"
+    )
     # The authors' code bounds δ to an L2 ball of radius 10 on [0, 1] images, this project's input
     # space. BackdoorBench dropped the ball but adds δ in normalised space, where the same lr 10 is
-    # ~1/30 of the step; unbounded in [0, 1] space δ reached norms of 600-2,100 (README, "Departures").
+    # ~1/30 of the step; unbounded in [0, 1] space δ reached norms of
+    # 600-2,100 (README, "Departures").
     perturbation_norm: float | None = Field(
-        10.0, gt=0, le=1e6, description="radius of the L2 ball (pixel units in [0, 1]) δ is projected onto after its fit; null: no ball"
+        10.0,
+        gt=0,
+        le=1e6,
+        description=(
+            "radius of the L2 ball (pixel units in [0, 1]) δ is projected onto after "
+            "its fit; null: no ball"
+        ),
     )
 
 
@@ -62,16 +87,23 @@ def _logits(model: nn.Module, images: Tensor) -> Tensor:
 
 
 def fit_universal_perturbation(
-    model: nn.Module, batches: Sequence[Tensor], config: IBAUConfig, perturbation: Tensor | None = None
+    model: nn.Module,
+    batches: Sequence[Tensor],
+    config: IBAUConfig,
+    perturbation: Tensor | None = None,
 ) -> Tensor:
-    """Step 1 of a round: ``δ`` fitted by SGD over ``batches`` (float images on the model's device)."""
+    """Step 1 of a round: ``δ`` fitted by SGD over ``batches``
+    (float images on the model's device)."""
     delta = torch.zeros_like(batches[0][:1]) if perturbation is None else perturbation.clone()
     delta.requires_grad_(True)
     optimiser = torch.optim.SGD([delta], lr=config.perturbation_lr)
     for images in batches:
         with torch.no_grad():
             predicted = _logits(model, images).argmax(1)
-        loss = -F.cross_entropy(_logits(model, images + delta), predicted) + config.perturbation_weight * delta.pow(2).sum()
+        loss = (
+            -F.cross_entropy(_logits(model, images + delta), predicted)
+            + config.perturbation_weight * delta.pow(2).sum()
+        )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -97,20 +129,32 @@ def implicit_hypergradient(
     delta = delta.detach().requires_grad_(True)
     loss = outer_loss(delta)
     grad_delta, *grad_params = torch.autograd.grad(loss, [delta, *params], allow_unused=True)
-    grad_params = [torch.zeros_like(p) if g is None else g for g, p in zip(grad_params, params)]
+    grad_params = [
+        torch.zeros_like(p) if g is None else g for g, p in zip(grad_params, params, strict=True)
+    ]
     mapped = inner_map(delta)
     v = torch.zeros_like(delta)
     for _ in range(iterations):
         (jvp,) = torch.autograd.grad(mapped, delta, grad_outputs=v, retain_graph=True)
         v = jvp + grad_delta
     indirect = torch.autograd.grad(mapped, params, grad_outputs=v, allow_unused=True)
-    return [g + (torch.zeros_like(g) if i is None else i) for g, i in zip(grad_params, indirect)]
+    return [
+        g + (torch.zeros_like(g) if i is None else i)
+        for g, i in zip(grad_params, indirect, strict=True)
+    ]
 
 
 def implicit_backdoor_unlearning(
-    model: nn.Module, images: Tensor, labels: Tensor, config: IBAUConfig, *, device: torch.device, generator: torch.Generator
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    config: IBAUConfig,
+    *,
+    device: torch.device,
+    generator: torch.Generator,
 ) -> dict:
-    """I-BAU on the clean set ``(images, labels)`` (uint8 images, given labels), in place on ``model``.
+    """I-BAU on the clean set ``(images, labels)``
+    (uint8 images, given labels), in place on ``model``.
 
     Returns ``{rounds, history}``; ``history`` holds per round the perturbation's norm and the mean
     outer loss (training-side figures only: the defense never sees test data).
@@ -122,13 +166,17 @@ def implicit_backdoor_unlearning(
     optimiser = torch.optim.Adam(params, lr=config.lr)
     order = torch.randperm(labels.numel(), generator=generator)
     batches = [
-        (to_unit_float(images[index].to(device)), labels[index].to(device)) for index in order.split(config.batch_size)
-    ]  # fmt: skip
+        (to_unit_float(images[index].to(device)), labels[index].to(device))
+        for index in order.split(config.batch_size)
+    ]
     first_images, first_labels = batches[0]
     weight = config.perturbation_weight
 
     def inner_map(delta: Tensor) -> Tensor:
-        inner = -F.cross_entropy(_logits(model, first_images + delta), first_labels) + weight * delta.pow(2).sum()
+        inner = (
+            -F.cross_entropy(_logits(model, first_images + delta), first_labels)
+            + weight * delta.pow(2).sum()
+        )
         (gradient,) = torch.autograd.grad(inner, delta, create_graph=True)
         return delta - config.inner_lr * gradient
 
@@ -142,16 +190,29 @@ def implicit_backdoor_unlearning(
             mask = torch.zeros(batch_labels.numel(), 1, 1, 1, device=device)
             mask[chosen] = 1.0
 
-            def outer_loss(d: Tensor, x: Tensor = batch_images, y: Tensor = batch_labels, m: Tensor = mask) -> Tensor:
+            def outer_loss(
+                d: Tensor, x: Tensor = batch_images, y: Tensor = batch_labels, m: Tensor = mask
+            ) -> Tensor:
                 return F.cross_entropy(_logits(model, x + d * m), y)
 
             gradients = implicit_hypergradient(delta, params, inner_map, outer_loss, config.K)
             optimiser.zero_grad(set_to_none=True)
-            for p, g in zip(params, gradients):
+            for p, g in zip(params, gradients, strict=True):
                 p.grad = g.detach()
             optimiser.step()
             with torch.no_grad():
                 losses.append(float(outer_loss(delta)))
-        history.append({"round": round_index + 1, "perturbation_norm": float(delta.norm()), "outer_loss": sum(losses) / len(losses)})
-        log.info("i-bau round %d: |δ| %.3f, outer loss %.4f", round_index + 1, history[-1]["perturbation_norm"], history[-1]["outer_loss"])
+        history.append(
+            {
+                "round": round_index + 1,
+                "perturbation_norm": float(delta.norm()),
+                "outer_loss": sum(losses) / len(losses),
+            }
+        )
+        log.info(
+            "i-bau round %d: |δ| %.3f, outer loss %.4f",
+            round_index + 1,
+            history[-1]["perturbation_norm"],
+            history[-1]["outer_loss"],
+        )
     return {"rounds": config.n_rounds, "history": history}

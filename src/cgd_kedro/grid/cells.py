@@ -52,7 +52,9 @@ def write_state(folder: Path, state: dict) -> None:
     save_text(folder / CELL_FILE, json.dumps(state, indent=2, default=str))
 
 
-def prepare_cell(project_path: str | Path, root: Path, cell: Cell, tracking: dict | None = None) -> Path:
+def prepare_cell(
+    project_path: str | Path, root: Path, cell: Cell, tracking: dict | None = None
+) -> Path:
     """The cell's folder, made a Kedro project that reads the project's configuration;
     ``tracking``: the grid's MLflow run, the parent of the cell's (``cgd_kedro.tracking``)."""
     project = Path(project_path).resolve()
@@ -61,11 +63,19 @@ def prepare_cell(project_path: str | Path, root: Path, cell: Cell, tracking: dic
     if not (folder / "conf").exists():
         (folder / "conf").symlink_to(project / "conf", target_is_directory=True)
     shutil.copy(project / "pyproject.toml", folder / "pyproject.toml")
-    (folder / "src").mkdir(exist_ok=True)  # bootstrap_project checks it exists; the package is installed
+    # bootstrap_project checks it exists; the package is installed
+    (folder / "src").mkdir(exist_ok=True)
     (folder / ".telemetry").write_text("consent: false\n")
     state = read_state(folder) or {}
-    write_state(folder, {"definition": cell.definition(), "status": state.get("status", "pending"), "cache_dir": str(root / "cache"),
-                         "tracking": tracking})  # fmt: skip
+    write_state(
+        folder,
+        {
+            "definition": cell.definition(),
+            "status": state.get("status", "pending"),
+            "cache_dir": str(root / "cache"),
+            "tracking": tracking,
+        },
+    )
     return folder
 
 
@@ -87,17 +97,38 @@ def run_cell(folder: str, timeout_s: float | None = None) -> dict:
     with open(path / LOG_FILE, "w") as log:
         try:
             returncode = subprocess.run(
-                [sys.executable, "-m", "cgd_kedro.grid.session", str(path)], cwd=path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                timeout=timeout_s,  # same process group as the worker: killing the grid ends its cells too
-            ).returncode  # fmt: skip
+                [sys.executable, "-m", "cgd_kedro.grid.session", str(path)],
+                cwd=path,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # same process group as the worker: killing the grid ends its cells too
+                timeout=timeout_s,
+            ).returncode
         except subprocess.TimeoutExpired:
             returncode = -9
     seconds = time.perf_counter() - started
     status = "complete" if returncode == 0 else "failed"
     tail = "" if returncode == 0 else _tail(path / LOG_FILE)
-    write_state(path, state | {"status": status, "seconds": seconds, "returncode": returncode, "finished": time.time()}
-                | ({"error": tail} if tail else {}))  # fmt: skip
-    return {"id": path.name, "status": status, "seconds": seconds, "returncode": returncode, "worker": worker, "log_tail": tail}
+    write_state(
+        path,
+        state
+        | {
+            "status": status,
+            "seconds": seconds,
+            "returncode": returncode,
+            "finished": time.time(),
+        }
+        | ({"error": tail} if tail else {}),
+    )
+    return {
+        "id": path.name,
+        "status": status,
+        "seconds": seconds,
+        "returncode": returncode,
+        "worker": worker,
+        "log_tail": tail,
+    }
 
 
 def _worker_name() -> str | None:

@@ -1,4 +1,5 @@
-"""``kedro grid``: run a grid spec's cells on a Dask cluster, resumably, each failure kept to its cell.
+"""``kedro grid``: run a grid spec's cells on a Dask cluster, resumably,
+each failure kept to its cell.
 
 1. The spec is read and checked in full (``grid.spec``) and the cluster reached (a local one is
    started) before any cell starts.
@@ -41,7 +42,9 @@ class GridResult:
     wall_seconds: float = 0.0
 
 
-def plan(cells: list[Cell], root: Path, rerun_failed: bool) -> tuple[list[Cell], list[str], list[str]]:
+def plan(
+    cells: list[Cell], root: Path, rerun_failed: bool
+) -> tuple[list[Cell], list[str], list[str]]:
     """``(to run, complete, failed and not retried)`` from each cell's recorded state."""
     todo, complete, failed = [], [], []
     for cell in cells:
@@ -56,10 +59,17 @@ def plan(cells: list[Cell], root: Path, rerun_failed: bool) -> tuple[list[Cell],
 
 
 def run_grid(
-    spec_path: str | Path, project_path: str | Path = ".", *, cluster: str | None = None, workers: int | None = None,
-    rerun_failed: bool = False, dry_run: bool = False, env: str | None = None, echo: Callable[[str], None] = print,
+    spec_path: str | Path,
+    project_path: str | Path = ".",
+    *,
+    cluster: str | None = None,
+    workers: int | None = None,
+    rerun_failed: bool = False,
+    dry_run: bool = False,
+    env: str | None = None,
+    echo: Callable[[str], None] = print,
     cell_timeout_s: float | None = None,
-) -> GridResult:  # fmt: skip
+) -> GridResult:
     """Run the grid of ``spec_path`` (see the module docstring); ``cluster``: ``local``, ``slurm``
     or a scheduler address (None: ``dask.yml``'s)."""
     spec = load_spec(spec_path)
@@ -68,10 +78,18 @@ def run_grid(
     root = grid_root(project_path, spec.name)
     todo, complete, failed = plan(cells, root, rerun_failed)
     result = GridResult(root, cells, skipped=complete, failed=failed)
-    left = len(cells) - len(todo) - len(complete) - len(failed)  # with --rerun-failed: cells never run, left for a plain run
-    echo(f"grid {spec.name}: {len(cells)} cells; {len(complete)} complete, {len(failed)} failed before"
-         + (" (--rerun-failed retries them)" if failed else "") + f", {len(todo)} to run"
-         + (f", {left} not run yet (a run without --rerun-failed runs them)" if left else "") + f"; outputs under {root}")  # fmt: skip
+    # with --rerun-failed: cells never run, left for a plain run
+    left = len(cells) - len(todo) - len(complete) - len(failed)
+    echo(
+        (
+            f"grid {spec.name}: {len(cells)} cells; {len(complete)} complete, "
+            f"{len(failed)} failed before"
+        )
+        + (" (--rerun-failed retries them)" if failed else "")
+        + f", {len(todo)} to run"
+        + (f", {left} not run yet (a run without --rerun-failed runs them)" if left else "")
+        + (f"; outputs under {root}")
+    )
     if dry_run:
         for cell in cells:
             status = (read_state(cell_dir(root, cell)) or {}).get("status", "not run")
@@ -82,17 +100,31 @@ def run_grid(
     if todo:
         with open_client(load_dask_config(project_path, env), cluster, workers) as client:
             echo(f"dask dashboard: {client.dashboard_link}")
-            gpus = any(w.get("resources", {}).get("GPU") for w in client.scheduler_info()["workers"].values())
+            gpus = any(
+                w.get("resources", {}).get("GPU")
+                for w in client.scheduler_info()["workers"].values()
+            )
             futures = {}
             # The first cell of each (env, seed) goes first: it fills the grid's model cache (the
             # reference CLIP, the clean model) that the cell's other runs then reuse.
             # (Submitted in that order too: an idle worker takes a task as soon as it is submitted.)
             leaders = {(cell.env, cell.seed): cell for cell in reversed(todo)}
-            for cell in sorted(todo, key=lambda c: leaders[(c.env, c.seed)] is not c):  # stable: spec order otherwise
+            for cell in sorted(
+                todo, key=lambda c: leaders[(c.env, c.seed)] is not c
+            ):  # stable: spec order otherwise
                 folder = prepare_cell(project_path, root, cell, tracking)
                 priority = 1 if leaders[(cell.env, cell.seed)] is cell else 0
-                futures[client.submit(run_cell, str(folder), cell_timeout_s, key=f"cell-{cell.id}-{time.time_ns()}", pure=False,
-                                      priority=priority, resources={"GPU": 1} if gpus else None)] = (cell, time.perf_counter())  # fmt: skip
+                futures[
+                    client.submit(
+                        run_cell,
+                        str(folder),
+                        cell_timeout_s,
+                        key=(f"cell-{cell.id}-{time.time_ns()}"),
+                        pure=False,
+                        priority=priority,
+                        resources={"GPU": 1} if gpus else None,
+                    )
+                ] = (cell, time.perf_counter())
             from distributed import as_completed
 
             with tqdm(total=len(futures), desc=f"grid {spec.name}", unit="cell") as bar:
@@ -102,15 +134,31 @@ def run_grid(
                     result.ran.append(outcome)
                     if outcome["status"] != "complete":
                         result.failed.append(cell.id)
-                        bar.write(f"cell {cell.id} failed (exit {outcome['returncode']}); log: {cell_dir(root, cell) / 'run.log'}\n"
-                                  + outcome["log_tail"])  # fmt: skip
+                        bar.write(
+                            (
+                                f"cell {cell.id} failed (exit {outcome['returncode']}); log: "
+                                f"{cell_dir(root, cell) / 'run.log'}\n"
+                            )
+                            + outcome["log_tail"]
+                        )
                     bar.update(1)
     result.wall_seconds = time.perf_counter() - started
     result.summary = write_grid_report(root, spec.name, cells, list(spec.sweep), result.failed)
-    reports = [root / "grid_summary.csv", root / "grid_cells.csv", root / "grid_report.html", *sorted(root.glob("grid_*.png"))]
+    reports = [
+        root / "grid_summary.csv",
+        root / "grid_cells.csv",
+        root / "grid_report.html",
+        *sorted(root.glob("grid_*.png")),
+    ]
     close_grid_run(tracking, reports, len(result.failed))
     if len(result.summary):
         echo(format_summary(result.summary, list(spec.sweep)).to_string(index=False))
-    echo(f"summary: {root / 'grid_summary.csv'}; report: {root / 'grid_report.html'}"
-         + (f"; {len(result.failed)} cell(s) failed: {', '.join(result.failed)}" if result.failed else ""))  # fmt: skip
+    echo(
+        f"summary: {root / 'grid_summary.csv'}; report: {root / 'grid_report.html'}"
+        + (
+            f"; {len(result.failed)} cell(s) failed: {', '.join(result.failed)}"
+            if result.failed
+            else ("")
+        )
+    )
     return result

@@ -27,9 +27,13 @@ def run(folder: Path) -> None:
     os.chdir(folder)
     bootstrap_project(folder)
     params = merge(cell["params"], {"runtime": {"cache_dir": state["cache_dir"]}})
-    with cell_run(state.get("tracking"), folder.name):  # a child of the grid's MLflow run
-        with KedroSession.create(project_path=folder, env=None if cell["env"] == "base" else cell["env"], runtime_params=params) as session:
-            session.run(pipeline_names=cell["pipelines"], namespaces=cell["namespaces"])
+    env = None if cell["env"] == "base" else cell["env"]
+    # the cell's MLflow run (a child of the grid's) is opened first: kedro-mlflow logs into it
+    with (
+        cell_run(state.get("tracking"), folder.name),
+        KedroSession.create(project_path=folder, env=env, runtime_params=params) as session,
+    ):
+        session.run(pipeline_names=cell["pipelines"], namespaces=cell["namespaces"])
 
 
 if __name__ == "__main__":

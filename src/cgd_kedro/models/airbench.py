@@ -38,7 +38,8 @@ class ConvGroup(nn.Sequential):
 
 
 class AirbenchNet(nn.Module):
-    """airbench94's network with block widths ``widths`` (airbench94: 64, 256, 256) on 32x32 inputs."""
+    """airbench94's network with block widths ``widths``
+    (airbench94: 64, 256, 256) on 32x32 inputs."""
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (64, 256, 256)):
         super().__init__()

@@ -26,8 +26,12 @@ class Classifier(nn.Module):
         super().__init__()
         self.net = net
         # Non-persistent: the state_dict stays the bare architecture's (BackdoorBench-compatible).
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net((x - self.mean) / self.std)
@@ -35,10 +39,14 @@ class Classifier(nn.Module):
 
 def _check_normalization(mean: Sequence[float], std: Sequence[float]) -> None:
     if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-        raise ValueError(f"normalization: expected 3 means and 3 positive stds, got mean={mean}, std={std}")
+        raise ValueError(
+            f"normalization: expected 3 means and 3 positive stds, got mean={mean}, std={std}"
+        )
 
 
-def build_classifier(architecture: str, num_classes: int, mean: Sequence[float], std: Sequence[float]) -> Classifier:
+def build_classifier(
+    architecture: str, num_classes: int, mean: Sequence[float], std: Sequence[float]
+) -> Classifier:
     _check_normalization(mean, std)
     return Classifier(build_model(architecture, num_classes), mean, std)
 
@@ -53,12 +61,19 @@ def to_checkpoint(model: Classifier, architecture: str, num_classes: int) -> Che
     }
 
 
-def from_checkpoint(checkpoint: Checkpoint, device: torch.device | str = "cpu", source: str = "checkpoint") -> Classifier:
-    """Rebuild a classifier; a state_dict that does not fit the named architecture is an error naming ``source``."""
+def from_checkpoint(
+    checkpoint: Checkpoint, device: torch.device | str = "cpu", source: str = "checkpoint"
+) -> Classifier:
+    """Rebuild a classifier;
+    a state_dict that does not fit the named architecture is an error naming ``source``."""
     missing = {"architecture", "num_classes", "mean", "std", "state_dict"} - set(checkpoint)
     if missing:
-        raise ValueError(f"{source}: not a cgd_kedro classifier checkpoint (missing {sorted(missing)})")
-    model = build_classifier(checkpoint["architecture"], checkpoint["num_classes"], checkpoint["mean"], checkpoint["std"])
+        raise ValueError(
+            f"{source}: not a cgd_kedro classifier checkpoint (missing {sorted(missing)})"
+        )
+    model = build_classifier(
+        checkpoint["architecture"], checkpoint["num_classes"], checkpoint["mean"], checkpoint["std"]
+    )
     try:
         model.net.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as error:
@@ -75,7 +90,9 @@ def last_linear(model: nn.Module, owner: str = "model") -> nn.Linear:
     channel of the last convolution. ``owner`` prefixes the error (e.g. ``trojannn``)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError(f"{owner}: the model has no nn.Linear layer (its input is the feature layer)")
+        raise ValueError(
+            f"{owner}: the model has no nn.Linear layer (its input is the feature layer)"
+        )
     return linears[-1]
 
 

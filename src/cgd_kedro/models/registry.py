@@ -35,7 +35,9 @@ def check_architecture(name: str) -> None:
     """Raise a ``ValueError`` naming the parameter if no model is registered as ``name``."""
     _import_builtin_models()
     if name not in MODEL_REGISTRY:
-        raise ValueError(f"architecture: unknown model {name!r}; registered models: {sorted(MODEL_REGISTRY)}")
+        raise ValueError(
+            f"architecture: unknown model {name!r}; registered models: {sorted(MODEL_REGISTRY)}"
+        )
 
 
 def build_model(name: str, num_classes: int) -> nn.Module:

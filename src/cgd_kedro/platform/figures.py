@@ -1,6 +1,7 @@
 """Figures the platform draws on request from catalog data (the pipelines save the others).
 
-They are plain ``Figure`` objects, never pyplot's global state: the server draws in several threads."""
+They are plain ``Figure`` objects, never pyplot's global state: the
+server draws in several threads."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ def classifier_samples(view: ProjectView, attack: str, n: int = 8) -> Figure:
     test_set, backdoor_test = view.load("test_set"), view.load(f"{attack}.backdoor_test")
     figure = Figure(figsize=(1.3 * n, 3.0))
     axes = figure.subplots(2, n, squeeze=False)
-    for row, (images, caption) in enumerate(((test_set, "clean"), (backdoor_test, f"{attack} triggered"))):
+    for row, (images, caption) in enumerate(
+        ((test_set, "clean"), (backdoor_test, f"{attack} triggered"))
+    ):
         for column, axis in enumerate(axes[row]):
             axis.axis("off")
             if images is not None and column < len(images["images"]):
@@ -28,11 +31,18 @@ def classifier_samples(view: ProjectView, attack: str, n: int = 8) -> Figure:
 
 
 def defense_curves(view: ProjectView, attack: str) -> Figure:
-    """Test CA and ASR over the epochs of each defense that records them (CGD, CGD with a backdoored CLIP)."""
-    reports = {defense: view.load(name.format(attack=attack)) for defense, name in CURVE_REPORTS.items()}
-    return plot_unlearning_curves({d: r["history"] for d, r in reports.items() if r}, title=f"{attack}: clean accuracy and ASR per epoch")
+    """Test CA and ASR over the epochs of each defense that records them
+    (CGD, CGD with a backdoored CLIP)."""
+    reports = {
+        defense: view.load(name.format(attack=attack)) for defense, name in CURVE_REPORTS.items()
+    }
+    return plot_unlearning_curves(
+        {d: r["history"] for d, r in reports.items() if r},
+        title=f"{attack}: clean accuracy and ASR per epoch",
+    )
 
 
 def mcr_curve(view: ProjectView, attack: str) -> Figure:
-    """MCR along its curve (validation figures, and test figures for evaluation) from the newest ``defense_metrics``."""
+    """MCR along its curve (validation figures, and test figures for evaluation)
+    from the newest ``defense_metrics``."""
     return plot_mcr_curves(mcr_curves({attack: view.load(f"{attack}.defense_metrics") or {}}))

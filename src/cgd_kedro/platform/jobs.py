@@ -13,7 +13,9 @@ previous server left queued or running are marked cancelled when the next one st
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import json
 import os
 import queue
@@ -59,7 +61,10 @@ def parse_overrides(text: str) -> dict[str, str]:
             continue
         key, sep, value = (part.strip() for part in line.partition("="))
         if not sep or not PARAM_KEY.match(key) or not PARAM_VALUE.match(value):
-            raise ValueError(f"parameter override line {number} {raw.strip()!r}: expected key=value, e.g. cgd.epochs=2 (scalar values only)")
+            raise ValueError(
+                f"parameter override line {number} {raw.strip()!r}: expected key=value, e.g. "
+                "cgd.epochs=2 (scalar values only)"
+            )
         overrides[key] = value
     return overrides
 
@@ -82,7 +87,9 @@ def with_overrides(params: dict, overrides: dict[str, str]) -> dict:
     return merged
 
 
-def run_command(run: str, namespaces: list[str], overrides: dict[str, str], env: str | None) -> list[str]:
+def run_command(
+    run: str, namespaces: list[str], overrides: dict[str, str], env: str | None
+) -> list[str]:
     """The ``kedro run`` command line of a Run-form submission, after checking every part."""
     if run not in RUNNABLE:
         raise ValueError(f"run {run!r}: unknown; choose one of {sorted(RUNNABLE)}")
@@ -123,7 +130,8 @@ class Job:
 
 
 FINISHED = ("succeeded", "failed", "cancelled")
-DEFAULT_MAX_SECONDS = 12 * 3600  # a run past this is cancelled (the CIFAR-10 CPU profile's whole run: ~9 h on 2 cores)
+# a run past this is cancelled (the CIFAR-10 CPU profile's whole run: ~9 h on 2 cores)
+DEFAULT_MAX_SECONDS = 12 * 3600
 KILL_GRACE_SECONDS = 10.0
 
 
@@ -134,7 +142,9 @@ class JobCancelled(Exception):
 class JobQueue:
     """Jobs run one at a time in a worker thread, in the order submitted."""
 
-    def __init__(self, project_path: Path, jobs_dir: Path, max_seconds: float = DEFAULT_MAX_SECONDS) -> None:
+    def __init__(
+        self, project_path: Path, jobs_dir: Path, max_seconds: float = DEFAULT_MAX_SECONDS
+    ) -> None:
         self.project_path = Path(project_path)
         self.jobs_dir = Path(jobs_dir)
         self.max_seconds = max_seconds
@@ -149,7 +159,8 @@ class JobQueue:
         self._worker.start()
 
     def _previous_jobs(self) -> dict[str, Job]:
-        """Jobs of earlier servers; those left queued or running are marked cancelled (their queue is gone)."""
+        """Jobs of earlier servers; those left queued or running are marked cancelled
+        (their queue is gone)."""
         jobs = {}
         for path in sorted(self.jobs_dir.glob("*/job.json")) if self.jobs_dir.is_dir() else []:
             try:
@@ -188,7 +199,13 @@ class JobQueue:
     def submit_run(self, title: str, command: list[str]) -> Job:
         return self._submit(Job(id=self.new_id(), kind="run", title=title, command=command))
 
-    def submit_call(self, title: str, call: Callable[[Callable[[str], None]], None], kind: str = "submission", job_id: str | None = None) -> Job:
+    def submit_call(
+        self,
+        title: str,
+        call: Callable[[Callable[[str], None]], None],
+        kind: str = "submission",
+        job_id: str | None = None,
+    ) -> Job:
         """Queue ``call(log)``; ``log(line)`` appends to the job's log."""
         job = Job(id=job_id or self.new_id(), kind=kind, title=title)
         self._calls[job.id] = call
@@ -198,9 +215,14 @@ class JobQueue:
         return self.jobs_dir / job_id / "log.txt"
 
     def log_tail(self, job_id: str, max_chars: int = 20000) -> str:
-        """The end of the job's log, with this machine's folders shortened (no absolute path leaves the server)."""
+        """The end of the job's log, with this machine's folders shortened
+        (no absolute path leaves the server)."""
         path = self.log_path(job_id)
-        return without_local_paths(path.read_text(errors="replace")[-max_chars:], self.project_path) if path.exists() else ""
+        return (
+            without_local_paths(path.read_text(errors="replace")[-max_chars:], self.project_path)
+            if path.exists()
+            else ""
+        )
 
     def wait(self, job_id: str, timeout: float) -> Job:
         """Block until the job has finished (for tests and scripts)."""
@@ -237,7 +259,7 @@ class JobQueue:
                     if job.kind == "run":
                         self._run_command(job, log)
                     else:
-                        self._calls.pop(job.id)(lambda line: self._log_line(job.id, log, line))
+                        self._calls.pop(job.id)(functools.partial(self._log_line, job.id, log))
                         job.status = "succeeded"
                 except JobCancelled:
                     log.write("cancelled\n")
@@ -258,21 +280,32 @@ class JobQueue:
         env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
         log.write("$ " + " ".join(job.command[1:]) + "\n")
         # A process group of its own: cancelling ends the run and anything it started (workers).
-        process = subprocess.Popen(job.command, cwd=self.project_path, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+        process = subprocess.Popen(
+            job.command,
+            cwd=self.project_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         with self._lock:
             self._processes[job.id] = process
             cancelled_before_start = job.id in self._cancelled
         if cancelled_before_start:
             _end_process_group(process)
-        timer = threading.Timer(self.max_seconds, self.cancel, (job.id, f"over the platform's time limit of {self.max_seconds:.0f} s"))
+        timer = threading.Timer(
+            self.max_seconds,
+            self.cancel,
+            (job.id, f"over the platform's time limit of {self.max_seconds:.0f} s"),
+        )
         timer.daemon = True
         timer.start()
         lines: list[str] = []
         try:
             for line in process.stdout:
                 log.write(line)
-                lines = (lines + [line.rstrip()])[-200:]
+                lines = [*lines, line.rstrip()][-200:]
                 if match := PROGRESS.search(line):
                     job.done, job.total = int(match[1]), int(match[2])
             returncode = process.wait()
@@ -291,9 +324,14 @@ class JobQueue:
 
 
 def without_local_paths(text: str, project_path: Path) -> str:
-    """``text`` with the project's folder written ``.`` and Python's install folders ``<python>``."""
-    shortened = {prefix: "<python>" for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)} | {str(Path(project_path).resolve()): "."}
-    for prefix in sorted(shortened, key=len, reverse=True):  # longest first: a venv inside the project is <python>
+    """``text`` with the project's folder written ``.``
+    and Python's install folders ``<python>``."""
+    shortened = {
+        prefix: "<python>" for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)
+    } | {str(Path(project_path).resolve()): "."}
+    for prefix in sorted(
+        shortened, key=len, reverse=True
+    ):  # longest first: a venv inside the project is <python>
         text = text.replace(prefix, shortened[prefix])
     return text
 
@@ -313,8 +351,7 @@ def _end_process_group(process: subprocess.Popen, grace: float = KILL_GRACE_SECO
             process.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             continue
-        try:  # the leader has gone; make sure no member of the group outlives it
+        # the leader has gone; make sure no member of the group outlives it
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(group, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return

@@ -21,10 +21,12 @@ def _limit_text(limit: int) -> str:
 
 
 class BodySizeLimit:
-    """Refuse HTTP request bodies over ``max_bytes`` with 413, reading at most ``max_bytes`` of them."""
+    """Refuse HTTP request bodies over ``max_bytes`` with 413,
+    reading at most ``max_bytes`` of them."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, shown_limit: int | None = None) -> None:
-        """``shown_limit``: the limit the messages name (the upload limit, without the form's overhead)."""
+        """``shown_limit``: the limit the messages name
+        (the upload limit, without the form's overhead)."""
         self.app = app
         self.max_bytes = max_bytes
         self.shown = _limit_text(shown_limit if shown_limit is not None else max_bytes)
@@ -36,7 +38,11 @@ class BodySizeLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             size = int(declared)
-            await self._refuse(send, f"upload refused: the request is {size / 2**20:.1f} MiB, over the {self.shown} upload limit")
+            await self._refuse(
+                send,
+                f"upload refused: the request is {size / 2**20:.1f} MiB, over the "
+                f"{self.shown} upload limit",
+            )
             return
         received = 0
         started = False
@@ -59,11 +65,17 @@ class BodySizeLimit:
             await self.app(scope, counting_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await self._refuse(send, f"upload refused: the request is over the {self.shown} upload limit")
+                await self._refuse(
+                    send, f"upload refused: the request is over the {self.shown} upload limit"
+                )
 
     @staticmethod
     async def _refuse(send: Send, text: str) -> None:
         body = text.encode()
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -62,10 +62,15 @@ class ProjectView:
     def _base_path(self, name: str) -> Path | None:
         """Where the catalog keeps dataset ``name`` (a versioned one's folder of versions)."""
         dataset = self.catalog.get(name)
-        return self.project_path / str(dataset._filepath) if dataset is not None and hasattr(dataset, "_filepath") else None
+        return (
+            self.project_path / str(dataset._filepath)
+            if dataset is not None and hasattr(dataset, "_filepath")
+            else None
+        )
 
     def file_path(self, name: str, version: str | None = None) -> Path | None:
-        """The file of dataset ``name`` at ``version`` (None: the newest), or None if there is none."""
+        """The file of dataset ``name`` at ``version``
+        (None: the newest), or None if there is none."""
         base = self._base_path(name)
         if base is None:
             return None
@@ -85,7 +90,8 @@ class ProjectView:
         return tuple(v for v in saved if usable(self.run_records, filepath, v) is not None)
 
     def load(self, name: str, version: str | None = None, default: Any = None) -> Any:
-        """Dataset ``name`` at ``version`` (None: the newest of a complete run), or ``default`` if there is none."""
+        """Dataset ``name`` at ``version`` (None: the newest of a complete run),
+        or ``default`` if there is none."""
         if version is None and getattr(self.catalog.get(name), "_version", None) is not None:
             versions = self.versions(name)
             if not versions:
@@ -112,14 +118,18 @@ class ProjectView:
         return tuple(found)
 
     def leaderboard(self) -> pd.DataFrame:
-        """``defense_report`` from the newest saved results of every attack and CLIP attack: the same
-        table the reporting pipeline builds, without waiting for a reporting run."""
+        """``defense_report`` from the newest saved results of every attack and CLIP attack: the
+        same table the reporting pipeline builds, without waiting for a reporting run."""
         return self._leaderboard.copy()
 
     @cached_property
     def _leaderboard(self) -> pd.DataFrame:
-        defense_metrics = {a: m for a in ATTACK_NAMESPACES if (m := self.load(f"{a}.defense_metrics")) is not None}
-        robustness = {a: r for a in defense_metrics if (r := self.load(f"{a}.cgd_robustness")) is not None}
+        defense_metrics = {
+            a: m for a in ATTACK_NAMESPACES if (m := self.load(f"{a}.defense_metrics")) is not None
+        }
+        robustness = {
+            a: r for a in defense_metrics if (r := self.load(f"{a}.cgd_robustness")) is not None
+        }
         abd_report = self.load("abd_report")
         seed = int(self.params.get("runtime", {}).get("seed", 0))
         return build_defense_report(self.dataset, seed, defense_metrics, abd_report, robustness)
@@ -139,7 +149,11 @@ class ViewCache:
 
     def stamp(self) -> tuple:
         records = self.project_path / RUNS_FOLDER
-        conf = sorted((str(p), p.stat().st_mtime_ns) for p in (self.project_path / "conf").rglob("*") if p.is_file())
+        conf = sorted(
+            (str(p), p.stat().st_mtime_ns)
+            for p in (self.project_path / "conf").rglob("*")
+            if p.is_file()
+        )
         return (records.stat().st_mtime_ns if records.is_dir() else 0, tuple(conf))
 
     def get(self, env: str | None) -> ProjectView:

@@ -28,24 +28,41 @@ METRICS = ("clean_acc", "asr", "ra", "der", "seconds")
 
 
 def newest(folder: Path, pattern: str) -> Path | None:
-    """The newest version's file matching ``pattern`` under ``folder`` (versions sort by name = time)."""
+    """The newest version's file matching ``pattern`` under ``folder``
+    (versions sort by name = time)."""
     found = sorted(folder.glob(pattern), key=lambda p: p.parent.name)
     return found[-1] if found else None
 
 
 def cell_rows(folder: Path, cell: Cell) -> list[dict]:
     """The rows of one complete cell (its newest outputs)."""
-    base = {"env": cell.env, "attack": cell.attack} | {key: _plain(value) for key, value in cell.sweep}
-    metrics_file = newest(folder / "data" / "08_reporting", f"*/{cell.attack}/defense_metrics.json/*/defense_metrics.json")
+    base = {"env": cell.env, "attack": cell.attack} | {
+        key: _plain(value) for key, value in cell.sweep
+    }
+    metrics_file = newest(
+        folder / "data" / "08_reporting",
+        f"*/{cell.attack}/defense_metrics.json/*/defense_metrics.json",
+    )
     if metrics_file is not None:
         metrics = json.loads(metrics_file.read_text())
     else:
-        attack_file = newest(folder / "data" / "08_reporting", f"*/{cell.attack}/attack_metrics.json/*/attack_metrics.json")
+        attack_file = newest(
+            folder / "data" / "08_reporting",
+            f"*/{cell.attack}/attack_metrics.json/*/attack_metrics.json",
+        )
         if attack_file is None:
             return []
         attack = json.loads(attack_file.read_text())
-        metrics = {"none": {key: attack[key] for key in ("clean_acc", "asr", "ra")} | {"der": 0.5, "seconds": 0.0}}
-    return [base | {"defense": name, "seed": cell.seed} | {k: float(values.get(k, np.nan)) for k in METRICS} for name, values in metrics.items()]
+        metrics = {
+            "none": {key: attack[key] for key in ("clean_acc", "asr", "ra")}
+            | {"der": 0.5, "seconds": 0.0}
+        }
+    return [
+        base
+        | {"defense": name, "seed": cell.seed}
+        | {k: float(values.get(k, np.nan)) for k in METRICS}
+        for name, values in metrics.items()
+    ]
 
 
 def _plain(value):
@@ -53,11 +70,16 @@ def _plain(value):
 
 
 def summarise_grid(rows: pd.DataFrame, sweep_keys: Sequence[str]) -> pd.DataFrame:
-    """Mean and std over seeds per (env, attack, defense, sweep values), defenses in a stable order."""
+    """Mean and std over seeds per (env, attack, defense, sweep values),
+    defenses in a stable order."""
     if rows.empty:
         return pd.DataFrame(columns=["env", "attack", "defense", *sweep_keys, "n_seeds"])
-    ordered = rows.assign(_none_last=rows["defense"] != "none").sort_values(["env", "attack", "_none_last", "defense", *sweep_keys])
-    return summarise_over_seeds(ordered.drop(columns="_none_last"), ["env", "attack", "defense", *sweep_keys])
+    ordered = rows.assign(_none_last=rows["defense"] != "none").sort_values(
+        ["env", "attack", "_none_last", "defense", *sweep_keys]
+    )
+    return summarise_over_seeds(
+        ordered.drop(columns="_none_last"), ["env", "attack", "defense", *sweep_keys]
+    )
 
 
 def format_summary(summary: pd.DataFrame, sweep_keys: Sequence[str]) -> pd.DataFrame:
@@ -66,7 +88,10 @@ def format_summary(summary: pd.DataFrame, sweep_keys: Sequence[str]) -> pd.DataF
     for metric in ("clean_acc", "asr", "ra", "seconds"):
         mean, std = summary[f"{metric}_mean"], summary[f"{metric}_std"]
         digits = 1 if metric == "seconds" else 3
-        table[metric] = [f"{m:.{digits}f}" if np.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(mean, std)]
+        table[metric] = [
+            f"{m:.{digits}f}" if np.isnan(s) else f"{m:.{digits}f} ± {s:.{digits}f}"
+            for m, s in zip(mean, std, strict=True)
+        ]
     return table
 
 
@@ -85,8 +110,16 @@ def plot_sweep(summary: pd.DataFrame, key: str, other_keys: Sequence[str]) -> Fi
             x = [position[v] for v in line[key]]
             name = label if isinstance(label, str) else " ".join(str(part) for part in label)
             for row, metric in enumerate(("clean_acc", "asr")):
-                axes[row, column].errorbar(x, line[f"{metric}_mean"], yerr=line[f"{metric}_std"].fillna(0), marker="o", ms=3, capsize=3,
-                                           color=colours(i % 10), label=name)  # fmt: skip
+                axes[row, column].errorbar(
+                    x,
+                    line[f"{metric}_mean"],
+                    yerr=line[f"{metric}_std"].fillna(0),
+                    marker="o",
+                    ms=3,
+                    capsize=3,
+                    color=colours(i % 10),
+                    label=name,
+                )
         for row, label in enumerate(("clean accuracy", "attack success rate")):
             axis = axes[row, column]
             axis.set_xticks(range(len(values)), [str(v) for v in values])
@@ -101,33 +134,64 @@ def plot_sweep(summary: pd.DataFrame, key: str, other_keys: Sequence[str]) -> Fi
     return figure
 
 
-def write_grid_report(root: Path, name: str, cells: Sequence[Cell], sweep_keys: Sequence[str], failed: Sequence[str] = ()) -> pd.DataFrame:
-    """Collect the complete cells under ``root`` and write the grid's tables, figures and HTML report;
-    returns the summary."""
+def write_grid_report(
+    root: Path,
+    name: str,
+    cells: Sequence[Cell],
+    sweep_keys: Sequence[str],
+    failed: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Collect the complete cells under ``root`` and write the grid's tables, figures and HTML
+    report; returns the summary."""
     from cgd_kedro.grid.cells import cell_dir, read_state
 
-    rows = [row for cell in cells if (read_state(cell_dir(root, cell)) or {}).get("status") == "complete"
-            for row in cell_rows(cell_dir(root, cell), cell)]  # fmt: skip
+    rows = [
+        row
+        for cell in cells
+        if (read_state(cell_dir(root, cell)) or {}).get("status") == "complete"
+        for row in cell_rows(cell_dir(root, cell), cell)
+    ]
     frame = pd.DataFrame(rows, columns=["env", "attack", *sweep_keys, "defense", "seed", *METRICS])
     summary = summarise_grid(frame, sweep_keys)
     save_text(root / "grid_cells.csv", frame.to_csv(index=False))
     save_text(root / "grid_summary.csv", summary.to_csv(index=False))
     figures = {}
     for key in sweep_keys:
-        figure = plot_sweep(summary, key, [k for k in sweep_keys if k != key]) if len(summary) else None
+        figure = (
+            plot_sweep(summary, key, [k for k in sweep_keys if k != key]) if len(summary) else None
+        )
         if figure is not None:
-            figure.savefig(root / f"grid_{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}.png", dpi=110, bbox_inches="tight")
+            figure.savefig(
+                root / f"grid_{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}.png",
+                dpi=110,
+                bbox_inches="tight",
+            )
             figures[f"against {key}"] = figure_to_data_uri(figure)
     complete = len({(r["env"], r["attack"], r["seed"], *(r[k] for k in sweep_keys)) for r in rows})
-    text = (f"Grid {name}: {complete} of {len(cells)} cells complete" + (f", {len(failed)} failed ({', '.join(failed)})" if failed else "")
-            + ". Each cell: clean accuracy, ASR and RA on the test set, mean ± standard deviation over seeds (one Kedro session per cell).")  # fmt: skip
-    save_text(root / "grid_report.html", render_html(f"cgd_kedro grid: {name}", {"summary": text}, {"grid summary": format_summary(summary, sweep_keys)}, figures))
+    text = (
+        f"Grid {name}: {complete} of {len(cells)} cells complete"
+        + (f", {len(failed)} failed ({', '.join(failed)})" if failed else "")
+        + (
+            ". Each cell: clean accuracy, ASR and RA on the test set, mean ± standard deviation "
+            "over seeds (one Kedro session per cell)."
+        )
+    )
+    save_text(
+        root / "grid_report.html",
+        render_html(
+            f"cgd_kedro grid: {name}",
+            {"summary": text},
+            {"grid summary": format_summary(summary, sweep_keys)},
+            figures,
+        ),
+    )
     return summary
 
 
 def read_grid_summaries(project_path: str | Path) -> dict[str, pd.DataFrame]:
-    """``{grid name: its summary as mean ± std strings}`` of every grid under ``data/09_grid`` (for the
-    platform's leaderboard); the sweep columns are those between ``defense`` and the first mean."""
+    """``{grid name: its summary as mean ± std strings}`` of every grid under ``data/09_grid`` (for
+    the platform's leaderboard); the sweep columns are those between
+    ``defense`` and the first mean."""
     summaries = {}
     for path in sorted(Path(project_path).glob("data/09_grid/*/grid_summary.csv")):
         summary = pd.read_csv(path)

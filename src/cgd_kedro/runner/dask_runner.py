@@ -43,7 +43,7 @@ def _prepare_worker(package_name: str | None, project_path: str) -> Any:
     from kedro.framework.hooks.manager import _create_hook_manager, _register_hooks
     from kedro.framework.project import PACKAGE_NAME, configure_project, settings
 
-    if package_name and PACKAGE_NAME != package_name:
+    if package_name and package_name != PACKAGE_NAME:
         configure_project(package_name)
     os.chdir(project_path)
     gpu = worker_gpu()
@@ -57,11 +57,18 @@ def _prepare_worker(package_name: str | None, project_path: str) -> Any:
 
 
 def run_node_task(
-    node, catalog, memory_outputs: frozenset[str], package_name: str | None, project_path: str, is_async: bool, run_id: str | None,
+    node,
+    catalog,
+    memory_outputs: frozenset[str],
+    package_name: str | None,
+    project_path: str,
+    is_async: bool,
+    run_id: str | None,
     *upstream: dict,
-) -> dict:  # fmt: skip
+) -> dict:
     """One node on a Dask worker: the in-memory inputs come from ``upstream`` (the results of the
-    tasks it depends on), saved ones from disk; returns ``{name: data}`` of its in-memory outputs."""
+    tasks it depends on), saved ones from disk; returns
+    ``{name: data}`` of its in-memory outputs."""
     for outputs in upstream:
         for name, data in outputs.items():
             if name in node.inputs:
@@ -69,7 +76,9 @@ def run_node_task(
     for name in memory_outputs & set(node.outputs):
         catalog[name] = MemoryDataset(copy_mode="assign")
     hook_manager = _prepare_worker(package_name, project_path)
-    Task(node=node, catalog=catalog, is_async=is_async, hook_manager=hook_manager, run_id=run_id).execute()
+    Task(
+        node=node, catalog=catalog, is_async=is_async, hook_manager=hook_manager, run_id=run_id
+    ).execute()
     return {name: catalog.load(name) for name in node.outputs if name in memory_outputs}
 
 
@@ -85,8 +94,14 @@ class DaskRunner(AbstractRunner):
         is_async: load and save node inputs and outputs in threads (Kedro's option).
     """
 
-    def __init__(self, is_async: bool = False, client=None, address: str | None = None, n_workers: int | None = None,
-                 env: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        is_async: bool = False,
+        client=None,
+        address: str | None = None,
+        n_workers: int | None = None,
+        env: str | None = None,
+    ) -> None:
         super().__init__(is_async=is_async)
         self._client = client
         self._address = address or os.environ.get("CGD_DASK_SCHEDULER") or None
@@ -96,7 +111,9 @@ class DaskRunner(AbstractRunner):
     def _get_executor(self, max_workers: int):  # the nodes go to Dask, not to an Executor
         return None
 
-    def _run(self, pipeline: Pipeline, catalog, hook_manager=None, run_id: str | None = None) -> None:
+    def _run(
+        self, pipeline: Pipeline, catalog, hook_manager=None, run_id: str | None = None
+    ) -> None:
         if self._client is not None:
             self._run_on(self._client, pipeline, catalog, run_id)
             return
@@ -106,28 +123,46 @@ class DaskRunner(AbstractRunner):
 
     def _run_on(self, client, pipeline: Pipeline, catalog, run_id: str | None) -> None:
         from distributed import as_completed
-
         from kedro.framework.project import PACKAGE_NAME
 
-        log.info("dask: %d node(s) on %s (dashboard %s)", len(pipeline.nodes), client.scheduler.address, client.dashboard_link)
+        log.info(
+            "dask: %d node(s) on %s (dashboard %s)",
+            len(pipeline.nodes),
+            client.scheduler.address,
+            client.dashboard_link,
+        )
         memory = frozenset(
-            name for name in pipeline.datasets()
-            if not name.startswith("params:") and name != "parameters" and isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)
-        )  # fmt: skip
+            name
+            for name in pipeline.datasets()
+            if not name.startswith("params:")
+            and name != "parameters"
+            and isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)
+        )
         for name in memory:  # the driver's copy holds no data: it travels between tasks
             catalog[name] = MemoryDataset(copy_mode="assign")
         dependencies = pipeline.node_dependencies
         futures: dict[Any, Any] = {}
         started = time.perf_counter()
         for node in pipeline.nodes:  # topologically sorted: a node's parents are submitted first
-            parents = [futures[parent] for parent in sorted(dependencies[node], key=lambda n: n.name)]
+            parents = [
+                futures[parent] for parent in sorted(dependencies[node], key=lambda n: n.name)
+            ]
             futures[node] = client.submit(
-                run_node_task, node, catalog, memory, PACKAGE_NAME, str(Path.cwd()), self._is_async, run_id, *parents,
-                key=f"{node.name}-{run_id or 'run'}-{id(node)}", pure=False, retries=0,
-            )  # fmt: skip
+                run_node_task,
+                node,
+                catalog,
+                memory,
+                PACKAGE_NAME,
+                str(Path.cwd()),
+                self._is_async,
+                run_id,
+                *parents,
+                key=f"{node.name}-{run_id or 'run'}-{id(node)}",
+                pure=False,
+                retries=0,
+            )
         by_future = {future: node for node, future in futures.items()}
-        done = 0
-        for future in as_completed(list(futures.values())):
+        for done, future in enumerate(as_completed(list(futures.values())), start=1):
             node = by_future[future]
             try:
                 outputs = future.result()
@@ -136,8 +171,14 @@ class DaskRunner(AbstractRunner):
                     other.cancel()
                 log.error("dask: node %s failed; the nodes still running were cancelled", node.name)
                 raise
-            done += 1
             for name, data in outputs.items():
-                if name in pipeline.outputs():  # free outputs reach the caller like the SequentialRunner's
+                # free outputs reach the caller like the SequentialRunner's
+                if name in pipeline.outputs():
                     catalog[name] = MemoryDataset(data, copy_mode="assign")
-            log.info("Completed node: %s (%d of %d, %.0f s into the run)", node.name, done, len(futures), time.perf_counter() - started)
+            log.info(
+                "Completed node: %s (%d of %d, %.0f s into the run)",
+                node.name,
+                done,
+                len(futures),
+                time.perf_counter() - started,
+            )

@@ -12,7 +12,8 @@ from torch import Tensor
 
 
 def random_crop(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
-    """Zero-pad each side by ``padding`` and crop back to the original size at a random offset per image.
+    """Zero-pad each side by ``padding`` and crop back to the original size
+    at a random offset per image.
 
     Args:
         images: ``N x C x H x W`` tensor (any dtype, any device).
@@ -37,8 +38,11 @@ def random_horizontal_flip(images: Tensor, generator: torch.Generator, p: float 
     return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
 
-def crop_and_flip(images: Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True) -> Tensor:
+def crop_and_flip(
+    images: Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True
+) -> Tensor:
     """BackdoorBench's train transform: random crop with padding, then a random horizontal flip
-    where the dataset allows it (``flip``: CIFAR-10 yes; GTSRB no, its signs change meaning mirrored)."""
+    where the dataset allows it (``flip``: CIFAR-10 yes; GTSRB no, its
+    signs change meaning mirrored)."""
     cropped = random_crop(images, padding, generator)
     return random_horizontal_flip(cropped, generator) if flip else cropped

@@ -1,4 +1,5 @@
-"""Supervised training of a classifier on an image set, with the BackdoorBench recipe as defaults."""
+"""Supervised training of a classifier on an image set,
+with the BackdoorBench recipe as defaults."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from pydantic import Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cgd_kedro.accelerate import autocast, compiled_forward, grad_scaler, optimiser_step, prepare_model, to_device
+from cgd_kedro.accelerate import (
+    autocast,
+    compiled_forward,
+    grad_scaler,
+    optimiser_step,
+    prepare_model,
+    to_device,
+)
 from cgd_kedro.config import MAX_BATCH_SIZE, MAX_EPOCHS, ParameterModel
 from cgd_kedro.runtime import log_time_estimate
 from cgd_kedro.training.augment import crop_and_flip
@@ -26,18 +34,38 @@ class TrainingConfig(ParameterModel):
 
     SECTION: ClassVar[str] = "training"
 
-    epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description="passes over the training set (BackdoorBench: 100)")
+    epochs: int = Field(
+        100, ge=1, le=MAX_EPOCHS, description="passes over the training set (BackdoorBench: 100)"
+    )
     batch_size: int = Field(128, ge=1, le=MAX_BATCH_SIZE, description="images per SGD step")
     lr: float = Field(0.01, gt=0, le=10, description="initial learning rate, decayed by `schedule`")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (unused by adam)")
     weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 penalty")
-    augment: bool = Field(True, description="random crop (`crop_padding`) and, with `flip`, horizontal flip, on the device")
-    crop_padding: int = Field(4, ge=0, le=64, description="zero padding of the random crop, in pixels")
-    flip: bool = Field(True, description="mirror half the images (only where the dataset allows it: not GTSRB)")
-    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd (with momentum) or adam (CGD's suspicious model)")
-    schedule: Literal["cosine", "constant"] = Field("cosine", description="cosine: per step, down to 0")
-    warmup: float = Field(0.0, ge=0, lt=1, description="share of the steps over which the lr first rises linearly from 0")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing (BackdoorBench: 0)")
+    augment: bool = Field(
+        True,
+        description="random crop (`crop_padding`) and, with `flip`, horizontal flip, on the device",
+    )
+    crop_padding: int = Field(
+        4, ge=0, le=64, description="zero padding of the random crop, in pixels"
+    )
+    flip: bool = Field(
+        True, description="mirror half the images (only where the dataset allows it: not GTSRB)"
+    )
+    optimizer: Literal["sgd", "adam"] = Field(
+        "sgd", description="sgd (with momentum) or adam (CGD's suspicious model)"
+    )
+    schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="cosine: per step, down to 0"
+    )
+    warmup: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the steps over which the lr first rises linearly from 0",
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="cross-entropy label smoothing (BackdoorBench: 0)"
+    )
 
 
 def to_unit_float(images: Tensor) -> Tensor:
@@ -92,13 +120,21 @@ def train_classifier(
     if images.shape[0] != labels.shape[0] or images.shape[0] == 0:
         raise ValueError(f"{description}: need as many labels as images and at least one image")
     prepare_model(model, device).train()
-    images, labels = to_device(images, device), to_device(labels, device)  # once: batches are sliced on the device
+    images, labels = (
+        to_device(images, device),
+        to_device(labels, device),
+    )  # once: batches are sliced on the device
     forward, scaler = compiled_forward(model, device, long_loop=True), grad_scaler(device)
     if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
     else:
         optimizer = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
         )
     steps_per_epoch = math.ceil(images.shape[0] / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -115,7 +151,9 @@ def train_classifier(
                 x = crop_and_flip(x, generator, config.crop_padding, config.flip)
             with autocast(device):
                 logits = forward(x.contiguous(memory_format=torch.channels_last))
-                loss = F.cross_entropy(logits.float(), labels[batch], label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(
+                    logits.float(), labels[batch], label_smoothing=config.label_smoothing
+                )
             optimiser_step(loss, optimizer, scaler)
             scheduler.step()
             loss_sum += loss.detach() * batch.numel()
@@ -129,7 +167,14 @@ def train_classifier(
         history.append(record)
         if epoch == 0:
             log_time_estimate(log, description, time.perf_counter() - epoch_started, config.epochs)
-        log.info("%s epoch %d/%d: loss %.4f, train acc %.4f", description, epoch + 1, config.epochs, record["loss"], record["train_acc"])
+        log.info(
+            "%s epoch %d/%d: loss %.4f, train acc %.4f",
+            description,
+            epoch + 1,
+            config.epochs,
+            record["loss"],
+            record["train_acc"],
+        )
     progress.close()
     model.eval()
     return history

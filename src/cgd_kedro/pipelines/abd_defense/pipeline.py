@@ -1,9 +1,10 @@
 """The ``abd_defense`` pipeline: one namespaced copy of the CLIP-backdoor template per CLIP attack.
 
 Shared: the two image-caption corpora (poisonable fine-tuning pairs, clean defense pairs) and the
-latest ``reference_clip``. Per attack namespace (``clip_badnet``, ``clip_blended``, ``clip_badclip``):
-trigger -> poisoned pairs -> backdoored CLIP -> ABD's adversarial patch -> FT / CleanCLIP / ABD
--> metrics and figures. ``abd_report`` collects every namespace's metrics into one table.
+latest ``reference_clip``. Per attack namespace (``clip_badnet``, ``clip_blended``,
+``clip_badclip``): trigger -> poisoned pairs -> backdoored CLIP -> ABD's adversarial patch -> FT /
+CleanCLIP / ABD -> metrics and figures. ``abd_report`` collects every
+namespace's metrics into one table.
 """
 
 from __future__ import annotations
@@ -15,18 +16,41 @@ from kedro.pipeline import Pipeline, node
 from cgd_kedro.clip.triggers import CLIP_ATTACK_NAMESPACES
 from cgd_kedro.pipelines.abd_defense import nodes
 
-# The CLIP attacks `kedro run` defends: none. ABD's three CLIP fine-tunings (FT, CleanCLIP, ABD) and the
-# backdoor implant take about 5 min per CLIP attack on 2 CPU cores, which does not fit the default run's ten
-# minutes; `kedro run --pipelines abd_quick` runs one (clip_badnet), `--pipelines abd_defense` all three.
+# The CLIP attacks `kedro run` defends: none. ABD's three CLIP fine-tunings (FT, CleanCLIP, ABD) and
+# the backdoor implant take about 5 min per CLIP attack on 2 CPU cores, which does not fit the
+# default run's ten minutes; `kedro run --pipelines abd_quick` runs one (clip_badnet),
+# `--pipelines abd_defense` all three.
 DEFAULT_CLIP_ATTACKS: tuple[str, ...] = ()
 QUICK_CLIP_ATTACKS: tuple[str, ...] = ("clip_badnet",)
-SHARED_INPUTS = {"reference_clip", "clip_finetune_pairs", "clip_defense_pairs", "test_set", "dataset_info"}
-SHARED_PARAMETERS = {"params:clip_attack", "params:clip_defense", "params:clip", "params:abd", "params:runtime"}
-ATTACK = ["params:clip_attack", "params:attack"]  # shared defaults, then the namespace's own section
+SHARED_INPUTS = {
+    "reference_clip",
+    "clip_finetune_pairs",
+    "clip_defense_pairs",
+    "test_set",
+    "dataset_info",
+}
+SHARED_PARAMETERS = {
+    "params:clip_attack",
+    "params:clip_defense",
+    "params:clip",
+    "params:abd",
+    "params:runtime",
+}
+ATTACK = [
+    "params:clip_attack",
+    "params:attack",
+]  # shared defaults, then the namespace's own section
 DEFENSE_INPUTS = [
-    "backdoored_clip", "clip_defense_pairs", "clip_trigger", "test_set", "dataset_info",
-    "params:clip_defense", "params:clip", *ATTACK, "params:runtime",
-]  # fmt: skip
+    "backdoored_clip",
+    "clip_defense_pairs",
+    "clip_trigger",
+    "test_set",
+    "dataset_info",
+    "params:clip_defense",
+    "params:clip",
+    *ATTACK,
+    "params:runtime",
+]
 
 
 def create_corpora_pipeline() -> Pipeline:
@@ -34,7 +58,14 @@ def create_corpora_pipeline() -> Pipeline:
         [
             node(
                 nodes.build_clip_corpora,
-                ["params:dataset", "train_set", "dataset_info", "params:clip_corpus", "params:clip", "params:runtime"],
+                [
+                    "params:dataset",
+                    "train_set",
+                    "dataset_info",
+                    "params:clip_corpus",
+                    "params:clip",
+                    "params:runtime",
+                ],
                 ["clip_finetune_pairs", "clip_defense_pairs"],
                 name="build_clip_corpora",
             )
@@ -47,7 +78,13 @@ def create_clip_attack_template() -> Pipeline:
         [
             node(
                 nodes.make_clip_trigger,
-                ["reference_clip", "clip_finetune_pairs", "dataset_info", *ATTACK, "params:runtime"],
+                [
+                    "reference_clip",
+                    "clip_finetune_pairs",
+                    "dataset_info",
+                    *ATTACK,
+                    "params:runtime",
+                ],
                 "clip_trigger",
                 name="make_clip_trigger",
             ),
@@ -70,12 +107,34 @@ def create_clip_attack_template() -> Pipeline:
                 name="craft_adversarial_patch",
             ),
             node(nodes.defend_with_ft, DEFENSE_INPUTS, "ft_report", name="defend_with_ft"),
-            node(nodes.defend_with_cleanclip, DEFENSE_INPUTS, "cleanclip_report", name="defend_with_cleanclip"),
-            node(nodes.defend_with_abd, [*DEFENSE_INPUTS, "adversarial_patch"], "abd_report", name="defend_with_abd"),
+            node(
+                nodes.defend_with_cleanclip,
+                DEFENSE_INPUTS,
+                "cleanclip_report",
+                name="defend_with_cleanclip",
+            ),
+            node(
+                nodes.defend_with_abd,
+                [*DEFENSE_INPUTS, "adversarial_patch"],
+                "abd_report",
+                name="defend_with_abd",
+            ),
             node(
                 nodes.evaluate_clip_defenses,
-                ["backdoored_clip", "backdoor_report", "clip_trigger", "test_set", "dataset_info", "params:clip", *ATTACK,
-                 "params:runtime", "ft_report", "cleanclip_report", "abd_report", "patch_report"],  # fmt: skip
+                [
+                    "backdoored_clip",
+                    "backdoor_report",
+                    "clip_trigger",
+                    "test_set",
+                    "dataset_info",
+                    "params:clip",
+                    *ATTACK,
+                    "params:runtime",
+                    "ft_report",
+                    "cleanclip_report",
+                    "abd_report",
+                    "patch_report",
+                ],
                 "clip_defense_metrics",
                 name="evaluate_clip_defenses",
             ),
@@ -87,7 +146,15 @@ def create_clip_attack_template() -> Pipeline:
             ),
             node(
                 nodes.plot_similarity,
-                ["backdoored_clip", "clip_defense_pairs", "clip_trigger", "adversarial_patch", "dataset_info", *ATTACK, "params:runtime"],
+                [
+                    "backdoored_clip",
+                    "clip_defense_pairs",
+                    "clip_trigger",
+                    "adversarial_patch",
+                    "dataset_info",
+                    *ATTACK,
+                    "params:runtime",
+                ],
                 "similarity_panel_png",
                 name="plot_similarity",
             ),
@@ -102,7 +169,12 @@ def create_clip_attack_template() -> Pipeline:
 
 
 def create_clip_attack_pipeline(namespace: str) -> Pipeline:
-    return Pipeline(create_clip_attack_template(), namespace=namespace, inputs=SHARED_INPUTS, parameters=SHARED_PARAMETERS)
+    return Pipeline(
+        create_clip_attack_template(),
+        namespace=namespace,
+        inputs=SHARED_INPUTS,
+        parameters=SHARED_PARAMETERS,
+    )
 
 
 def create_report_pipeline(namespaces: list[str]) -> Pipeline:
@@ -120,7 +192,8 @@ def create_report_pipeline(namespaces: list[str]) -> Pipeline:
 
 
 def create_pipeline(namespaces: Sequence[str] | None = None, **kwargs) -> Pipeline:
-    """The corpora, the CLIP attacks ``namespaces`` (``None``: all) and ``abd_report`` (empty without any)."""
+    """The corpora, the CLIP attacks ``namespaces`` (``None``: all) and ``abd_report``
+    (empty without any)."""
     namespaces = list(CLIP_ATTACK_NAMESPACES if namespaces is None else namespaces)
     return (
         create_corpora_pipeline()

@@ -5,8 +5,8 @@ with the backdoored CLIP that ``abd_defense`` implants (``ROBUSTNESS_CLIP_ATTACK
 reference CLIP, so the report can show both side by side (defense ``cgd_bdclip``). The suspicious
 models are not retrained: their logits do not depend on CLIP. Its nodes sit in the attack's
 namespace and its datasets are the attack's, prefixed ``bdclip_``; it reads the latest
-``poisoned_train``, ``suspicious_logits``, ``victim_model``, ``attack_metrics`` and backdoored CLIP, so
-``kedro run --pipelines cgd_robustness`` recomputes nothing else.
+``poisoned_train``, ``suspicious_logits``, ``victim_model``, ``attack_metrics`` and backdoored CLIP,
+so ``kedro run --pipelines cgd_robustness`` recomputes nothing else.
 """
 
 from __future__ import annotations
@@ -24,25 +24,42 @@ from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 # The CLIP attack whose backdoored CLIP stands in for the reference (part of the default run's ABD).
 ROBUSTNESS_CLIP_ATTACK = "clip_badnet"
 # The attacks the default run repeats CGD on with that CLIP (every attack with --pipelines full).
-DEFAULT_ROBUSTNESS_ATTACKS: tuple[str, ...] = ()  # it needs a backdoored CLIP (ABD's clip_badnet): not in the default run
+DEFAULT_ROBUSTNESS_ATTACKS: tuple[
+    str, ...
+] = ()  # it needs a backdoored CLIP (ABD's clip_badnet): not in the default run
 SHARED_INPUTS = {"test_set", "dataset_info"}
 SHARED_PARAMETERS = {"params:clip", "params:split", "params:cgd", "params:runtime"}
 
 
 def create_robustness_template(clip_attack: str = ROBUSTNESS_CLIP_ATTACK) -> Pipeline:
-    """Score with the backdoored CLIP, split with the attack's suspicious logits, unlearn, evaluate."""
-    evaluate = update_wrapper(partial(nodes.evaluate_robustness, clip_attack), nodes.evaluate_robustness)
+    """Score with the backdoored CLIP, split with the attack's suspicious logits, unlearn,
+    evaluate."""
+    evaluate = update_wrapper(
+        partial(nodes.evaluate_robustness, clip_attack), nodes.evaluate_robustness
+    )
     return Pipeline(
         [
             node(
                 score_with_clip,
-                ["poisoned_train", f"{clip_attack}.backdoored_clip", "dataset_info", "params:clip", "params:runtime"],
+                [
+                    "poisoned_train",
+                    f"{clip_attack}.backdoored_clip",
+                    "dataset_info",
+                    "params:clip",
+                    "params:runtime",
+                ],
                 "bdclip_logits",
                 name="score_with_backdoored_clip",
             ),
             node(
                 split_training_set,
-                ["poisoned_train", "bdclip_logits", "suspicious_logits", "params:split", "params:runtime"],
+                [
+                    "poisoned_train",
+                    "bdclip_logits",
+                    "suspicious_logits",
+                    "params:split",
+                    "params:runtime",
+                ],
                 "bdclip_split",
                 name="split_with_backdoored_clip",
             ),
@@ -54,16 +71,30 @@ def create_robustness_template(clip_attack: str = ROBUSTNESS_CLIP_ATTACK) -> Pip
             ),
             node(
                 unlearn_with_cgd,
-                ["victim_model", "poisoned_train", "bdclip_split", "bdclip_logits", "test_set", "backdoor_test",
-                 "params:cgd", "params:runtime"],  # fmt: skip
+                [
+                    "victim_model",
+                    "poisoned_train",
+                    "bdclip_split",
+                    "bdclip_logits",
+                    "test_set",
+                    "backdoor_test",
+                    "params:cgd",
+                    "params:runtime",
+                ],
                 ["cgd_bdclip_model", "cgd_bdclip_report"],
                 name="unlearn_with_backdoored_clip",
             ),
             node(
                 evaluate,
-                {"attack_metrics": "attack_metrics", "split_metrics": "bdclip_split_metrics", "test_set": "test_set",
-                 "backdoor_test": "backdoor_test", "runtime": "params:runtime", "cgd_model": "cgd_bdclip_model",
-                 "cgd_report": "cgd_bdclip_report"},  # fmt: skip
+                {
+                    "attack_metrics": "attack_metrics",
+                    "split_metrics": "bdclip_split_metrics",
+                    "test_set": "test_set",
+                    "backdoor_test": "backdoor_test",
+                    "runtime": "params:runtime",
+                    "cgd_model": "cgd_bdclip_model",
+                    "cgd_report": "cgd_bdclip_report",
+                },
                 "cgd_robustness",
                 name="evaluate_cgd_robustness",
             ),
@@ -73,9 +104,11 @@ def create_robustness_template(clip_attack: str = ROBUSTNESS_CLIP_ATTACK) -> Pip
 
 def create_robustness_pipeline(attack: str, clip_attack: str = ROBUSTNESS_CLIP_ATTACK) -> Pipeline:
     return Pipeline(
-        create_robustness_template(clip_attack), namespace=attack,
-        inputs=SHARED_INPUTS | {f"{clip_attack}.backdoored_clip"}, parameters=SHARED_PARAMETERS,
-    )  # fmt: skip
+        create_robustness_template(clip_attack),
+        namespace=attack,
+        inputs=SHARED_INPUTS | {f"{clip_attack}.backdoored_clip"},
+        parameters=SHARED_PARAMETERS,
+    )
 
 
 def create_pipeline(attacks: Sequence[str] = ATTACK_NAMESPACES, **kwargs) -> Pipeline:

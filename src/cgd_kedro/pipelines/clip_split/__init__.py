@@ -1,4 +1,5 @@
-"""``clip_split``: CGD's entropy map and the clean / triggered split of each poisoned training set."""
+"""``clip_split``: CGD's entropy map and the clean / triggered split
+of each poisoned training set."""
 
 from cgd_kedro.pipelines.clip_split.pipeline import create_pipeline
 

@@ -21,7 +21,13 @@ def create_split_template() -> Pipeline:
         [
             node(
                 nodes.score_with_clip,
-                ["poisoned_train", "reference_clip", "dataset_info", "params:clip", "params:runtime"],
+                [
+                    "poisoned_train",
+                    "reference_clip",
+                    "dataset_info",
+                    "params:clip",
+                    "params:runtime",
+                ],
                 "clip_logits",
                 name="score_with_clip",
             ),
@@ -33,7 +39,13 @@ def create_split_template() -> Pipeline:
             ),
             node(
                 nodes.split_training_set,
-                ["poisoned_train", "clip_logits", "suspicious_logits", "params:split", "params:runtime"],
+                [
+                    "poisoned_train",
+                    "clip_logits",
+                    "suspicious_logits",
+                    "params:split",
+                    "params:runtime",
+                ],
                 "cgd_split",
                 name="split_training_set",
             ),
@@ -54,7 +66,9 @@ def create_split_template() -> Pipeline:
 
 
 def create_split_pipeline(name: str) -> Pipeline:
-    return Pipeline(create_split_template(), namespace=name, inputs=SHARED_INPUTS, parameters=SHARED_PARAMETERS)
+    return Pipeline(
+        create_split_template(), namespace=name, inputs=SHARED_INPUTS, parameters=SHARED_PARAMETERS
+    )
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -59,7 +59,8 @@ def create_dataset_pipeline() -> Pipeline:
 
 
 def create_attack_template(needs_surrogate: bool = False) -> Pipeline:
-    """Prepare the trigger, poison the training set, build the backdoor test set, train and evaluate the victim."""
+    """Prepare the trigger, poison the training set, build the backdoor test set,
+    train and evaluate the victim."""
     prepare_inputs = ["train_set", "dataset_info", "params:attack", "params:runtime"]
     if needs_surrogate:
         prepare_inputs.append("clean_model")
@@ -101,4 +102,6 @@ def create_attack_pipeline(name: str) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return create_dataset_pipeline() + sum((create_attack_pipeline(n) for n in ATTACK_NAMESPACES), Pipeline([]))
+    return create_dataset_pipeline() + sum(
+        (create_attack_pipeline(n) for n in ATTACK_NAMESPACES), Pipeline([])
+    )

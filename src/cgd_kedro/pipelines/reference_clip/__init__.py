@@ -1,4 +1,5 @@
-"""``reference_clip``: the CLIP model CGD scores with (a local real CLIP, or the embedded one pretrained here)."""
+"""``reference_clip``: the CLIP model CGD scores with
+(a local real CLIP, or the embedded one pretrained here)."""
 
 from cgd_kedro.pipelines.reference_clip.pipeline import create_pipeline
 

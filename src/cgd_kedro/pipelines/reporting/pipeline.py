@@ -2,10 +2,11 @@
 
 Per attack it reads ``defense_metrics``, ``split_metrics``, ``cgd_report``, ``entropy_scores`` and
 ``cgd_robustness`` (CGD with a backdoored reference CLIP);
-for the CLIP defenses ``abd_report`` and, per CLIP attack, its trigger and ABD's patch; for the summary over seeds every saved ``defense_report``
-(run once per seed with ``--params runtime.seed=<s>``). ``kedro run --pipelines reporting`` rebuilds the tables,
-figures and report of the default attacks without recomputing anything; ``reporting_full`` does
-the same for every attack in the library.
+for the CLIP defenses ``abd_report`` and, per CLIP attack, its trigger and ABD's patch; for the
+summary over seeds every saved ``defense_report`` (run once per seed with
+``--params runtime.seed=<s>``). ``kedro run --pipelines reporting`` rebuilds the tables, figures and
+report of the default attacks without recomputing anything; ``reporting_full`` does the same
+for every attack in the library.
 """
 
 from __future__ import annotations
@@ -28,20 +29,28 @@ def per_attack(group: str, dataset: str, attacks: Sequence[str]) -> dict[str, st
 
 
 def create_pipeline(
-    attacks: Sequence[str] = DEFAULT_ATTACKS, clip_attacks: Sequence[str] = DEFAULT_CLIP_ATTACKS,
-    robustness_attacks: Sequence[str] = DEFAULT_ROBUSTNESS_ATTACKS, **kwargs,
-) -> Pipeline:  # fmt: skip
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    clip_attacks: Sequence[str] = DEFAULT_CLIP_ATTACKS,
+    robustness_attacks: Sequence[str] = DEFAULT_ROBUSTNESS_ATTACKS,
+    **kwargs,
+) -> Pipeline:
     curves = per_attack("cgd", "cgd_report", attacks)
     entropy = per_attack("entropy", "entropy_scores", attacks)
     robustness = per_attack("robustness", "cgd_robustness", robustness_attacks)
-    samples = {"clip_defense_pairs": "clip_defense_pairs"} | per_attack("trigger", "clip_trigger", clip_attacks) | per_attack(
-        "patch", "adversarial_patch", clip_attacks
+    samples = (
+        {"clip_defense_pairs": "clip_defense_pairs"}
+        | per_attack("trigger", "clip_trigger", clip_attacks)
+        | per_attack("patch", "adversarial_patch", clip_attacks)
     )
     return Pipeline(
         [
             node(
                 nodes.make_defense_report,
-                {"dataset_info": "dataset_info", "runtime": "params:runtime", "abd_report": "abd_report"}
+                {
+                    "dataset_info": "dataset_info",
+                    "runtime": "params:runtime",
+                    "abd_report": "abd_report",
+                }
                 | per_attack("defense", "defense_metrics", attacks)
                 | robustness,
                 "defense_report",
@@ -49,18 +58,25 @@ def create_pipeline(
             ),
             node(
                 nodes.make_split_report,
-                {"dataset_info": "dataset_info", "runtime": "params:runtime"} | per_attack("split", "split_metrics", attacks),
+                {"dataset_info": "dataset_info", "runtime": "params:runtime"}
+                | per_attack("split", "split_metrics", attacks),
                 "split_report",
                 name="make_split_report",
             ),
             node(
-                nodes.summarise_seeds, ["defense_report", "defense_report_versions", "params:reporting"], "defense_summary",
+                nodes.summarise_seeds,
+                ["defense_report", "defense_report_versions", "params:reporting"],
+                "defense_summary",
                 name="summarise_seeds",
             ),
             node(
                 nodes.render_report,
-                {"defense_report": "defense_report", "split_report": "split_report", "defense_summary": "defense_summary",
-                 "reference_clip_metrics": "reference_clip_metrics"}  # fmt: skip
+                {
+                    "defense_report": "defense_report",
+                    "split_report": "split_report",
+                    "defense_summary": "defense_summary",
+                    "reference_clip_metrics": "reference_clip_metrics",
+                }
                 | curves
                 | per_attack("defense", "defense_metrics", attacks)
                 | entropy
