@@ -26,18 +26,16 @@ import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from cgd_kedro.defenses.registry import list_defenses
 from cgd_kedro.metrics import evaluate_backdoor
 from cgd_kedro.models.classifier import from_checkpoint
 from cgd_kedro.parameters import RuntimeConfig
 from cgd_kedro.pipelines.cgd_unlearn import nodes
+from cgd_kedro.pipelines.cgd_unlearn.pipeline import clean_data_node_function
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFENSES = {
-    "fp": (nodes.fine_prune_victim, "fine_pruning"),
-    "anp": (nodes.prune_neurons_victim, "anp"),
-    "mcr": (nodes.mode_connectivity_repair_victim, "mcr"),
-    "ibau": (nodes.implicit_unlearning_victim, "ibau"),
-}
+# Every registered clean-data defense: (node function, parameter section), by name
+DEFENSES = {d.name: (clean_data_node_function(d), d.section) for d in list_defenses()}
 
 
 def load_at(catalog, name: str, version: str | None):

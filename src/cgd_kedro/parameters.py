@@ -12,6 +12,7 @@ offers its paths); ``python -m cgd_kedro.parameters`` prints it as the README's 
 from __future__ import annotations
 
 import sys
+from functools import cache
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -31,10 +32,7 @@ from cgd_kedro.clip.triggers import CLIP_ATTACK_NAMESPACES, ClipAttackConfig
 from cgd_kedro.config import ParameterError, ParameterModel, nested_model
 from cgd_kedro.data.sources import DatasetConfig
 from cgd_kedro.defenses.abl import ABLConfig
-from cgd_kedro.defenses.anp import ANPConfig
-from cgd_kedro.defenses.fine_pruning import FinePruningConfig
-from cgd_kedro.defenses.ibau import IBAUConfig
-from cgd_kedro.defenses.mcr import MCRConfig
+from cgd_kedro.defenses.registry import CleanDataDefense, get_defense, list_defenses
 from cgd_kedro.models.registry import check_architecture
 from cgd_kedro.reporting.tables import check_seeds
 from cgd_kedro.runtime import resolve_device
@@ -202,21 +200,27 @@ class ClipSplitParameters(ParameterModel):
     split: SplitConfig = Field(default_factory=SplitConfig, description="the 2-D split rule")
 
 
-class CgdUnlearnParameters(ParameterModel):
-    """``parameters_cgd_unlearn.yml``."""
-
-    cgd: UnlearnConfig = Field(default_factory=UnlearnConfig, description="CGD's unlearning")
-    abl: ABLConfig = Field(default_factory=ABLConfig, description="ABL")
-    fine_pruning: FinePruningConfig = Field(
-        default_factory=FinePruningConfig, description="Fine-Pruning"
-    )
-    anp: ANPConfig = Field(default_factory=ANPConfig, description="ANP")
-    mcr: MCRConfig = Field(default_factory=MCRConfig, description="MCR, mode connectivity repair")
-    ibau: IBAUConfig = Field(
-        default_factory=IBAUConfig, description="I-BAU, implicit backdoor adversarial unlearning"
-    )
-    oracle_fraction: float = Field(
-        0.05, gt=0, le=1, description="share of genuinely clean data for the *_oracle variants"
+def _cgd_unlearn_parameters(defenses: tuple[CleanDataDefense, ...]) -> type[ParameterModel]:
+    """``parameters_cgd_unlearn.yml``: CGD, ABL, one section per registered clean-data defense."""
+    return create_model(
+        "CgdUnlearnParameters",
+        __base__=ParameterModel,
+        __doc__="``parameters_cgd_unlearn.yml``.",
+        cgd=(UnlearnConfig, Field(default_factory=UnlearnConfig, description="CGD's unlearning")),
+        abl=(ABLConfig, Field(default_factory=ABLConfig, description="ABL")),
+        **{
+            d.section: (d.config, Field(default_factory=d.config, description=d.description))
+            for d in defenses
+        },
+        oracle_fraction=(
+            float,
+            Field(
+                0.05,
+                gt=0,
+                le=1,
+                description="share of genuinely clean data for the *_oracle variants",
+            ),
+        ),
     )
 
 
@@ -263,34 +267,43 @@ class BackdoorBenchImportParameters(ParameterModel):
     )
 
 
-class RunParameters(
-    BaseParameters,
-    PoisonParameters,
-    ReferenceClipParameters,
-    ClipSplitParameters,
-    CgdUnlearnParameters,
-    AbdDefenseParameters,
-    ReportingParameters,
-    BackdoorBenchImportParameters,
-):
-    """Every parameter of a run: the union of the parameters files' models."""
+@cache
+def _parameter_models(defenses: tuple[str, ...]) -> tuple[type[ParameterModel], dict]:
+    files = {
+        "parameters.yml": BaseParameters,
+        "parameters_poison.yml": PoisonParameters,
+        "parameters_reference_clip.yml": ReferenceClipParameters,
+        "parameters_clip_split.yml": ClipSplitParameters,
+        "parameters_cgd_unlearn.yml": _cgd_unlearn_parameters(tuple(map(get_defense, defenses))),
+        "parameters_abd_defense.yml": AbdDefenseParameters,
+        "parameters_reporting.yml": ReportingParameters,
+        "parameters_backdoorbench_import.yml": BackdoorBenchImportParameters,
+    }
+    run = create_model(
+        "RunParameters",
+        __base__=tuple(files.values()),
+        __doc__="Every parameter of a run: the union of the parameters files' models.",
+    )
+    return run, files
 
 
-PARAMETER_FILES = {
-    "parameters.yml": BaseParameters,
-    "parameters_poison.yml": PoisonParameters,
-    "parameters_reference_clip.yml": ReferenceClipParameters,
-    "parameters_clip_split.yml": ClipSplitParameters,
-    "parameters_cgd_unlearn.yml": CgdUnlearnParameters,
-    "parameters_abd_defense.yml": AbdDefenseParameters,
-    "parameters_reporting.yml": ReportingParameters,
-    "parameters_backdoorbench_import.yml": BackdoorBenchImportParameters,
-}
+def run_parameters() -> type[ParameterModel]:
+    """The model of every parameter of a run, with a section per registered clean-data defense
+    (rebuilt when a defense is registered)."""
+    return _parameter_models(tuple(d.name for d in list_defenses()))[0]
+
+
+def parameter_files() -> dict[str, type[ParameterModel]]:
+    """The model of each parameters file, by file name."""
+    return _parameter_models(tuple(d.name for d in list_defenses()))[1]
+
+
+RunParameters = run_parameters()  # with the built-in defenses (what `kedro run` sees)
 
 
 def check_run_parameters(
     params: dict, namespaces: set[str] = frozenset(), builds_reference_clip: bool = False
-) -> RunParameters:
+) -> ParameterModel:
     """Validate every parameter of a run (all sections present, whatever the run uses).
 
     ``namespaces``: the run's namespaces; their attacks' targets are checked against the dataset's
@@ -300,14 +313,15 @@ def check_run_parameters(
     Raises ``ParameterError`` (or ``FileNotFoundError`` for a missing dataset directory or weights
     file) naming the parameter in full, e.g. ``badnets.attack.ratio = 1.5: ...``.
     """
-    run = RunParameters.from_params(params)
+    model = run_parameters()
+    run = model.from_params(params)
     if (
         builds_reference_clip
     ):  # its errors name their parameter in full (clip.weights, dataset.clip_holdout.size)
         run.clip.check_source(run.dataset.name, run.dataset.clip_holdout_size(run.clip.weights))
     num_classes = run.dataset.num_classes
     for namespace in sorted(namespaces):
-        section = getattr(run, namespace, None) if namespace in RunParameters.model_fields else None
+        section = getattr(run, namespace, None) if namespace in model.model_fields else None
         if (
             isinstance(section, AttackSection)
             and section.attack is not None
@@ -359,7 +373,7 @@ def parameter_rows() -> list[tuple[str, str, str, str, str]]:
                 bounds = " / ".join(annotation.__args__)  # a Literal: its choices
             rows.append((file_name, path, repr(default), bounds, field.description or ""))
 
-    for file_name, model in PARAMETER_FILES.items():
+    for file_name, model in parameter_files().items():
         walk(file_name, model, "")
     return rows
 

@@ -30,11 +30,12 @@ from cgd_kedro.pipelines.abd_defense.pipeline import (
 )
 from cgd_kedro.pipelines.cgd_robustness.pipeline import DEFAULT_ROBUSTNESS_ATTACKS
 from cgd_kedro.pipelines.cgd_unlearn.pipeline import (
-    CLEAN_DATA_PEERS,
     DEFAULT_PEER_ATTACKS,
     DEFAULT_PEERS,
+    clean_data_peers,
 )
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES, DEFAULT_ATTACKS
+from cgd_kedro.pipelines.tags import tag_pipeline
 
 __all__ = ["DEFAULT_CLIP_ATTACKS", "register_pipelines"]
 
@@ -81,7 +82,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["full"] = grid + pipelines["reporting_full"]
     # CGD with the clean-data defenses only (Fine-Pruning, ANP, MCR, I-BAU;
     # CGD-fed and oracle), every attack
-    pipelines["cgd_unlearn_clean_data"] = cgd_unlearn.create_pipeline(peers=CLEAN_DATA_PEERS)
+    pipelines["cgd_unlearn_clean_data"] = cgd_unlearn.create_pipeline(peers=clean_data_peers())
     # CGD alone, every attack (grids)
     pipelines["cgd_unlearn_cgd"] = cgd_unlearn.create_pipeline(peers=("cgd",))
     # ABD on one CLIP attack with its report (about 5 min on 2 CPU cores after the
@@ -105,4 +106,4 @@ def register_pipelines() -> dict[str, Pipeline]:
         + abd_defense.create_pipeline(namespaces=list(DEFAULT_CLIP_ATTACKS))
         + pipelines["reporting"]
     )
-    return pipelines
+    return {name: tag_pipeline(pipeline) for name, pipeline in pipelines.items()}

@@ -60,30 +60,35 @@ def test_test_sets_reach_only_the_evaluation_and_cgd_reporting():
     assert readers == {"evaluate_defenses", "unlearn_with_cgd"}
 
 
-def _run_all() -> DataCatalog:
+def _run_upstream(sections=()) -> DataCatalog:
+    """The world, BadNets, the reference CLIP and the split, in memory, with the parameters of
+    ``sections`` (defense sections) in the catalog."""
     params = tiny_clip_parameters() | TINY_DEFENSES | {"oracle_fraction": 0.1}
     pipeline = (
         create_dataset_pipeline()
         + create_attack_pipeline("badnets")
         + create_reference_pipeline()
         + create_split_pipeline("badnets")
-        + create_defense_pipeline("badnets")
     )
-    sections = (
-        "dataset",
-        "runtime",
-        "victim",
-        "clip",
-        "suspicious",
-        "split",
-        *TINY_DEFENSES,
-        "oracle_fraction",
-    )
-    entries = {f"params:{k}": params[k] for k in sections}
+    shared = ("dataset", "runtime", "victim", "clip", "suspicious", "split", *sections)
+    entries = {f"params:{k}": params[k] for k in shared}
     entries["params:badnets.attack"] = params["badnets"]["attack"]
     catalog = DataCatalog({k: MemoryDataset(v, copy_mode="assign") for k, v in entries.items()})
+    keep_outputs(catalog, pipeline)
+    SequentialRunner().run(pipeline, catalog)
+    return catalog
+
+
+def keep_outputs(catalog: DataCatalog, pipeline) -> None:
+    """Every output of ``pipeline`` stays in ``catalog`` after the run (for the assertions)."""
     for name in pipeline.all_outputs():
         catalog[name] = _KeptMemoryDataset(copy_mode="assign")
+
+
+def _run_all() -> DataCatalog:
+    catalog = _run_upstream((*TINY_DEFENSES, "oracle_fraction"))
+    pipeline = create_defense_pipeline("badnets")
+    keep_outputs(catalog, pipeline)
     SequentialRunner().run(pipeline, catalog)
     return catalog
 

@@ -171,3 +171,26 @@ def test_the_exploration_notebook_runs_on_the_default_run(default_run):
         line.split() for line in defenses.splitlines() if line.split()[1:3] == ["badnets", "cgd"]
     ]
     assert [float(v) for v in row[3:6]] == [round(cgd[k], 3) for k in ("clean_acc", "asr", "ra")]
+
+
+@pytest.mark.slow
+def test_kedro_run_with_tags_report_rebuilds_the_report_alone(default_run):
+    """``kedro run --tags report`` re-renders the tables and figures from the saved artefacts."""
+    models = sorted(
+        p.relative_to(default_run) for p in (default_run / "data/06_models").rglob("*.safetensors")
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(default_run)
+        bootstrap_project(default_run)
+        with KedroSession.create(project_path=default_run, runtime_params=PARAMS) as session:
+            session.run(tags=["report"])
+    reporting = default_run / "data/08_reporting/embedded"
+    assert len(list((reporting / "report.html").iterdir())) == 2  # a new version of the report
+    assert len(list((reporting / "badnets/defense_metrics.json").iterdir())) == 1  # no evaluation
+    assert (
+        sorted(
+            p.relative_to(default_run)
+            for p in (default_run / "data/06_models").rglob("*.safetensors")
+        )
+        == models
+    )

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from cgd_kedro.config import MAX_BATCH_SIZE, MAX_STEPS, ParameterModel
 from cgd_kedro.defenses.clean_set import split_clean_set
+from cgd_kedro.defenses.registry import register_defense
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.training.classifier import to_unit_float
 
@@ -169,6 +170,12 @@ def optimise_masks(
     return {name: n.mask.detach().cpu() for name, n in noises.items()}
 
 
+@register_defense(
+    "anp",
+    config=ANPConfig,
+    node_name="adversarial_neuron_pruning",
+    description="ANP",
+)
 def adversarial_neuron_pruning(
     model: nn.Module,
     images: Tensor,

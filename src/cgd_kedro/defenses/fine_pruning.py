@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from cgd_kedro.accelerate import autocast, grad_scaler, optimiser_step
 from cgd_kedro.config import MAX_BATCH_SIZE, MAX_EPOCHS, ParameterModel
 from cgd_kedro.defenses.clean_set import split_clean_set
+from cgd_kedro.defenses.registry import register_defense
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.models.classifier import last_linear, penultimate_features
 from cgd_kedro.training.augment import crop_and_flip
@@ -99,6 +100,9 @@ def prune_channels(model: nn.Module, channels: Tensor) -> None:
         weight[:, channels.to(weight.device)] = 0
 
 
+@register_defense(
+    "fp", config=FinePruningConfig, node_name="fine_prune", description="Fine-Pruning"
+)
 def fine_prune(
     model: nn.Module,
     images: Tensor,

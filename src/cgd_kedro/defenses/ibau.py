@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from cgd_kedro.config import MAX_BATCH_SIZE, ParameterModel
+from cgd_kedro.defenses.registry import register_defense
 from cgd_kedro.training.classifier import to_unit_float
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,12 @@ def implicit_hypergradient(
     ]
 
 
+@register_defense(
+    "ibau",
+    config=IBAUConfig,
+    node_name="implicit_backdoor_unlearning",
+    description="I-BAU, implicit backdoor adversarial unlearning",
+)
 def implicit_backdoor_unlearning(
     model: nn.Module,
     images: Tensor,

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from cgd_kedro.config import MAX_BATCH_SIZE, MAX_EPOCHS, ParameterModel
 from cgd_kedro.defenses.clean_set import split_clean_set
+from cgd_kedro.defenses.registry import register_defense
 from cgd_kedro.metrics import accuracy, predict_logits
 from cgd_kedro.training.augment import crop_and_flip
 from cgd_kedro.training.classifier import (
@@ -239,6 +240,12 @@ def _agreement(
     return accuracy(predict_logits(model, triggered[0], device=device).argmax(1), triggered[1])
 
 
+@register_defense(
+    "mcr",
+    config=MCRConfig,
+    node_name="mode_connectivity_repair",
+    description="MCR, mode connectivity repair",
+)
 def mode_connectivity_repair(
     model: nn.Module,
     images: Tensor,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -19,9 +20,6 @@ from cgd_kedro.cgd.unlearn import UnlearnConfig, cgd_unlearn
 from cgd_kedro.config import check_share
 from cgd_kedro.data.imageset import ImageSet, subset
 from cgd_kedro.defenses.abl import ABLConfig, anti_backdoor_learning
-from cgd_kedro.defenses.anp import ANPConfig, adversarial_neuron_pruning
-from cgd_kedro.defenses.fine_pruning import FinePruningConfig, fine_prune
-from cgd_kedro.defenses.ibau import IBAUConfig, implicit_backdoor_unlearning
 from cgd_kedro.defenses.mcr import (
     MCRConfig,
     curve_from_tensors,
@@ -29,6 +27,7 @@ from cgd_kedro.defenses.mcr import (
     measure_curve,
     mode_connectivity_repair,
 )
+from cgd_kedro.defenses.registry import CleanDataDefense
 from cgd_kedro.metrics import defense_effectiveness_rating, evaluate_backdoor
 from cgd_kedro.models.classifier import build_classifier, from_checkpoint, to_checkpoint
 from cgd_kedro.parameters import RuntimeConfig, VictimConfig
@@ -193,26 +192,24 @@ def _defend_with_clean_data(
     return to_checkpoint(model, victim_model["architecture"], victim_model["num_classes"]), report
 
 
-def fine_prune_victim(
-    victim_model: dict, clean_data: ImageSet, fine_pruning: dict, runtime: dict
-) -> tuple[dict, dict]:
-    """Fine-Pruning of the victim with the given clean set;
-    the defended checkpoint and its report."""
-    config = FinePruningConfig.from_params(fine_pruning)
-    return _defend_with_clean_data(
-        victim_model, clean_data, runtime, fine_prune, config, "fine_pruning"
-    )
+def clean_data_node(defense: CleanDataDefense) -> Callable[..., tuple[dict, dict]]:
+    """The node function of a registered clean-data defense: its typed parameters, then
+    ``_defend_with_clean_data`` (seeded by the defense's parameter section)."""
 
+    def defend_victim(
+        victim_model: dict, clean_data: ImageSet, params: dict, runtime: dict
+    ) -> tuple[dict, dict]:
+        config = defense.config.from_params(params)
+        return _defend_with_clean_data(
+            victim_model, clean_data, runtime, defense.defend, config, defense.section
+        )
 
-def prune_neurons_victim(
-    victim_model: dict, clean_data: ImageSet, anp: dict, runtime: dict
-) -> tuple[dict, dict]:
-    """Adversarial Neuron Pruning of the victim with the given clean set;
-    the pruned checkpoint and its report."""
-    config = ANPConfig.from_params(anp)
-    return _defend_with_clean_data(
-        victim_model, clean_data, runtime, adversarial_neuron_pruning, config, "anp"
+    defend_victim.__name__ = defend_victim.__qualname__ = f"{defense.node_name}_victim"
+    defend_victim.__doc__ = (
+        f"{defense.description} of the victim with the given clean set; the defended checkpoint "
+        "and its report."
     )
+    return defend_victim
 
 
 def mode_connectivity_repair_victim(
@@ -277,16 +274,6 @@ def curve_with_test_figures(
         device=device,
     )
     return [validation | test for validation, test in zip(report["curve"], points, strict=True)]
-
-
-def implicit_unlearning_victim(
-    victim_model: dict, clean_data: ImageSet, ibau: dict, runtime: dict
-) -> tuple[dict, dict]:
-    """I-BAU of the victim with the given clean set; the defended checkpoint and its report."""
-    config = IBAUConfig.from_params(ibau)
-    return _defend_with_clean_data(
-        victim_model, clean_data, runtime, implicit_backdoor_unlearning, config, "ibau"
-    )
 
 
 def evaluate_defenses(

@@ -11,35 +11,39 @@ from collections.abc import Sequence
 
 from kedro.pipeline import Pipeline, node
 
+from cgd_kedro.defenses.registry import CleanDataDefense, list_defenses
 from cgd_kedro.pipelines.cgd_unlearn import nodes
 from cgd_kedro.pipelines.poison.pipeline import ATTACK_NAMESPACES
 
 SHARED_INPUTS = {"train_set", "test_set", "dataset_info"}
-SHARED_PARAMETERS = {
-    "params:cgd",
-    "params:abl",
-    "params:fine_pruning",
-    "params:anp",
-    "params:mcr",
-    "params:ibau",
-    "params:oracle_fraction",
-    "params:victim",
-    "params:runtime",
-}
-# Defenses whose model and report go into `<attack>.defense_metrics`, by name.
-DEFENSES: tuple[str, ...] = (
-    "cgd",
-    "retrain",
-    "abl",
-    "fp_cgd",
-    "fp_oracle",
-    "anp_cgd",
-    "anp_oracle",
-    "mcr_cgd",
-    "mcr_oracle",
-    "ibau_cgd",
-    "ibau_oracle",
-)
+# The clean-data defenses are those of the registry (`cgd_kedro.defenses.registry`: Fine-Pruning,
+# ANP, MCR, I-BAU, and any defense registered before the pipelines are built), read when a
+# pipeline is built.
+
+
+def shared_parameters() -> set[str]:
+    return {
+        "params:cgd",
+        "params:abl",
+        *(f"params:{d.section}" for d in list_defenses()),
+        "params:oracle_fraction",
+        "params:victim",
+        "params:runtime",
+    }
+
+
+def all_defenses() -> tuple[str, ...]:
+    """Every defense whose model and report go into ``<attack>.defense_metrics``, by row name."""
+    return ("cgd", "retrain", "abl", *clean_data_peers()[1:])
+
+
+def clean_data_peers() -> tuple[str, ...]:
+    """CGD and every clean-data defense, CGD-fed and oracle, without the peers that train from
+    scratch: ``kedro run --pipelines cgd_unlearn_clean_data`` checks CGD's claim that its clean
+    subset can stand in for clean data."""
+    return ("cgd", *(row for d in list_defenses() for row in d.rows()))
+
+
 # The attacks the default run compares CGD's peers on (CGD itself runs on every default attack), and
 # which peers: the clean-data defenses, CGD-fed vs oracle. Retraining and ABL train from scratch
 # (ABL three times a victim's epochs) and do not fit the default run's ten minutes on 2 CPU cores;
@@ -62,33 +66,25 @@ PEERS_WITHOUT_CLEAN_DATA = {
     ),
 }
 
-# Clean-data defenses, each run on CGD's clean subset and on oracle clean data:
-# (defense-name prefix, node function, parameter section, node name).
-CLEAN_DATA_DEFENSES = (
-    ("fp", nodes.fine_prune_victim, "fine_pruning", "fine_prune"),
-    ("anp", nodes.prune_neurons_victim, "anp", "adversarial_neuron_pruning"),
-    ("mcr", nodes.mode_connectivity_repair_victim, "mcr", "mode_connectivity_repair"),
-    ("ibau", nodes.implicit_unlearning_victim, "ibau", "implicit_backdoor_unlearning"),
-)
-# CGD and every clean-data defense, CGD-fed and oracle, without the peers that train from scratch:
-# `kedro run --pipelines cgd_unlearn_clean_data` checks CGD's claim that its clean
-# subset can stand in for clean data.
-CLEAN_DATA_PEERS: tuple[str, ...] = (
-    "cgd",
-    *(f"{prefix}_{source}" for prefix, *_ in CLEAN_DATA_DEFENSES for source in ("cgd", "oracle")),
-)
-# Clean-data defenses that also output a curve of models
-# (``<prefix>_<source>_curve``) for the evaluation.
-CURVE_DEFENSES = {"mcr"}
+# MCR's node has its own adapter: CGD's triggered subset as its ASR proxy, and a third output, its
+# curve of models (``mcr_<source>_curve``), which the evaluation measures along t.
+CURVE_DEFENSES = {"mcr": nodes.mode_connectivity_repair_victim}
 
 
-def create_defense_template(defenses: Sequence[str] = DEFENSES) -> Pipeline:
-    """CGD unlearning and those of its peers named in ``defenses`` (retraining, ABL, the clean-data
-    defenses fed by CGD or by oracle clean data), then one evaluation of them all."""
-    unknown = set(defenses) - set(DEFENSES)
+def clean_data_node_function(defense: CleanDataDefense):
+    """The node function of a clean-data defense: its own adapter, else the generic one."""
+    return CURVE_DEFENSES.get(defense.name) or nodes.clean_data_node(defense)
+
+
+def create_defense_template(defenses: Sequence[str] | None = None) -> Pipeline:
+    """CGD unlearning and those of its peers named in ``defenses`` (default: all; retraining, ABL,
+    the clean-data defenses fed by CGD or by oracle clean data), then one evaluation of them all."""
+    known = all_defenses()
+    defenses = known if defenses is None else defenses
+    unknown = set(defenses) - set(known)
     if "cgd" not in defenses or unknown:
         raise ValueError(
-            f"defenses {sorted(defenses)}: must include 'cgd' and name only {list(DEFENSES)}"
+            f"defenses {sorted(defenses)}: must include 'cgd' and name only {list(known)}"
         )
     nodes_ = [
         node(
@@ -113,12 +109,12 @@ def create_defense_template(defenses: Sequence[str] = DEFENSES) -> Pipeline:
         if defense in defenses
     ]
     clean_data = [
-        (p, f, section, name, source)
-        for p, f, section, name in CLEAN_DATA_DEFENSES
+        (d, source)
+        for d in list_defenses()
         for source in ("cgd", "oracle")
-        if f"{p}_{source}" in defenses
+        if f"{d.name}_{source}" in defenses
     ]
-    sources = {source for *_, source in clean_data}
+    sources = {source for _, source in clean_data}
     if "cgd" in sources:
         nodes_.append(
             node(
@@ -139,17 +135,17 @@ def create_defense_template(defenses: Sequence[str] = DEFENSES) -> Pipeline:
         )
     nodes_ += [
         node(
-            function,
-            ["victim_model", f"{source}_clean_data", f"params:{section}", "params:runtime"],
-            [f"{prefix}_{source}_model", f"{prefix}_{source}_report"]
-            + ([f"{prefix}_{source}_curve"] if prefix in CURVE_DEFENSES else []),
-            name=f"{name}_{source}",
+            clean_data_node_function(d),
+            ["victim_model", f"{source}_clean_data", f"params:{d.section}", "params:runtime"],
+            [f"{d.name}_{source}_model", f"{d.name}_{source}_report"]
+            + ([f"{d.name}_{source}_curve"] if d.name in CURVE_DEFENSES else []),
+            name=f"{d.node_name}_{source}",
         )
-        for prefix, function, section, name, source in clean_data
+        for d, source in clean_data
     ]
     # MCR's curve is measured on the test sets along t here, for the report
     # only (its t is already chosen).
-    with_curve = [(p, source) for p, *_, source in clean_data if p in CURVE_DEFENSES]
+    with_curve = [(d.name, source) for d, source in clean_data if d.name in CURVE_DEFENSES]
     curves = {
         name: name
         for p, source in with_curve
@@ -166,7 +162,7 @@ def create_defense_template(defenses: Sequence[str] = DEFENSES) -> Pipeline:
             }
             | {
                 f"{d}_{part}": f"{d}_{part}"
-                for d in DEFENSES
+                for d in known
                 if d in defenses
                 for part in ("model", "report")
             }
@@ -178,18 +174,18 @@ def create_defense_template(defenses: Sequence[str] = DEFENSES) -> Pipeline:
     return Pipeline(nodes_)
 
 
-def create_defense_pipeline(name: str, defenses: Sequence[str] = DEFENSES) -> Pipeline:
+def create_defense_pipeline(name: str, defenses: Sequence[str] | None = None) -> Pipeline:
     template = create_defense_template(defenses)
     used = template.inputs()  # a template without some peers reads fewer shared inputs
     return Pipeline(
-        template, namespace=name, inputs=SHARED_INPUTS & used, parameters=SHARED_PARAMETERS & used
+        template, namespace=name, inputs=SHARED_INPUTS & used, parameters=shared_parameters() & used
     )
 
 
 def create_pipeline(
     attacks: Sequence[str] = ATTACK_NAMESPACES,
     peer_attacks: Sequence[str] | None = None,
-    peers: Sequence[str] = DEFENSES,
+    peers: Sequence[str] | None = None,
     **kwargs,
 ) -> Pipeline:
     """The defenses ``peers`` (default: all) for each of ``attacks``; with ``peer_attacks``, only
