@@ -24,12 +24,15 @@ test data: nothing else reaches it.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cgd_kedro.config import ParameterModel
 
-# One module per built-in defense; importing it registers the defense.
+# The built-in defenses, in this order (rows, parameters, reports); importing a module registers
+# its defense. Any other module of this package is imported after them, so a new defense's module
+# needs no entry anywhere.
 _DEFENSE_MODULES = ("fine_pruning", "anp", "mcr", "ibau")
 
 
@@ -71,7 +74,9 @@ def register_defense(
 
 
 def _import_defenses() -> None:
-    for module in _DEFENSE_MODULES:
+    package = importlib.import_module("cgd_kedro.defenses")
+    others = sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+    for module in (*_DEFENSE_MODULES, *others):
         importlib.import_module(f"cgd_kedro.defenses.{module}")
 
 
