@@ -8,12 +8,15 @@ Each run is a fresh grid (``data/09_grid/speedup-w<N>-<time>``, deleted afterwar
 ``--keep``) of the ``poison`` pipeline (world + victim) on the embedded world with short budgets,
 on a LocalCluster of N workers, each with its share of the cores. Overhead per cell = (the
 1-worker grid's wall time - the sum of its cells' own run times) / cells: what starting the
-cluster, scheduling, and starting each cell's process add. Prints a Markdown table.
+cluster, scheduling, and starting each cell's process add. Idle tail: how long the first worker
+to run out of cells waited for the last (cells of unequal length on few workers). Prints each
+grid's timeline and a Markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -64,7 +67,11 @@ def main() -> None:
                 f"{workers} worker(s): cells failed: {result.failed} (logs under {result.root})"
             )
         cell_seconds = [r["seconds"] for r in result.ran]
-        rows.append((workers, result.wall_seconds, sum(cell_seconds), len(cell_seconds)))
+        rows.append(
+            (workers, result.wall_seconds, sum(cell_seconds), len(cell_seconds), tail(result.root))
+        )
+        for cell in timeline(result.root):
+            print(f"  {workers} worker(s): {cell}")
         if not args.keep:
             shutil.rmtree(result.root)
     base_wall = rows[0][1]
@@ -74,14 +81,39 @@ def main() -> None:
     )
     print(
         "| workers | wall (s) | sum of cell run times (s) | cells | speedup | overhead per cell "
-        "(s) |\n|---|---|---|---|---|---|"
+        "(s) | idle tail (s) |\n|---|---|---|---|---|---|---|"
     )
-    for workers, wall, cells_total, count in rows:
+    for workers, wall, cells_total, count, idle in rows:
         overhead = (wall - cells_total) / count if workers == 1 else float("nan")
         print(
             f"| {workers} | {wall:.1f} | {cells_total:.1f} | {count} | {base_wall / wall:.2f}x | "
             + (f"{overhead:.1f} |" if workers == 1 else "- |")
+            + f" {idle:.1f} |"
         )
+
+
+def _cells(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (root / "cells").glob("*/cell.json")]
+
+
+def timeline(root: Path) -> list[str]:
+    """Each cell's worker, start and end (seconds after the first start), and its id."""
+    cells = sorted(_cells(root), key=lambda c: c["started"])
+    first = cells[0]["started"]
+    return [
+        f"{c['worker']}: {c['started'] - first:6.1f} -> {c['finished'] - first:6.1f} s  "
+        f"{c['definition']['attack']} seed {c['definition']['seed']}"
+        for c in cells
+    ]
+
+
+def tail(root: Path) -> float:
+    """How long the first worker to run out of cells waited for the last one (0 with one worker):
+    the part of the wall time that more cells per worker would amortise."""
+    ends: dict[str, float] = {}
+    for cell in _cells(root):
+        ends[cell["worker"]] = max(ends.get(cell["worker"], 0.0), cell["finished"])
+    return max(ends.values()) - min(ends.values())
 
 
 if __name__ == "__main__":

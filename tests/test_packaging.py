@@ -110,7 +110,7 @@ def test_the_wheel_runs_a_pipeline_and_the_platform_outside_the_repository(tmp_p
     )
     (site_packages / "test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     install = subprocess.run(
-        [python, "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
+        [python, "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", str(wheel)],
         capture_output=True,
         text=True,
     )

@@ -55,3 +55,42 @@ def test_outputs_are_logged_as_metrics_and_files(tmp_path, monkeypatch):
         for a in client.list_artifacts(run.info.run_id, folder)
     }
     assert paths == {"badnets/entropy_map.png", "report/report.html"}
+
+
+def test_sessions_in_one_process_get_a_run_each_and_a_refused_one_gets_none(tmp_project):
+    """Each session is its own MLflow run, closed at its end, so the next session of the same
+    process (a notebook, the platform, these tests) never logs into it; the parameter check runs
+    before kedro-mlflow opens a run, so a refused run leaves none."""
+    import mlflow
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from cgd_kedro.config import ParameterError
+
+    bootstrap_project(tmp_project)
+    tiny = {
+        "dataset": {"world": {"n_train": 200, "n_test": 80}},
+        "victim": {"training": {"epochs": 1}},
+    }
+    ids = []
+    for seed in (0, 1):
+        with KedroSession.create(
+            project_path=tmp_project, runtime_params=tiny | {"runtime": {"seed": seed}}
+        ) as session:
+            session.run(pipeline_names=["poison"], namespaces=["dataset", "badnets"])
+        assert mlflow.active_run() is None
+        ids.append(mlflow.last_active_run().info.run_id)
+    client = mlflow.MlflowClient()
+    runs = [client.get_run(i) for i in ids]
+    assert len(set(ids)) == 2 and [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert [r.data.params["runtime.seed"] for r in runs] == ["0", "1"]
+    experiment = client.get_experiment_by_name("cgd_kedro").experiment_id
+    before = len(client.search_runs([experiment]))
+    with (
+        pytest.raises(ParameterError, match=r"victim\.training\.epochs = 0"),
+        KedroSession.create(
+            project_path=tmp_project, runtime_params={"victim": {"training": {"epochs": 0}}}
+        ) as session,
+    ):
+        session.run(pipeline_names=["poison"], namespaces=["dataset", "badnets"])
+    assert mlflow.active_run() is None and len(client.search_runs([experiment])) == before

@@ -42,7 +42,7 @@ class ParameterCheckHooks:
     since nothing is saved, earlier versioned outputs stay as they were.
     """
 
-    @hook_impl
+    @hook_impl(tryfirst=True)  # before kedro-mlflow opens its MLflow run
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
         namespaces = {node.namespace.split(".")[0] for node in pipeline.nodes if node.namespace}
         builds_reference_clip = any(
@@ -68,7 +68,7 @@ class RunRecordHooks:
     def after_context_created(self, context) -> None:
         self.records = RunRecords(context.project_path)
 
-    @hook_impl
+    @hook_impl(tryfirst=True)  # its refusals too come before any MLflow run
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
         self.version = run_params["run_id"]
         resume_run = (catalog.load("parameters").get("runtime") or {}).get("resume_run")

@@ -81,9 +81,16 @@ def _import_defenses() -> None:
 
 
 def list_defenses() -> list[CleanDataDefense]:
-    """The registered clean-data defenses, built-in ones first, in registration order."""
+    """The registered clean-data defenses: the built-in ones in ``_DEFENSE_MODULES`` order, then
+    the others in registration order (never the order in which modules happened to be imported)."""
     _import_defenses()
-    return list(DEFENSE_REGISTRY.values())
+    builtin = [f"cgd_kedro.defenses.{module}" for module in _DEFENSE_MODULES]
+
+    def rank(item: tuple[int, CleanDataDefense]) -> tuple[int, int]:
+        module = item[1].defend.__module__
+        return (builtin.index(module) if module in builtin else len(builtin), item[0])
+
+    return [d for _, d in sorted(enumerate(DEFENSE_REGISTRY.values()), key=rank)]
 
 
 def get_defense(name: str) -> CleanDataDefense:
