@@ -78,6 +78,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_the_wheel_runs_a_pipeline_and_the_platform_outside_the_repository(tmp_path):
+    # Kedro's bootstrap_project (earlier tests) puts the repository's src/ on PYTHONPATH
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [
@@ -93,6 +95,7 @@ def test_the_wheel_runs_a_pipeline_and_the_platform_outside_the_repository(tmp_p
         ],
         capture_output=True,
         text=True,
+        env=clean,
     )
     assert build.returncode == 0, build.stderr[-3000:]
     # setuptools' data-folder warning
@@ -113,13 +116,19 @@ def test_the_wheel_runs_a_pipeline_and_the_platform_outside_the_repository(tmp_p
         [python, "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", str(wheel)],
         capture_output=True,
         text=True,
+        env=clean,
     )
     assert install.returncode == 0, install.stderr[-3000:]
     where = subprocess.check_output(
-        [python, "-c", "import cgd_kedro; print(cgd_kedro.__file__)"], text=True, cwd=tmp_path
+        [python, "-c", "import cgd_kedro; print(cgd_kedro.__file__)"],
+        text=True,
+        cwd=tmp_path,
+        env=clean,
     )
     assert where.startswith(str(site_packages)), where  # the wheel's code, not the repository's
-    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
+    check = subprocess.run(
+        [python, "-m", "pip", "check"], capture_output=True, text=True, env=clean
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
     # A user's folder: the configuration, nothing else of the repository
@@ -129,7 +138,7 @@ def test_the_wheel_runs_a_pipeline_and_the_platform_outside_the_repository(tmp_p
     # [tool.kedro]: kedro finds the project
     shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
     (project / "src").mkdir()
-    env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1", "PYTHONPATH": ""}
+    env = clean | {"KEDRO_DISABLE_TELEMETRY": "1"}
     tiny = "dataset.world.n_train=200,dataset.world.n_test=80,victim.training.epochs=1"
     run = subprocess.run(
         [

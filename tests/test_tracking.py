@@ -41,6 +41,8 @@ def test_outputs_are_logged_as_metrics_and_files(tmp_path, monkeypatch):
     for name in ("badnets.entropy_map", "report_html", "badnets.cgd_split"):
         files[name].write_bytes(b"x")
     mlflow.set_tracking_uri(default_tracking_uri(tmp_path))
+    # its own experiment: the process's active one (set by earlier sessions) lives in another store
+    mlflow.set_experiment("tracking-test")
     with mlflow.start_run() as run:
         assert log_run_outputs(files) == (2, 2)
     client = mlflow.MlflowClient()
