@@ -29,8 +29,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractVersionedDataset, DataCatalog
+from omegaconf import OmegaConf
 
 from cgd_kedro.run_records import outputs_written
 
@@ -110,27 +112,20 @@ class MlflowTrackingHooks:
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
         loader = context.config_loader
-        if "mlflow" not in loader.config_patterns:
-            loader.config_patterns["mlflow"] = ["mlflow*", "mlflow*/**", "**/mlflow*"]
+        loader.config_patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])
         try:
-            config = dict(loader["mlflow"])
-        except Exception:
-            config = {}
-        server = dict(config.get("server") or {})
-        if not server.get("mlflow_tracking_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
-            server["mlflow_tracking_uri"] = default_tracking_uri(context.project_path)
-            tracking = dict(config.get("tracking") or {})
-            experiment = dict(tracking.get("experiment") or {})
-            kwargs = dict(experiment.get("create_experiment_kwargs") or {})
-            kwargs.setdefault("artifact_location", None)
-            kwargs["artifact_location"] = kwargs["artifact_location"] or default_artifact_location(
-                context.project_path
-            )
-            experiment["create_experiment_kwargs"] = kwargs
-            tracking["experiment"] = experiment
-            config["tracking"] = tracking
-        config["server"] = server
-        loader["mlflow"] = config
+            config = OmegaConf.create(loader["mlflow"])
+        except MissingConfigException:  # no mlflow.yml (a bare project): kedro-mlflow's defaults
+            config = OmegaConf.create({})
+        if not config.get("server", {}).get("mlflow_tracking_uri") and not os.environ.get(
+            "MLFLOW_TRACKING_URI"
+        ):
+            project = context.project_path
+            OmegaConf.update(config, "server.mlflow_tracking_uri", default_tracking_uri(project))
+            location = "tracking.experiment.create_experiment_kwargs.artifact_location"
+            if not OmegaConf.select(config, location):
+                OmegaConf.update(config, location, default_artifact_location(project))
+        loader["mlflow"] = OmegaConf.to_container(config)
 
     @hook_impl
     def before_pipeline_run(self, run_params) -> None:

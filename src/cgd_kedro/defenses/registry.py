@@ -27,6 +27,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 from cgd_kedro.config import ParameterModel
 
@@ -73,6 +74,7 @@ def register_defense(
     return decorator
 
 
+@cache  # once per process: pipelines are built per attack, each asking for the defenses
 def _import_defenses() -> None:
     package = importlib.import_module("cgd_kedro.defenses")
     others = sorted(m.name for m in pkgutil.iter_modules(package.__path__))

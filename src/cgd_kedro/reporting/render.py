@@ -36,11 +36,16 @@ img { max-width: 100%; border: 1px solid #eee; margin-bottom: 1rem; }
 """
 
 
-def figure_to_data_uri(figure: Figure, dpi: int = 110) -> str:
-    """``data:image/png;base64,...`` of ``figure``."""
+def figure_to_png(figure: Figure, dpi: int = 110) -> bytes:
+    """The PNG bytes of ``figure``, trimmed to its content."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def figure_to_data_uri(figure: Figure, dpi: int = 110) -> str:
+    """``data:image/png;base64,...`` of ``figure``."""
+    return "data:image/png;base64," + base64.b64encode(figure_to_png(figure, dpi)).decode("ascii")
 
 
 def html_table(frame: pd.DataFrame) -> str:

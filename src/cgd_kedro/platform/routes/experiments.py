@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import pandas as pd
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
@@ -11,7 +9,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from cgd_kedro.platform import figures
 from cgd_kedro.platform.state import PlatformDep
 from cgd_kedro.platform.submissions import inside
-from cgd_kedro.reporting.render import html_table
+from cgd_kedro.reporting.render import figure_to_png, html_table
 
 router = APIRouter()
 
@@ -151,6 +149,4 @@ def plot(attack: str, kind: str, platform: PlatformDep, env: str | None = None):
     v = platform.view(env)
     if kind not in PLOTS or attack not in {e.attack for e in v.experiments()}:
         raise HTTPException(404, f"no plot {kind!r} for {attack!r}")
-    buffer = io.BytesIO()
-    PLOTS[kind](v, attack).savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return Response(buffer.getvalue(), media_type="image/png")
+    return Response(figure_to_png(PLOTS[kind](v, attack), dpi=100), media_type="image/png")
