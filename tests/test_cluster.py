@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import yaml
 
 from cgd_kedro.cluster import (
     DaskConfig,
+    Job,
     SlurmClusterConfig,
+    cell_slots,
     load_dask_config,
     local_cluster_size,
     slurm_cluster,
+    submit_as_workers_free,
 )
 from cgd_kedro.config import ParameterError
 
@@ -74,3 +79,48 @@ def test_the_slurm_job_script_asks_for_what_dask_yml_says(tmp_path):
         "--nworkers 2",
     ):
         assert line in script, (line, script)
+
+
+def _timed_sleep(seconds: float) -> tuple[float, float, str]:
+    from distributed import get_worker
+
+    start = time.monotonic()
+    time.sleep(seconds)
+    return start, time.monotonic(), get_worker().address
+
+
+def test_jobs_are_submitted_as_workers_free_so_none_waits_behind_a_busy_worker():
+    from distributed import Client, LocalCluster
+
+    # One long job and three short ones on two workers: the short ones must all run on the free
+    # worker while the long one runs, none queued behind it (all submitted at once, Dask can
+    # hand one to the busy worker), and never more jobs in flight than workers.
+    durations = {"long": 3.0, "a": 0.3, "b": 0.3, "c": 0.3}
+    jobs = [
+        Job(name, _timed_sleep, (seconds,), key=f"job-{name}")
+        for name, seconds in durations.items()
+    ]
+    asked, assigned = [], []
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as cluster,
+        Client(cluster) as client,
+    ):
+
+        def slots() -> int:
+            asked.append(cell_slots(client, gpus=False))
+            assigned.append(sum(map(len, client.processing().values())))  # tasks given to workers
+            return asked[-1]
+
+        runs = {
+            tag: future.result()
+            for tag, future, _ in submit_as_workers_free(client, jobs, slots, poll_s=0.2)
+        }
+    assert set(runs) == set(durations) and set(asked) == {2}
+    assert max(assigned) == 2, assigned  # never a job parked on a busy worker
+    _, long_end, long_worker = runs["long"]
+    for name in "abc":
+        start, end, worker = runs[name]
+        assert worker != long_worker and end < long_end, (name, runs)
+    spans = sorted((start, end) for start, end, _ in runs.values())
+    for i, (start, _) in enumerate(spans):  # jobs running at each start, itself included
+        assert sum(s <= start < e for s, e in spans[: i + 1]) <= 2, spans

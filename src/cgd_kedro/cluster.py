@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -131,6 +134,58 @@ def worker_gpu() -> int | None:
     return (int(name) if isinstance(name, int) or str(name).isdigit() else abs(hash(name))) % count
 
 
+def cell_slots(client, gpus: bool) -> int:
+    """Grid cells the cluster can run at once: one per worker (per GPU worker when the workers
+    have GPUs), since a cell's torch uses all of its worker's threads."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return sum(1 for w in workers if not gpus or w.get("resources", {}).get("GPU"))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task for ``submit_as_workers_free``: ``function(*args)`` as Dask task ``key``."""
+
+    tag: Any  # handed back with the finished future
+    function: Callable
+    args: tuple
+    key: str
+    resources: dict[str, float] | None = None
+
+
+def submit_as_workers_free(
+    client, jobs: Iterable[Job], slots: Callable[[], int], poll_s: float = 5.0
+) -> Iterator[tuple[Any, Any, float]]:
+    """Run ``jobs`` in order with at most ``slots()`` of them in flight; yield
+    ``(tag, future, seconds since submission)`` as each finishes.
+
+    Why not submit them all: the scheduler assigns a task to a worker the moment it is submitted
+    (long independent tasks with distinct keys are not "root-ish", so its queuing does not apply),
+    and a task queued behind a busy worker waits there while another worker idles. Submitting one
+    per free slot leaves the placement to Dask and keeps every worker busy. ``slots()`` is asked
+    again every ``poll_s`` seconds, so workers that join later (SLURM jobs) get work.
+    """
+    from distributed import wait
+
+    waiting = deque(jobs)
+    running: dict = {}  # future -> (job, when submitted)
+    while waiting or running:
+        free = max(1, slots()) - len(running)
+        while waiting and free > 0:
+            job = waiting.popleft()
+            future = client.submit(
+                job.function, *job.args, key=job.key, pure=False, resources=job.resources
+            )
+            running[future] = (job, time.perf_counter())
+            free -= 1
+        try:
+            done = wait(list(running), timeout=poll_s, return_when="FIRST_COMPLETED").done
+        except TimeoutError:  # none finished: count the workers again
+            continue
+        for future in done:
+            job, submitted = running.pop(future)
+            yield job.tag, future, time.perf_counter() - submitted
+
+
 def _connect(address: str):
     from distributed import Client
 
@@ -210,6 +265,8 @@ def open_client(
 __all__ = [
     "ClusterError",
     "DaskConfig",
+    "Job",
+    "cell_slots",
     "load_dask_config",
     "local_cluster_size",
     "open_client",

@@ -7,8 +7,9 @@ each failure kept to its cell.
    changed spec makes new cells); cells that failed before are skipped unless ``rerun_failed``,
    which retries only them; interrupted ones (a killed grid) run again.
 3. Each cell is one Dask task (``grid.cells.run_cell``), one GPU each where workers have GPUs, the
-   first cell of each (env, seed) first (it fills the shared model cache); a progress bar counts
-   the cells and a failing cell's log tail is printed while the others go on.
+   first cell of each (env, seed) first (it fills the shared model cache), submitted as workers
+   free up (``cluster.submit_as_workers_free``); a progress bar counts the cells and a failing
+   cell's log tail is printed while the others go on.
 4. The complete cells are summarised (``reporting.grid``): mean ± std over seeds per (env, attack,
    defense, sweep values), a figure per sweep, an HTML report.
 5. The grid is an MLflow run and each cell's run is its child (``cgd_kedro.tracking``).
@@ -24,7 +25,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cgd_kedro.cluster import load_dask_config, open_client
+from cgd_kedro.cluster import (
+    Job,
+    cell_slots,
+    load_dask_config,
+    open_client,
+    submit_as_workers_free,
+)
 from cgd_kedro.grid.cells import cell_dir, grid_root, prepare_cell, read_state, run_cell
 from cgd_kedro.grid.spec import Cell, check_spec, expand_cells, load_spec
 from cgd_kedro.reporting.grid import format_summary, write_grid_report
@@ -104,33 +111,25 @@ def run_grid(
                 w.get("resources", {}).get("GPU")
                 for w in client.scheduler_info()["workers"].values()
             )
-            futures = {}
             # The first cell of each (env, seed) goes first: it fills the grid's model cache (the
             # reference CLIP, the clean model) that the cell's other runs then reuse.
-            # (Submitted in that order too: an idle worker takes a task as soon as it is submitted.)
             leaders = {(cell.env, cell.seed): cell for cell in reversed(todo)}
-            for cell in sorted(
-                todo, key=lambda c: leaders[(c.env, c.seed)] is not c
-            ):  # stable: spec order otherwise
-                folder = prepare_cell(project_path, root, cell, tracking)
-                priority = 1 if leaders[(cell.env, cell.seed)] is cell else 0
-                futures[
-                    client.submit(
-                        run_cell,
-                        str(folder),
-                        cell_timeout_s,
-                        key=(f"cell-{cell.id}-{time.time_ns()}"),
-                        pure=False,
-                        priority=priority,
-                        resources={"GPU": 1} if gpus else None,
-                    )
-                ] = (cell, time.perf_counter())
-            from distributed import as_completed
-
-            with tqdm(total=len(futures), desc=f"grid {spec.name}", unit="cell") as bar:
-                for future in as_completed(list(futures)):
-                    cell, submitted = futures[future]
-                    outcome = future.result() | {"total_seconds": time.perf_counter() - submitted}
+            ordered = sorted(todo, key=lambda c: leaders[(c.env, c.seed)] is not c)  # stable
+            jobs = [
+                Job(
+                    cell,
+                    run_cell,
+                    (str(prepare_cell(project_path, root, cell, tracking)), cell_timeout_s),
+                    key=f"cell-{cell.id}-{time.time_ns()}",
+                    resources={"GPU": 1} if gpus else None,
+                )
+                for cell in ordered
+            ]
+            with tqdm(total=len(jobs), desc=f"grid {spec.name}", unit="cell") as bar:
+                for cell, future, seconds in submit_as_workers_free(
+                    client, jobs, lambda: cell_slots(client, gpus)
+                ):
+                    outcome = future.result() | {"total_seconds": seconds}
                     result.ran.append(outcome)
                     if outcome["status"] != "complete":
                         result.failed.append(cell.id)
