@@ -6,15 +6,16 @@ import importlib
 
 from cgd_kedro.attacks.base import ATTACK_REGISTRY, Attack
 
-# One module per attack; importing it registers the attack.
-_ATTACK_MODULES = (
+# One module per attack, named after it; importing it registers the attack. In this order (the
+# paper's) the attacks are the poison pipeline's namespaces and the report's rows.
+ATTACK_NAMES: tuple[str, ...] = (
     "badnets", "blended", "wanet", "sig", "lc", "lf", "ssba",
     "inputaware", "bpp", "trojannn", "adapblend", "ftrojan", "cleanimage",
 )  # fmt: skip
 
 
 def _import_attacks() -> None:
-    for module in _ATTACK_MODULES:
+    for module in ATTACK_NAMES:
         importlib.import_module(f"cgd_kedro.attacks.{module}")
 
 

@@ -49,13 +49,21 @@ class GridResult:
     wall_seconds: float = 0.0
 
 
+def recorded_status(root: Path, cells: list[Cell]) -> dict[str, str]:
+    """Each cell's status from its ``cell.json`` ("not run" without one)."""
+    return {
+        cell.id: (read_state(cell_dir(root, cell)) or {}).get("status", "not run") for cell in cells
+    }
+
+
 def plan(
-    cells: list[Cell], root: Path, rerun_failed: bool
+    cells: list[Cell], root: Path, rerun_failed: bool, statuses: dict[str, str] | None = None
 ) -> tuple[list[Cell], list[str], list[str]]:
-    """``(to run, complete, failed and not retried)`` from each cell's recorded state."""
+    """``(to run, complete, failed and not retried)`` from each cell's recorded status."""
+    statuses = statuses or recorded_status(root, cells)
     todo, complete, failed = [], [], []
     for cell in cells:
-        status = (read_state(cell_dir(root, cell)) or {}).get("status")
+        status = statuses[cell.id]
         if status == "complete":
             complete.append(cell.id)
         elif status == "failed" and not rerun_failed:
@@ -83,7 +91,8 @@ def run_grid(
     cells = expand_cells(spec)
     check_spec(spec, project_path, cells)
     root = grid_root(project_path, spec.name)
-    todo, complete, failed = plan(cells, root, rerun_failed)
+    statuses = recorded_status(root, cells)
+    todo, complete, failed = plan(cells, root, rerun_failed, statuses)
     result = GridResult(root, cells, skipped=complete, failed=failed)
     # with --rerun-failed: cells never run, left for a plain run
     left = len(cells) - len(todo) - len(complete) - len(failed)
@@ -99,8 +108,7 @@ def run_grid(
     )
     if dry_run:
         for cell in cells:
-            status = (read_state(cell_dir(root, cell)) or {}).get("status", "not run")
-            echo(f"  {cell.id}: {status}{' -> runs' if cell in todo else ''}")
+            echo(f"  {cell.id}: {statuses[cell.id]}{' -> runs' if cell in todo else ''}")
         return result
     started = time.perf_counter()
     tracking = open_grid_run(project_path, root, spec.name) if todo else None

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node
 
-from cgd_kedro.attacks.registry import attack_class
+from cgd_kedro.attacks.registry import ATTACK_NAMES, attack_class
 from cgd_kedro.pipelines.poison import nodes
 
 # Attacks instantiated as namespaces; namespace = attack name, each with `<name>.attack` parameters.
-ATTACK_NAMESPACES: tuple[str, ...] = (
-    "badnets", "blended", "wanet", "sig", "lc", "lf", "ssba",
-    "inputaware", "bpp", "trojannn", "adapblend", "ftrojan", "cleanimage",
-)  # fmt: skip
+ATTACK_NAMESPACES: tuple[str, ...] = ATTACK_NAMES
 # The attacks of the default run (`kedro run`); `--pipelines full` runs every namespace.
 DEFAULT_ATTACKS: tuple[str, ...] = ("badnets", "blended")
 
