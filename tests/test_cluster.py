@@ -16,6 +16,7 @@ from cgd_kedro.cluster import (
     local_cluster_size,
     slurm_cluster,
     submit_as_workers_free,
+    workers_have_gpus,
 )
 from cgd_kedro.config import ParameterError
 
@@ -124,3 +125,22 @@ def test_jobs_are_submitted_as_workers_free_so_none_waits_behind_a_busy_worker()
     spans = sorted((start, end) for start, end, _ in runs.values())
     for i, (start, _) in enumerate(spans):  # jobs running at each start, itself included
         assert sum(s <= start < e for s, e in spans[: i + 1]) <= 2, spans
+
+
+def test_cells_ask_for_a_gpu_when_the_workers_have_one_or_slurm_jobs_will():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=False) as cpus,
+        Client(cpus) as client,
+    ):
+        assert not workers_have_gpus(client) and cell_slots(client, gpus=False) == 2
+        assert workers_have_gpus(client, slurm_gpus=1)  # GPU jobs still pending
+        assert cell_slots(client, gpus=True) == 0  # none of these workers can take a GPU cell
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, resources={"GPU": 1}
+        ) as gpus,
+        Client(gpus) as client,
+    ):
+        assert workers_have_gpus(client) and cell_slots(client, gpus=True) == 2

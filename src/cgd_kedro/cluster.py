@@ -134,6 +134,13 @@ def worker_gpu() -> int | None:
     return (int(name) if isinstance(name, int) or str(name).isdigit() else abs(hash(name))) % count
 
 
+def workers_have_gpus(client, slurm_gpus: int = 0) -> bool:
+    """Whether grid cells ask for a ``GPU``: the connected workers announce one, or SLURM jobs
+    that have not started yet will (``slurm_gpus`` per job)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return bool(slurm_gpus) or any(w.get("resources", {}).get("GPU") for w in workers)
+
+
 def cell_slots(client, gpus: bool) -> int:
     """Grid cells the cluster can run at once: one per worker (per GPU worker when the workers
     have GPUs), since a cell's torch uses all of its worker's threads."""
@@ -271,4 +278,5 @@ __all__ = [
     "local_cluster_size",
     "open_client",
     "worker_gpu",
+    "workers_have_gpus",
 ]

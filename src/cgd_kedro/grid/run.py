@@ -31,6 +31,7 @@ from cgd_kedro.cluster import (
     load_dask_config,
     open_client,
     submit_as_workers_free,
+    workers_have_gpus,
 )
 from cgd_kedro.grid.cells import cell_dir, grid_root, prepare_cell, read_state, run_cell
 from cgd_kedro.grid.spec import Cell, check_spec, expand_cells, load_spec
@@ -113,11 +114,11 @@ def run_grid(
     started = time.perf_counter()
     tracking = open_grid_run(project_path, root, spec.name) if todo else None
     if todo:
-        with open_client(load_dask_config(project_path, env), cluster, workers) as client:
+        dask_config = load_dask_config(project_path, env)
+        with open_client(dask_config, cluster, workers) as client:
             echo(f"dask dashboard: {client.dashboard_link}")
-            gpus = any(
-                w.get("resources", {}).get("GPU")
-                for w in client.scheduler_info()["workers"].values()
+            gpus = workers_have_gpus(
+                client, slurm_gpus=dask_config.slurm.gpus if cluster == "slurm" else 0
             )
             # The first cell of each (env, seed) goes first: it fills the grid's model cache (the
             # reference CLIP, the clean model) that the cell's other runs then reuse.
