@@ -134,18 +134,22 @@ def worker_gpu() -> int | None:
     return (int(name) if isinstance(name, int) or str(name).isdigit() else abs(hash(name))) % count
 
 
+def _workers_gpu(client) -> list[bool]:
+    """For each worker the scheduler knows, whether it announces the resource ``GPU``."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return [bool(w.get("resources", {}).get("GPU")) for w in workers]
+
+
 def workers_have_gpus(client, slurm_gpus: int = 0) -> bool:
     """Whether grid cells ask for a ``GPU``: the connected workers announce one, or SLURM jobs
     that have not started yet will (``slurm_gpus`` per job)."""
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    return bool(slurm_gpus) or any(w.get("resources", {}).get("GPU") for w in workers)
+    return bool(slurm_gpus) or any(_workers_gpu(client))
 
 
 def cell_slots(client, gpus: bool) -> int:
     """Grid cells the cluster can run at once: one per worker (per GPU worker when the workers
     have GPUs), since a cell's torch uses all of its worker's threads."""
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    return sum(1 for w in workers if not gpus or w.get("resources", {}).get("GPU"))
+    return sum(1 for has_gpu in _workers_gpu(client) if has_gpu or not gpus)
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,7 @@ __all__ = [
     "load_dask_config",
     "local_cluster_size",
     "open_client",
+    "submit_as_workers_free",
     "worker_gpu",
     "workers_have_gpus",
 ]

@@ -117,7 +117,7 @@ class MlflowTrackingHooks:
             config = OmegaConf.create(loader["mlflow"])
         except MissingConfigException:  # no mlflow.yml (a bare project): kedro-mlflow's defaults
             config = OmegaConf.create({})
-        if not config.get("server", {}).get("mlflow_tracking_uri") and not os.environ.get(
+        if not (config.get("server") or {}).get("mlflow_tracking_uri") and not os.environ.get(
             "MLFLOW_TRACKING_URI"
         ):
             project = context.project_path
