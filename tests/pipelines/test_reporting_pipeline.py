@@ -186,8 +186,11 @@ def test_in_memory_run_builds_the_tables_figures_and_a_self_contained_report():
         "Reference CLIP: a stand-in, cgd-small-clip pretrained here on 10000 images held out of "
         "the training set (zero-shot accuracy 0.751 on the test set)" in markdown
     )
-    # 2 matrices, robustness, defense_report, defense_summary, split_report
-    assert page.count('class="dataframe sortable"') == 6
+    # 2 matrices, robustness, the clean-data comparison, defense_report, defense_summary,
+    # split_report
+    assert page.count('class="dataframe sortable"') == 7
+    # sig's MCR fed CGD's subset: same CA as its oracle, lower ASR
+    assert "| mcr | 1 | 1 | 0 | 0.100 | 0.500 | 0.880 | 0.880 |" in markdown
     assert (
         "| badnets | 0.930 / 0.990 | 0.920 / 0.001 | 0.910 / 0.002 |" in markdown
         and "| badnet | 0.800 / 0.990 | 0.790 / 0.200 | 0.810 / 0.980 |" in markdown

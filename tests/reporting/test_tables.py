@@ -14,6 +14,7 @@ from cgd_kedro.reporting.tables import (
     build_robustness_table,
     build_split_report,
     check_seeds,
+    clean_data_comparison,
     latest_per_seed,
     summarise_over_seeds,
 )
@@ -268,3 +269,54 @@ def test_the_multi_seed_matrix_carries_the_notes_of_any_seed():
         matrix.loc["badnets", "abl"].endswith("(budget too small)")
         and "budget" not in matrix.loc["badnets", "none"]
     )
+
+
+def _row(ca: float, asr: float) -> dict:
+    return {"clean_acc": ca, "asr": asr, "ra": 0.0, "der": 0.5, "seconds": 1.0}
+
+
+def test_clean_data_comparison_counts_attacks_where_the_cgd_fed_defense_is_strictly_better():
+    # BadNets embedded_large figures (seed 0) for fp and mcr, and a made-up second attack
+    metrics = {
+        "badnets": {
+            "none": _row(0.936, 0.999),
+            "cgd": _row(0.935, 0.001),
+            "fp_cgd": _row(0.946, 0.071),
+            "fp_oracle": _row(0.909, 0.303),
+            "mcr_cgd": _row(0.941, 0.839),
+            "mcr_oracle": _row(0.912, 1.0),
+            "anp_cgd": _row(0.926, 0.936),  # no oracle row: not compared
+        },
+        "blended": {
+            "none": _row(0.932, 0.999),
+            "fp_cgd": _row(0.90, 0.5),
+            "fp_oracle": _row(0.92, 0.5),  # same ASR: a tie counts for neither
+            "mcr_cgd": _row(0.93, 0.2),  # no oracle row for this attack: mcr over badnets only
+        },
+    }
+    reports = [build_defense_report("embedded", seed, metrics) for seed in (0, 1)]
+    table = clean_data_comparison(pd.concat(reports, ignore_index=True)).set_index("defense")
+    assert table.index.tolist() == ["fp", "mcr"]
+    assert table.loc["fp", ["attacks", "lower_asr_cgd_fed", "higher_ca_cgd_fed"]].tolist() == [
+        2,
+        1,
+        1,
+    ]
+    assert table.loc["mcr", ["attacks", "lower_asr_cgd_fed", "higher_ca_cgd_fed"]].tolist() == [
+        1,
+        1,
+        1,
+    ]
+    assert table.loc["fp", "mean_asr_cgd_fed"] == pytest.approx((0.071 + 0.5) / 2)
+    assert table.loc["fp", "mean_ca_oracle"] == pytest.approx((0.909 + 0.92) / 2)
+    # differences below the reported 3 decimals are ties
+    close = {
+        "badnets": {
+            "none": _row(0.9, 1.0),
+            "fp_cgd": _row(0.9001, 0.5),
+            "fp_oracle": _row(0.9, 0.5002),
+        }
+    }
+    tied = clean_data_comparison(build_defense_report("embedded", 0, close))
+    assert tied[["lower_asr_cgd_fed", "higher_ca_cgd_fed"]].values.tolist() == [[0, 0]]
+    assert clean_data_comparison(build_defense_report("embedded", 0, METRICS)).empty
