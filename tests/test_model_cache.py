@@ -4,6 +4,8 @@ a training is reused only when its data, parameters, seed and device are the sam
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import torch
 
@@ -24,6 +26,11 @@ class CountingTrainer:
             "epochs": [{"loss": 0.5}],
             "seconds": 1.0,
         }
+
+
+def entries(cache_dir) -> list[str]:
+    """The cache's entries (its ``.locks`` folder aside)."""
+    return sorted(p.name for p in cache_dir.iterdir() if p.name != ".locks")
 
 
 def run(cache_dir, trainer, *, settings=None, seed=0, images=None, captions=("a", "b")):
@@ -49,8 +56,7 @@ def test_the_same_inputs_reuse_the_first_training(tmp_path):
         "seconds": 1.0,
     }
     # one entry, no temporary file left
-    assert [p.name for p in tmp_path.iterdir()] == [next(tmp_path.iterdir()).name]
-    assert next(tmp_path.iterdir()).name.startswith("reference_clip-")
+    assert len(entries(tmp_path)) == 1 and entries(tmp_path)[0].startswith("reference_clip-")
 
 
 def test_other_parameters_seed_data_or_captions_train_again(tmp_path):
@@ -63,7 +69,7 @@ def test_other_parameters_seed_data_or_captions_train_again(tmp_path):
     changed[0, 0, 0, 0] = 1
     run(tmp_path, trainer, images=changed)
     run(tmp_path, trainer, captions=("a", "c"))
-    assert trainer.calls == 5 and len(list(tmp_path.iterdir())) == 5
+    assert trainer.calls == 5 and len(entries(tmp_path)) == 5
 
 
 def test_no_cache_dir_trains_every_time_and_writes_nothing(tmp_path):
@@ -75,7 +81,7 @@ def test_no_cache_dir_trains_every_time_and_writes_nothing(tmp_path):
 def test_an_unreadable_entry_is_trained_again_with_a_warning(tmp_path, caplog):
     trainer = CountingTrainer(torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
     run(tmp_path, trainer)
-    entry = next(tmp_path.iterdir())
+    entry = tmp_path / entries(tmp_path)[0]
     entry.write_bytes(b"not a safetensors file")
     with caplog.at_level(logging.WARNING):
         tensors, _, reused = run(tmp_path, trainer)
@@ -86,3 +92,53 @@ def test_an_unreadable_entry_is_trained_again_with_a_warning(tmp_path, caplog):
     )
     # the entry was rewritten
     assert torch.equal(run(tmp_path, trainer)[0]["weight"], tensors["weight"])
+
+
+SIDE_BY_SIDE = """
+import logging, os, sys, time, torch
+from pathlib import Path
+from cgd_kedro.model_cache import cached_training
+
+logging.basicConfig(level=logging.INFO)
+folder = Path(sys.argv[2])
+
+def train():
+    (folder / "calls").open("a").write("trained\\n")
+    # wait until the other process has arrived too, then a little longer: it is then either
+    # blocked on the lock or (without one) training as well
+    deadline = time.monotonic() + 60
+    while len(list(folder.glob("arrived-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1)
+    return {"weight": torch.arange(4.0)}, {"seconds": 1.0}
+
+(folder / f"arrived-{os.getpid()}").touch()
+tensors, info, reused = cached_training(
+    folder / "cache", "reference_clip", settings={"lr": 0.1}, seed=0, device=torch.device("cpu"),
+    data=[torch.zeros(2, 3, dtype=torch.uint8)], train=train,
+)
+print(reused, tensors["weight"].tolist())
+"""
+
+
+def test_runs_side_by_side_train_a_missing_entry_once(tmp_path):
+    # two processes asking for the same entry at once (a grid's cells of one seed): the second
+    # waits for the first's lock and reads what it saved
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", SIDE_BY_SIDE, "-", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=180) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err for _, err in outputs]
+    assert (tmp_path / "calls").read_text().splitlines() == ["trained"]
+    assert sorted(out.strip() for out, _ in outputs) == [
+        "False [0.0, 1.0, 2.0, 3.0]",
+        "True [0.0, 1.0, 2.0, 3.0]",
+    ]
+    waited = [err for _, err in outputs if "another run is training the same model" in err]
+    assert len(waited) == 1 and len(entries(tmp_path / "cache")) == 1

@@ -16,6 +16,11 @@ A different fingerprint is another file, never an overwrite. Files are written t
 name and renamed, so a run killed while saving leaves no partial entry; they are read with
 safetensors (no code runs), and an unreadable entry is ignored with a warning and trained again.
 Delete the folder to clear the cache; ``runtime.cache_dir: null`` turns it off.
+
+Runs side by side (a grid's cells of one seed on several Dask workers) that need the same entry
+train it once: a lock per entry (``filelock``: the operating system's lock on a file in ``.locks/``,
+released when its process ends, even killed) makes the later ones wait for the first and read what
+it saved.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from functools import cache
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 
 from cgd_kedro.datasets.atomic import save_safetensors
@@ -111,6 +117,27 @@ def cached_training(
         Path(cache_dir)
         / f"{name}-{fingerprint(name, settings, seed, device, data_digest(data))[:20]}.safetensors"
     )
+    locks = path.parent / ".locks"  # kept (the OS lock, not the file, is what is held)
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(locks / f"{path.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info(
+            "%s: another run is training the same model ('%s' is locked); waiting to reuse it",
+            name,
+            lock.lock_file,
+        )
+        lock.acquire()
+    try:
+        return _read_or_train(path, name, train)
+    finally:
+        lock.release()
+
+
+def _read_or_train(
+    path: Path, name: str, train: Callable[[], Trained]
+) -> tuple[dict[str, torch.Tensor], dict, bool]:
     if path.is_file():
         try:
             with safe_open(str(path), framework="pt", device="cpu") as handle:
