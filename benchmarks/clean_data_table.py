@@ -12,26 +12,15 @@ defense is strictly better than its oracle by ASR and by CA (``clean_data_compar
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from cgd_kedro.reporting.grid import newest
 from cgd_kedro.reporting.render import markdown_table
 from cgd_kedro.reporting.tables import (
     build_defense_report,
     clean_data_comparison,
     clean_data_pairs,
+    latest_defense_metrics,
 )
-
-
-def latest_metrics(root: Path) -> dict[str, tuple[str, dict]]:
-    """``{attack: (run version, defense_metrics)}`` from each attack's newest version."""
-    found = {}
-    for attack_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        path = newest(attack_dir, "defense_metrics.json/*/defense_metrics.json")
-        if path is not None:
-            found[attack_dir.name] = (path.parent.name, json.loads(path.read_text()))
-    return found
 
 
 def main() -> None:
@@ -40,7 +29,7 @@ def main() -> None:
     parser.add_argument("--data", default="data")
     args = parser.parse_args()
     root = Path(args.data) / "08_reporting" / args.dataset
-    found = latest_metrics(root)
+    found = latest_defense_metrics(root)
     if not found:
         raise SystemExit(
             f"no defense_metrics under {root}; run `kedro run --pipelines cgd_unlearn_clean_data` "

@@ -10,16 +10,9 @@ relative to CGD. Run ``kedro run --pipelines cgd_unlearn`` first.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-
-def latest(path: Path) -> Path | None:
-    """The newest version of a Kedro versioned JSON dataset folder."""
-    versions = (
-        sorted(p for p in path.glob("*/" + path.name) if p.is_file()) if path.is_dir() else []
-    )
-    return versions[-1] if versions else None
+from cgd_kedro.reporting.tables import latest_defense_metrics
 
 
 def main() -> None:
@@ -28,11 +21,7 @@ def main() -> None:
     parser.add_argument("--data", default="data")
     args = parser.parse_args()
     root = Path(args.data) / "08_reporting" / args.dataset
-    rows = []
-    for attack_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        found = latest(attack_dir / "defense_metrics.json")
-        if found:
-            rows.append((attack_dir.name, found.parent.name, json.loads(found.read_text())))
+    rows = [(a, v, m) for a, (v, m) in latest_defense_metrics(root).items()]
     if not rows:
         raise SystemExit(
             f"no defense_metrics under {root}; run `kedro run --pipelines cgd_unlearn` first"

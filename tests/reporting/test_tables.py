@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -15,6 +16,7 @@ from cgd_kedro.reporting.tables import (
     build_split_report,
     check_seeds,
     clean_data_comparison,
+    latest_defense_metrics,
     latest_per_seed,
     summarise_over_seeds,
 )
@@ -320,3 +322,20 @@ def test_clean_data_comparison_counts_attacks_where_the_cgd_fed_defense_is_stric
     tied = clean_data_comparison(build_defense_report("embedded", 0, close))
     assert tied[["lower_asr_cgd_fed", "higher_ca_cgd_fed"]].values.tolist() == [[0, 0]]
     assert clean_data_comparison(build_defense_report("embedded", 0, METRICS)).empty
+
+
+def test_latest_defense_metrics_reads_each_attacks_newest_version(tmp_path):
+    for attack, version, asr in (
+        ("badnets", "2026-12-01T10.00.00.000Z", 0.5),
+        ("badnets", "2026-12-02T03.12.26.329Z", 0.1),
+        ("blended", "2026-11-30T09.00.00.000Z", 0.2),
+    ):
+        folder = tmp_path / attack / "defense_metrics.json" / version
+        folder.mkdir(parents=True)
+        (folder / "defense_metrics.json").write_text(json.dumps({"cgd": {"asr": asr}}))
+    (tmp_path / "sig").mkdir()  # an attack without defense_metrics yet
+    assert latest_defense_metrics(tmp_path) == {
+        "badnets": ("2026-12-02T03.12.26.329Z", {"cgd": {"asr": 0.1}}),
+        "blended": ("2026-11-30T09.00.00.000Z", {"cgd": {"asr": 0.2}}),
+    }
+    assert latest_defense_metrics(tmp_path / "missing") == {}

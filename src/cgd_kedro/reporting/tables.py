@@ -17,7 +17,9 @@ mean and standard deviation per key.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import pandas as pd
 
@@ -194,6 +196,21 @@ CLEAN_DATA_COLUMNS = [
     "mean_ca_cgd_fed",
     "mean_ca_oracle",
 ]
+
+
+def latest_defense_metrics(reporting_root: str | Path) -> dict[str, tuple[str, dict]]:
+    """``{attack: (run version, defense_metrics)}`` from each attack's newest ``defense_metrics``
+    under ``reporting_root`` (``data/08_reporting/<dataset>``), whatever run wrote it."""
+    found = {}
+    root = Path(reporting_root)
+    for attack_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        versions = sorted(attack_dir.glob("defense_metrics.json/*/defense_metrics.json"))
+        if versions:
+            found[attack_dir.name] = (
+                versions[-1].parent.name,
+                json.loads(versions[-1].read_text()),
+            )
+    return found
 
 
 def clean_data_pairs(defenses: Iterable[str]) -> list[str]:
