@@ -36,7 +36,6 @@ def main() -> None:
             "first"
         )
     report = build_defense_report(args.dataset, 0, {a: m for a, (_, m) in found.items()})
-    report = report[report["model"] == "classifier"]
     pairs = clean_data_pairs(report["defense"])
     defenses = ["none", "cgd"] + [f"{p}_{source}" for p in pairs for source in ("cgd", "oracle")]
     cells = report.set_index(["attack", "defense"])
