@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
@@ -34,8 +35,25 @@ def _slow_square(x: int) -> dict:
     return {"value": x * x, "pid": os.getpid(), "span": (started, time.time())}
 
 
+def _square_when_both_started(x: int, rendezvous: str) -> dict:
+    """Announce this node's start in ``rendezvous`` and wait until the other node has started too:
+    it returns only if the two nodes ran at the same time, wherever Dask first placed them (work
+    stealing moves a task queued behind a waiting one to the idle worker)."""
+    started = time.time()
+    Path(rendezvous, str(x)).touch()
+    while len(list(Path(rendezvous).iterdir())) < 2:
+        if time.time() - started > 60:
+            raise TimeoutError(f"node {x} waited 60 s alone: the nodes did not run side by side")
+        time.sleep(0.05)
+    return {"value": x * x, "pid": os.getpid(), "span": (started, time.time())}
+
+
 def _add(a: dict, b: dict) -> int:
     return a["value"] + b["value"]
+
+
+def _square(x: int) -> int:
+    return x * x
 
 
 def _fail(x: int) -> int:
@@ -52,18 +70,46 @@ def _squares_and_sum() -> Pipeline:
     )
 
 
-def test_independent_nodes_run_side_by_side_and_memory_data_crosses_workers(client):
+def test_memory_data_crosses_workers_and_free_outputs_reach_the_caller(client):
     pipeline = _squares_and_sum()
     catalog = DataCatalog({"params:a": MemoryDataset(3), "params:b": MemoryDataset(4)})
     DaskRunner(client=client).run(pipeline, catalog)
     # both squares travelled from their workers to the adding one
     assert catalog.load("total") == 25
-    # the free outputs of the run reach the caller; the two squares ran in two processes at once
+    # the free outputs of the run reach the caller
     assert set(
         DaskRunner(client=client).run(pipeline.only_nodes("square_a", "square_b"), catalog)
     ) == {"square_a", "square_b"}
+
+
+def test_independent_nodes_run_at_the_same_time_in_two_processes(client, tmp_path):
+    pipeline = Pipeline(
+        [
+            node(_square_when_both_started, ["params:a", "params:dir"], "square_a", name="a"),
+            node(_square_when_both_started, ["params:b", "params:dir"], "square_b", name="b"),
+        ]
+    )
+    catalog = DataCatalog(
+        {
+            "params:a": MemoryDataset(3),
+            "params:b": MemoryDataset(4),
+            "params:dir": MemoryDataset(str(tmp_path)),
+        }
+    )
+    DaskRunner(client=client).run(pipeline, catalog)
     a, b = catalog.load("square_a"), catalog.load("square_b")
+    assert (a["value"], b["value"]) == (9, 16)
     assert a["pid"] != b["pid"] and a["span"][0] < b["span"][1] and b["span"][0] < a["span"][1]
+
+
+def test_running_the_same_nodes_again_computes_them_again(client):
+    """Back-to-back runs of the same node objects on one client, with new inputs: every run returns
+    its own outputs, never a previous run's (the tasks' keys must not repeat across runs)."""
+    pipeline = Pipeline([node(_square, "params:a", "square", name="square")])
+    for x in range(12):
+        catalog = DataCatalog({"params:a": MemoryDataset(x)})
+        DaskRunner(client=client).run(pipeline, catalog)
+        assert catalog.load("square") == x * x, f"run {x} returned a previous run's output"
 
 
 def test_a_failing_node_fails_the_run_with_its_error(client):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,10 @@ class DaskRunner(AbstractRunner):
         for name in memory:  # the driver's copy holds no data: it travels between tasks
             catalog[name] = MemoryDataset(copy_mode="assign")
         dependencies = pipeline.node_dependencies
+        # Keys unique to this run: a key the client still knows (a previous run of the same node
+        # objects whose release has not reached the scheduler yet) would hand back that run's
+        # future, i.e. stale outputs, instead of running the node again.
+        run_token = uuid.uuid4().hex
         futures: dict[Any, Any] = {}
         started = time.perf_counter()
         for node in pipeline.nodes:  # topologically sorted: a node's parents are submitted first
@@ -157,7 +162,7 @@ class DaskRunner(AbstractRunner):
                 self._is_async,
                 run_id,
                 *parents,
-                key=f"{node.name}-{run_id or 'run'}-{id(node)}",
+                key=f"{node.name}-{run_token}",
                 pure=False,
                 retries=0,
             )
