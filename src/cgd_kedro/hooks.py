@@ -10,6 +10,7 @@ import torch
 from kedro.framework.hooks import hook_impl
 
 from cgd_kedro.accelerate import configure
+from cgd_kedro.input_check import check_inputs_exist
 from cgd_kedro.parameters import RuntimeConfig, check_run_parameters
 from cgd_kedro.run_records import (
     COMPLETE,
@@ -35,6 +36,15 @@ def peak_memory() -> str:
     return text
 
 
+def _project_pipelines() -> dict:
+    """The project's pipelines, one per package, those that run only on request last."""
+    # imported here, not at the top: settings.py imports this module
+    from cgd_kedro.pipeline_registry import ON_REQUEST, find_all_pipelines
+
+    pipelines = find_all_pipelines()
+    return dict(sorted(pipelines.items(), key=lambda item: (item[0] in ON_REQUEST, item[0])))
+
+
 class ParameterCheckHooks:
     """Check every parameter the run will use before the first node starts.
 
@@ -53,7 +63,8 @@ class ParameterCheckHooks:
 
 class RunRecordHooks:
     """Keep runs from mixing (``cgd_kedro.run_records``): pin each input to the newest version
-    written by a complete run, and record what the run read and wrote, and whether it finished.
+    written by a complete run, refuse the run if an input has nothing to load
+    (``cgd_kedro.input_check``), and record what the run read and wrote, and whether it finished.
 
     Registered first in ``settings.HOOKS`` so that pluggy, which calls hooks last-registered
     first, runs it after the parameter check: a run refused for a bad parameter leaves no record.
@@ -73,6 +84,7 @@ class RunRecordHooks:
         self.version = run_params["run_id"]
         resume_run = (catalog.load("parameters").get("runtime") or {}).get("resume_run")
         chosen = choose_input_versions(catalog, pipeline.inputs(), self.records, resume_run)
+        check_inputs_exist(catalog, pipeline, _project_pipelines)
         self.record = start_record(run_params, describe_inputs(catalog, chosen))
         self.records.write(self.version, self.record)
         sources = sorted({entry.version for entry in chosen.values()})
