@@ -69,14 +69,13 @@ def find_all_pipelines() -> dict[str, Pipeline]:
 
 
 # Pipelines that run only when named: they need something on disk that a run cannot make
-ON_REQUEST = ("backdoorbench_import",)
+ON_REQUEST = frozenset({"backdoorbench_import"})
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     pipelines = find_all_pipelines()
-    on_request = set(ON_REQUEST)
     grid = sum(
-        (p for name, p in pipelines.items() if name not in on_request | {"reporting"}), Pipeline([])
+        (p for name, p in pipelines.items() if name not in ON_REQUEST | {"reporting"}), Pipeline([])
     )
     pipelines["reporting_full"] = reporting.create_pipeline(
         attacks=ATTACK_NAMESPACES,

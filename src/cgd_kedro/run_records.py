@@ -120,7 +120,7 @@ def choose_input_versions(
     """Pin each versioned dataset of ``names`` in ``catalog`` to its newest usable version.
 
     ``resume_run``: the version of an incomplete run whose outputs may be read (resuming it).
-    Datasets with no saved version are left alone (Kedro reports them when a node needs them).
+    Datasets with no saved version are left alone (``input_check`` then refuses the run).
     Raises ``InconsistentInputsError`` naming every input whose versions all come from runs that
     did not complete.
     """
